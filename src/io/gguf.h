@@ -1,0 +1,79 @@
+// GGUF v2/v3 files: metadata, tensor table, and tensors dequantized to f32.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "kiln/tensor.h"
+
+namespace kiln::io {
+
+// ggml tensor types (the numbering of the GGUF format).
+enum class GgmlType : uint32_t {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
+};
+const char* ggml_type_name(uint32_t type);
+
+struct GgufValue;
+using GgufArray = std::vector<GgufValue>;
+// Integers of every width are widened to int64_t/uint64_t, floats to double.
+struct GgufValue {
+  std::variant<uint64_t, int64_t, double, bool, std::string, GgufArray> v;
+};
+
+struct GgufTensorInfo {
+  std::string name;
+  uint32_t type = 0;            // a GgmlType value
+  std::vector<int64_t> ne;      // ggml order: ne[0] is the fastest-moving (row length)
+  uint64_t offset = 0;          // from the start of the data section
+  const uint8_t* data = nullptr;
+  size_t nbytes = 0;
+  // The shape in row-major (PyTorch) order: ne reversed.
+  Shape shape() const;
+};
+
+// Everything is validated at open (magic, version, counts, string lengths, types, tensor extents
+// inside the file); problems throw kiln::Error naming the file and what is wrong.
+class GgufFile {
+ public:
+  explicit GgufFile(const std::string& path);
+
+  uint32_t version() const { return version_; }
+  const std::string& path() const { return file_.path(); }
+  const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  bool has(const std::string& key) const { return metadata_.count(key) != 0; }
+
+  // Typed getters; throw kiln::Error naming the key when missing or of another type.
+  std::string get_string(const std::string& key) const;
+  int64_t get_int(const std::string& key) const;      // any integer type
+  double get_float(const std::string& key) const;     // any float or integer type
+  bool get_bool(const std::string& key) const;
+  std::vector<std::string> get_string_array(const std::string& key) const;
+  std::vector<int64_t> get_int_array(const std::string& key) const;
+  std::vector<double> get_float_array(const std::string& key) const;
+  // With a default when the key is absent (still throw on a type mismatch).
+  std::string get_string(const std::string& key, const std::string& def) const;
+  int64_t get_int(const std::string& key, int64_t def) const;
+  double get_float(const std::string& key, double def) const;
+  bool get_bool(const std::string& key, bool def) const;
+
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  const GgufTensorInfo* find_tensor(const std::string& name) const;
+
+  // Dequantizes a tensor to f32 in row-major order (numel = product of ne). Supports F32, F16, BF16,
+  // Q8_0, Q4_0 and Q4_1; other types throw kiln::Error naming the tensor and the type.
+  std::vector<float> dequantize(const GgufTensorInfo& t) const;
+
+ private:
+  MappedFile file_;
+  uint32_t version_ = 0;
+  std::map<std::string, GgufValue> metadata_;
+  std::vector<GgufTensorInfo> tensors_;
+};
+
+}  // namespace kiln::io
