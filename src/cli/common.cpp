@@ -1,0 +1,96 @@
+// Shared CLI helpers.
+#include "cli/common.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+
+#include "kiln/error.h"
+
+namespace kiln::cli {
+
+namespace fs = std::filesystem;
+
+std::string default_model_path() {
+  fs::path dir;
+  if (const char* c = std::getenv("KILN_CACHE_DIR"); c && *c) {
+    dir = c;
+  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    dir = fs::path(x) / "kiln";
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    dir = fs::path(h) / ".cache" / "kiln";
+  } else {
+    dir = fs::path(".cache") / "kiln";
+  }
+  return (dir / "SmolLM2-135M-Instruct.Q4_1.gguf").string();
+}
+
+std::string resolve_model_path(const std::string& flag_value) {
+  if (!flag_value.empty()) return flag_value;
+  const std::string p = default_model_path();
+  KILN_CHECK(fs::exists(p), "no --model given and the default model {} is absent; fetch it with scripts/fetch-default-model.sh",
+             p);
+  return p;
+}
+
+void set_num_threads(int n) {
+  if (n > 0) setenv("KILN_NUM_THREADS", std::to_string(n).c_str(), 1);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer_if_any(const std::string& model_path) {
+  const fs::path p(model_path);
+  if (fs::is_directory(p)) {
+    if (!fs::exists(p / "tokenizer.json")) return nullptr;
+    return Tokenizer::from_path(model_path);
+  }
+  if (p.extension() == ".gguf") {
+    auto tok = Tokenizer::from_path(model_path);
+    return tok;
+  }
+  if (p.extension() == ".bin") {
+    // llama2.c models keep their tokenizer beside them: tokenizer.bin, or tok<N>.bin for vocab N.
+    for (const auto& entry : fs::directory_iterator(p.parent_path().empty() ? fs::path(".") : p.parent_path())) {
+      const std::string name = entry.path().filename().string();
+      if (entry.path() != p && (name == "tokenizer.bin" || (name.rfind("tok", 0) == 0 && entry.path().extension() == ".bin")))
+        return Tokenizer::from_path(entry.path().string());
+    }
+  }
+  return nullptr;
+}
+
+std::vector<int32_t> parse_id_list(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string item = text.substr(pos, end - pos);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    int32_t v = 0;
+    auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    KILN_CHECK(!item.empty() && ec == std::errc() && ptr == item.data() + item.size() && v >= 0,
+               "--prompt-ids: '{}' is not a non-negative token id", item);
+    ids.push_back(v);
+    pos = end + 1;
+  }
+  return ids;
+}
+
+void check_device(const std::string& device) {
+  KILN_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
+  KILN_CHECK(device == "cpu",
+             "--device cuda: the CUDA backend does not run models yet in this build; use --device cpu");
+}
+
+std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config) {
+  std::vector<int32_t> ids;
+  if (tokenizer) ids = tokenizer->eos_ids();
+  for (int64_t e : config.eos_token_ids) ids.push_back(static_cast<int32_t>(e));
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,36 @@
+// Pieces shared by the kiln verbs: the default model, loading with progress, flag helpers.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/tokenizer.h"
+#include "model/model.h"
+
+namespace kiln::cli {
+
+// Where the README's run command puts the default model: $KILN_CACHE_DIR, else
+// $XDG_CACHE_HOME/kiln, else ~/.cache/kiln; the file is SmolLM2-135M-Instruct.Q4_1.gguf.
+std::string default_model_path();
+
+// `--model` as given, or the default model; throws kiln::Error telling how to fetch it when absent.
+std::string resolve_model_path(const std::string& flag_value);
+
+// Sets the CPU backend's thread count (0: all hardware threads). Must run before the first model op.
+void set_num_threads(int n);
+
+// The tokenizer of a model path, or nullptr when the path holds none (a checkpoint without
+// tokenizer files). A tokenizer that exists but is malformed still throws.
+std::unique_ptr<Tokenizer> load_tokenizer_if_any(const std::string& model_path);
+
+// Parses "1,2,3" into ids; throws kiln::Error on anything else.
+std::vector<int32_t> parse_id_list(const std::string& text);
+
+// Checks `--device`; only the CPU backend runs models so far.
+void check_device(const std::string& device);
+
+// The ids that end generation: the tokenizer's eos ids and the model config's.
+std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config);
+
+}  // namespace kiln::cli
