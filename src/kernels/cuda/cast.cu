@@ -1,0 +1,76 @@
+// Casts between f32 and the 16-bit float types on the GPU.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kiln/error.h"
+
+#define KILN_CUDA_CHECK(expr)                                                                       \
+  do {                                                                                              \
+    cudaError_t err_ = (expr);                                                                      \
+    if (err_ != cudaSuccess)                                                                        \
+      KILN_THROW("CUDA error {} ({}) at {}:{}", cudaGetErrorName(err_), cudaGetErrorString(err_), \
+                 __FILE__, __LINE__);                                                               \
+  } while (0)
+
+namespace kiln::cuda {
+
+namespace {
+
+__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16_rn(in[i]);
+}
+
+__global__ void f32_to_f16_kernel(const float* in, __half* out, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2half_rn(in[i]);
+}
+
+template <typename Out, typename Kernel>
+void run_cast(Kernel kernel, const float* host_in, uint16_t* host_out, size_t n) {
+  if (n == 0) return;
+  float* d_in = nullptr;
+  Out* d_out = nullptr;
+  KILN_CUDA_CHECK(cudaMalloc(&d_in, n * sizeof(float)));
+  cudaError_t err = cudaMalloc(&d_out, n * sizeof(Out));
+  if (err != cudaSuccess) {
+    cudaFree(d_in);
+    KILN_CUDA_CHECK(err);
+  }
+  err = cudaMemcpy(d_in, host_in, n * sizeof(float), cudaMemcpyHostToDevice);
+  if (err == cudaSuccess) {
+    const int threads = 256;
+    const int blocks = static_cast<int>(std::min<size_t>((n + threads - 1) / threads, 65535));
+    kernel<<<blocks, threads>>>(d_in, d_out, n);
+    err = cudaGetLastError();
+  }
+  if (err == cudaSuccess) err = cudaMemcpy(host_out, d_out, n * sizeof(Out), cudaMemcpyDeviceToHost);
+  cudaFree(d_in);
+  cudaFree(d_out);
+  KILN_CUDA_CHECK(err);
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void cast_f32_to_bf16(const float* host_in, uint16_t* host_out, size_t n) {
+  run_cast<__nv_bfloat16>(f32_to_bf16_kernel, host_in, host_out, n);
+}
+
+void cast_f32_to_f16(const float* host_in, uint16_t* host_out, size_t n) {
+  run_cast<__half>(f32_to_f16_kernel, host_in, host_out, n);
+}
+
+}  // namespace kiln::cuda
