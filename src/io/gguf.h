@@ -17,7 +17,9 @@ enum class GgmlType : uint32_t {
   F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
   Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30,
 };
-const char* ggml_type_name(uint32_t type);
+const char* ggml_type_name(uint32_t type);  // "Q4_0", ...; "unknown" for numbers ggml does not define
+// Values and bytes per block of a ggml type (1 and the element size for plain types); false when unknown.
+bool ggml_type_block(uint32_t type, uint32_t* block_values, uint32_t* block_bytes);
 
 struct GgufValue;
 using GgufArray = std::vector<GgufValue>;
@@ -31,10 +33,14 @@ struct GgufTensorInfo {
   uint32_t type = 0;            // a GgmlType value
   std::vector<int64_t> ne;      // ggml order: ne[0] is the fastest-moving (row length)
   uint64_t offset = 0;          // from the start of the data section
+  // The bytes in the mapped file. For a type number this reader does not know, both stay null/0
+  // (the tensor is listed, but its size cannot be known).
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
   // The shape in row-major (PyTorch) order: ne reversed.
   Shape shape() const;
+  // Product of ne (1 for a 0-dimensional tensor).
+  int64_t numel() const;
 };
 
 // Everything is validated at open (magic, version, counts, string lengths, types, tensor extents
@@ -47,6 +53,11 @@ class GgufFile {
   const std::string& path() const { return file_.path(); }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   bool has(const std::string& key) const { return metadata_.count(key) != 0; }
+  // nullptr when absent.
+  const GgufValue* find(const std::string& key) const;
+  // general.alignment (default 32) and the byte offset of the data section in the file.
+  uint64_t alignment() const { return alignment_; }
+  uint64_t data_offset() const { return data_offset_; }
 
   // Typed getters; throw kiln::Error naming the key when missing or of another type.
   std::string get_string(const std::string& key) const;
@@ -56,6 +67,7 @@ class GgufFile {
   std::vector<std::string> get_string_array(const std::string& key) const;
   std::vector<int64_t> get_int_array(const std::string& key) const;
   std::vector<double> get_float_array(const std::string& key) const;
+  const GgufArray& get_array(const std::string& key) const;  // any array, e.g. nested ones
   // With a default when the key is absent (still throw on a type mismatch).
   std::string get_string(const std::string& key, const std::string& def) const;
   int64_t get_int(const std::string& key, int64_t def) const;
@@ -70,10 +82,15 @@ class GgufFile {
   std::vector<float> dequantize(const GgufTensorInfo& t) const;
 
  private:
+  const GgufValue& value(const std::string& key) const;
+
   MappedFile file_;
   uint32_t version_ = 0;
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
+  std::map<std::string, size_t> tensor_index_;
+  uint64_t alignment_ = 32;
+  uint64_t data_offset_ = 0;
 };
 
 }  // namespace kiln::io

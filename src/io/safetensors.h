@@ -29,6 +29,7 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::string& path);
   const std::vector<TensorEntry>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::string& path() const { return file_.path(); }
 
  private:
   MappedFile file_;
