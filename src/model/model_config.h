@@ -23,6 +23,8 @@ struct RopeConfig {
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
   int64_t original_max_position = 8192;  // llama3
+  // Per-pair divisors of the inverse frequencies (GGUF `rope_freqs`, llama3 baked in); empty: none.
+  std::vector<double> freq_factors;
 };
 
 struct ModelConfig {
@@ -43,6 +45,8 @@ struct ModelConfig {
   bool gated_mlp = true;       // gate/up/down (SwiGLU, GeGLU) vs fc1/fc2
   RopeConfig rope;
   int64_t sliding_window = 0;  // 0: full attention
+  // Per-layer window (0: full) when layers differ (Qwen2 max_window_layers); empty: sliding_window for all.
+  std::vector<int64_t> layer_sliding_window;
   bool qkv_bias = false;
   bool o_bias = false;
   bool mlp_bias = false;
@@ -52,6 +56,12 @@ struct ModelConfig {
   DType checkpoint_dtype = DType::F32;  // what the weights are stored as (before conversion)
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
+
+  // The attention window of one layer (0: full attention).
+  int64_t window_for_layer(int64_t layer) const {
+    if (layer_sliding_window.empty()) return sliding_window;
+    return layer_sliding_window.at(static_cast<size_t>(layer));
+  }
 };
 
 }  // namespace kiln
