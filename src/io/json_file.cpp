@@ -35,7 +35,8 @@ nlohmann::json read_json_file(const std::string& path) {
   try {
     return nlohmann::json::parse(file.data(), file.data() + file.size());
   } catch (const nlohmann::json::parse_error& e) {
-    KILN_THROW("{}: invalid JSON at byte {}: {}", path, e.byte, short_parse_message(e.what()));
+    // nlohmann counts bytes from 1; report the 0-based offset of the byte at fault.
+    KILN_THROW("{}: invalid JSON at byte {}: {}", path, e.byte > 0 ? e.byte - 1 : 0, short_parse_message(e.what()));
   } catch (const nlohmann::json::exception& e) {
     KILN_THROW("{}: invalid JSON: {}", path, short_parse_message(e.what()));
   }

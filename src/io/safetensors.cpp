@@ -69,7 +69,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   try {
     j = nlohmann::json::parse(header, header + header_len);
   } catch (const nlohmann::json::parse_error& e) {
-    KILN_THROW("{}: invalid JSON header at byte {} of the header", path, e.byte);
+    KILN_THROW("{}: invalid JSON header at byte {} of the header", path, e.byte > 0 ? e.byte - 1 : 0);
   } catch (const nlohmann::json::exception& e) {
     KILN_THROW("{}: invalid JSON header", path);
   }
