@@ -806,7 +806,12 @@ BUILDERS = [
 
 
 def dump_line(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # Keep every record on one physical line even for readers that split on
+    # Unicode line breaks (these can only occur inside JSON strings here).
+    for ch in ("\u0085", "\u2028", "\u2029"):
+        text = text.replace(ch, "\\u%04x" % ord(ch))
+    return text + "\n"
 
 
 def tokenizer_json_text(tok: Tokenizer, legacy_merges: bool) -> str:
