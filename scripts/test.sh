@@ -7,6 +7,8 @@ scripts/install-deps.sh
 jobs=${KILN_JOBS:-$(nproc)}
 
 scripts/build.sh
+# The default model is checked against its Hugging Face reference (tests/cli/default_model.sh).
+scripts/fetch-default-model.sh >/dev/null
 ctest --test-dir build -L cpu --output-on-failure -j "$jobs" --timeout 600
 
 if [[ "${KILN_SKIP_ASAN:-0}" != 1 ]]; then
