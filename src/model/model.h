@@ -17,6 +17,8 @@ class KvState {
   virtual ~KvState() = default;
   int64_t length() const { return length_; }      // tokens already in the cache
   int64_t capacity() const { return capacity_; }
+  // Forgets the tokens after the first n (0 <= n <= length()); the next forward continues at position n.
+  void truncate(int64_t n);
 
  protected:
   int64_t length_ = 0;

@@ -1,0 +1,59 @@
+// DecoderModel: the one forward pass shared by every decoder-only family, fp32 on the CPU.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kiln/tensor.h"
+#include "model/model.h"
+#include "model/weights.h"
+
+namespace kiln {
+
+class DecoderModel final : public Model {
+ public:
+  // Reads every tensor the config calls for from `source` (shapes checked, converted to f32).
+  static std::unique_ptr<DecoderModel> create(ModelConfig config, const WeightSource& source,
+                                              const LoadOptions& options);
+
+  const ModelConfig& config() const override { return cfg_; }
+  int64_t num_parameters() const override { return num_parameters_; }
+  size_t weight_bytes() const override { return weight_bytes_; }
+  std::unique_ptr<KvState> new_state(int64_t capacity) const override;
+  void forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
+               bool all_logits = false) const override;
+
+ private:
+  struct Layer {
+    const float* attn_norm = nullptr;
+    const float* attn_norm_b = nullptr;
+    const float* wqkv = nullptr;  // [(n_heads + 2 n_kv_heads) * head_dim, hidden]: q, k, v rows stacked
+    const float* bqkv = nullptr;
+    const float* q_norm = nullptr;  // [head_dim]
+    const float* k_norm = nullptr;
+    const float* wo = nullptr;  // [hidden, n_heads * head_dim]
+    const float* bo = nullptr;
+    const float* mlp_norm = nullptr;
+    const float* mlp_norm_b = nullptr;
+    const float* w_in = nullptr;  // gated: [2 * intermediate, hidden] (gate rows, then up rows); else [inter, hidden]
+    const float* b_in = nullptr;
+    const float* w_down = nullptr;  // [hidden, intermediate]
+    const float* b_down = nullptr;
+  };
+
+  DecoderModel() = default;
+  void norm(const float* x, const float* w, const float* b, float* y, int64_t rows) const;
+
+  ModelConfig cfg_;
+  HostBuffer arena_;
+  const float* embed_ = nullptr;
+  const float* final_norm_ = nullptr;
+  const float* final_norm_b_ = nullptr;
+  const float* lm_head_ = nullptr;
+  std::vector<Layer> layers_;
+  std::vector<double> inv_freq_;
+  int64_t num_parameters_ = 0;
+  size_t weight_bytes_ = 0;
+};
+
+}  // namespace kiln

@@ -1,0 +1,28 @@
+// Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin).
+#include "model/model.h"
+
+#include <filesystem>
+
+#include "kiln/error.h"
+#include "model/loaders.h"
+
+namespace kiln {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  KILN_CHECK(!ec && fs::exists(st), "{}: no such file or folder", path);
+  if (fs::is_directory(st)) return load_hf_folder(path, options);
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".gguf") return load_gguf(path, options);
+  if (ext == ".bin") return load_llama2c(path, options);
+  if (ext == ".safetensors" || fs::path(path).filename() == "config.json") {
+    const fs::path folder = fs::path(path).parent_path();
+    return load_hf_folder(folder.empty() ? std::string(".") : folder.string(), options);
+  }
+  KILN_THROW("{}: not a model: expected an HF checkpoint folder, a .gguf file or a llama2.c .bin file", path);
+}
+
+}  // namespace kiln
