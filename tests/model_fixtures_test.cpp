@@ -1,0 +1,188 @@
+// Every tiny HF fixture (tests/fixtures/models/*, made by tools/make_fixtures.py) against its float64
+// transformers reference: exact greedy ids and logprobs within 1e-3; prefill equals token-by-token.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests" / "fixtures" / "models";
+
+std::vector<std::string> fixture_names() {
+  std::vector<std::string> names;
+  if (!fs::is_directory(kFixtures)) return names;
+  for (const auto& e : fs::directory_iterator(kFixtures))
+    if (e.is_directory() && fs::exists(e.path() / "reference.json")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+nlohmann::json read_reference(const std::string& name) {
+  std::ifstream f(kFixtures / name / "reference.json");
+  return nlohmann::json::parse(f);
+}
+
+// log_softmax of fp32 logits, computed in double.
+std::vector<double> log_softmax(const float* logits, size_t n) {
+  double mx = -INFINITY;
+  for (size_t i = 0; i < n; ++i) mx = std::max<double>(mx, logits[i]);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  std::vector<double> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = logits[i] - lse;
+  return out;
+}
+
+TEST(ModelFixtures, FixturesExist) {
+  const auto names = fixture_names();
+  ASSERT_FALSE(names.empty()) << "no fixtures with a reference.json under " << kFixtures
+                              << " (make them with tools/make_fixtures.py)";
+  EXPECT_GE(names.size(), 6u);
+}
+
+class FixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FixtureTest, GreedyAndLogprobsMatchFloat64Reference) {
+  const std::string name = GetParam();
+  const nlohmann::json ref = read_reference(name);
+  auto model = Model::load((kFixtures / name).string());
+  EXPECT_EQ(model->config().architecture, ref["architecture"].get<std::string>());
+  const int64_t vocab = model->config().vocab_size;
+  int case_index = 0;
+  for (const auto& c : ref["cases"]) {
+    SCOPED_TRACE("case " + std::to_string(case_index++));
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto& steps = c["steps"];
+    auto state = model->new_state(static_cast<int64_t>(prompt.size() + steps.size() + 1));
+    std::vector<float> logits;
+    model->forward(*state, prompt, logits);
+    std::vector<int32_t> got, want;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const auto& step = steps[s];
+      ASSERT_EQ(static_cast<int64_t>(logits.size()), vocab);
+      const auto lp = log_softmax(logits.data(), logits.size());
+      const int32_t mine = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const int32_t theirs = step["token_id"].get<int32_t>();
+      got.push_back(mine);
+      want.push_back(theirs);
+      ASSERT_EQ(mine, theirs) << "step " << s << ": greedy token differs";
+      EXPECT_NEAR(lp[theirs], step["logprob"].get<double>(), 1e-3) << "step " << s << " chosen logprob";
+      for (const auto& t : step["top"]) {
+        const int id = t["id"].get<int>();
+        EXPECT_NEAR(lp[id], t["logprob"].get<double>(), 1e-3) << "step " << s << " top id " << id;
+      }
+      model->forward(*state, {&mine, 1}, logits);
+    }
+    EXPECT_EQ(got, want);
+  }
+}
+
+// One forward over the whole sequence, token-by-token, and uneven chunks all give the same logits.
+TEST_P(FixtureTest, PrefillEqualsTokenByTokenAndChunks) {
+  const std::string name = GetParam();
+  const nlohmann::json ref = read_reference(name);
+  auto model = Model::load((kFixtures / name).string());
+  const int64_t V = model->config().vocab_size;
+  const auto& c = ref["cases"].back();
+  std::vector<int32_t> seq = c["prompt_ids"].get<std::vector<int32_t>>();
+  for (const auto& s : c["steps"]) seq.push_back(s["token_id"].get<int32_t>());
+  const int64_t n = static_cast<int64_t>(seq.size());
+
+  auto whole = model->new_state(n);
+  std::vector<float> all;
+  model->forward(*whole, seq, all, /*all_logits=*/true);
+  ASSERT_EQ(static_cast<int64_t>(all.size()), n * V);
+
+  auto single = model->new_state(n);
+  std::vector<float> one;
+  for (int64_t i = 0; i < n; ++i) {
+    model->forward(*single, {&seq[i], 1}, one);
+    for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(one[v], all[i * V + v], 1e-4) << "position " << i << " id " << v;
+  }
+
+  auto chunked = model->new_state(n);
+  std::vector<float> part;
+  int64_t pos = 0;
+  for (int64_t len : {5, 1, 11, 2, 100}) {
+    const int64_t take = std::min(len, n - pos);
+    if (take <= 0) break;
+    model->forward(*chunked, std::span<const int32_t>(seq).subspan(pos, take), part, true);
+    for (int64_t i = 0; i < take; ++i)
+      for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(part[i * V + v], all[(pos + i) * V + v], 1e-4);
+    pos += take;
+  }
+  EXPECT_EQ(chunked->length(), n);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTest, ::testing::ValuesIn(fixture_names()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FixtureTest);
+
+// The traits each fixture exists to exercise were read from its config.json.
+TEST(ModelFixtures, ConfigTraits) {
+  auto load = [](const char* name) { return Model::load((kFixtures / name).string()); };
+  {
+    auto m = load("llama3-gqa-bf16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "llama");
+    EXPECT_EQ(c.rope.scaling, RopeScaling::Llama3);
+    EXPECT_EQ(c.rope.original_max_position, 64);
+    EXPECT_DOUBLE_EQ(c.rope.theta, 500000.0);
+    EXPECT_EQ(c.num_kv_heads, 2);
+    EXPECT_TRUE(c.tie_word_embeddings);
+    EXPECT_EQ(c.checkpoint_dtype, DType::BF16);
+    EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{2, 3}));
+  }
+  {
+    auto m = load("llama-mqa-f16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.num_kv_heads, 1);
+    EXPECT_EQ(c.rope.scaling, RopeScaling::Linear);
+    EXPECT_DOUBLE_EQ(c.rope.factor, 2.0);
+    EXPECT_TRUE(c.qkv_bias && c.o_bias && c.mlp_bias);
+    EXPECT_EQ(c.checkpoint_dtype, DType::F16);
+  }
+  {
+    auto m = load("mistral-swa");
+    EXPECT_EQ(m->config().family, "mistral");
+    EXPECT_EQ(m->config().window_for_layer(0), 8);
+    EXPECT_EQ(m->config().window_for_layer(1), 8);
+  }
+  {
+    auto m = load("qwen2-tied-bias");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "qwen2");
+    EXPECT_TRUE(c.qkv_bias);
+    EXPECT_FALSE(c.o_bias);
+    EXPECT_TRUE(c.tie_word_embeddings);
+    EXPECT_EQ(c.window_for_layer(0), 0);
+  }
+  {
+    auto m = load("qwen3-qknorm");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "qwen3");
+    EXPECT_TRUE(c.qk_norm);
+    EXPECT_EQ(c.head_dim, 16);
+    EXPECT_NE(c.head_dim * c.num_heads, c.hidden_size);
+  }
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Writes tiny random Hugging Face checkpoints and their float64 transformers references.
+
+For each fixture below, under OUT/<name>/: config.json + model.safetensors (random weights, scaled so
+logits are far from flat, stored in the fixture's dtype) and reference.json. The reference is computed
+by transformers in float64 from exactly the stored values (the checkpoint is reloaded and cast to
+float64, so bf16/f16 rounding is part of the model), with eager attention and no KV cache (every step
+recomputes the whole sequence). For prompts of 1, 7 and 33 random token ids it records the greedy
+continuation (16 tokens) and, per step, the chosen token's logprob and the top-5 ids and logprobs
+(log_softmax in float64). Prompts are redrawn until every step's top-2 margin is clear, so fp32 engines
+must reproduce the greedy ids exactly. tests/model_fixtures_test.cpp checks kiln against these files.
+
+Usage: python3 tools/make_fixtures.py --out tests/fixtures/models [--only NAME ...]
+Needs torch and transformers (tested with transformers 5.x; written to work with 4.4x too).
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import shutil
+import sys
+
+import torch
+import transformers
+
+PROMPT_LENGTHS = [1, 7, 33]
+STEPS = 16
+MIN_MARGIN = 0.02  # logprob gap between the top-2 tokens at every generated step
+PROMPT_TRIES = 60
+
+FIXTURES = [
+    # Llama-2 style: multi-head attention, untied head, f32.
+    dict(name="llama2-mha-f32", cls="LlamaForCausalLM", dtype="float32", seed=11,
+         config=dict(vocab_size=389, hidden_size=48, intermediate_size=100, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=4, rms_norm_eps=1e-5, rope_theta=10000.0,
+                     max_position_embeddings=128, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)),
+    # Llama-3 style: GQA, llama3 RoPE scaling with a short original context so all three frequency
+    # bands (kept, blended, divided) occur at head_dim 16; tied embeddings; bf16.
+    dict(name="llama3-gqa-bf16", cls="LlamaForCausalLM", dtype="bfloat16", seed=12,
+         config=dict(vocab_size=1013, hidden_size=64, intermediate_size=172, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500000.0,
+                     max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1, eos_token_id=[2, 3],
+                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    # MQA (one KV head), linear RoPE scaling, attention and MLP biases, f16.
+    dict(name="llama-mqa-f16", cls="LlamaForCausalLM", dtype="float16", seed=13,
+         config=dict(vocab_size=500, hidden_size=96, intermediate_size=200, num_hidden_layers=2,
+                     num_attention_heads=6, num_key_value_heads=1, rms_norm_eps=1e-6, rope_theta=10000.0,
+                     max_position_embeddings=256, tie_word_embeddings=False, attention_bias=True, mlp_bias=True,
+                     rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    # Mistral: a sliding window (8) much shorter than prompt + generation (up to 49 tokens).
+    dict(name="mistral-swa", cls="MistralForCausalLM", dtype="float32", seed=14,
+         config=dict(vocab_size=431, hidden_size=64, intermediate_size=150, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
+                     max_position_embeddings=256, sliding_window=8, tie_word_embeddings=False)),
+    # Qwen2: q/k/v biases, tied embeddings; a sliding_window that must be ignored (use_sliding_window false).
+    dict(name="qwen2-tied-bias", cls="Qwen2ForCausalLM", dtype="bfloat16", seed=15,
+         config=dict(vocab_size=389, hidden_size=48, intermediate_size=112, num_hidden_layers=2,
+                     num_attention_heads=6, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                     max_position_embeddings=256, tie_word_embeddings=True, use_sliding_window=False,
+                     sliding_window=4, max_window_layers=2)),
+    # Qwen3: per-head q/k RMSNorm, head_dim (16) != hidden / heads (12).
+    dict(name="qwen3-qknorm", cls="Qwen3ForCausalLM", dtype="float32", seed=16,
+         config=dict(vocab_size=1013, hidden_size=48, intermediate_size=136, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, max_position_embeddings=256, tie_word_embeddings=False)),
+]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def make_config(cfg_cls, kw):
+    """The config, with RoPE given the way this transformers version spells it (rope_parameters in 5.x)."""
+    kw = dict(kw)
+    scaling = kw.pop("rope_scaling", None)
+    theta = kw.pop("rope_theta")
+    if hasattr(cfg_cls(), "rope_parameters"):
+        params = {"rope_type": "default", "rope_theta": theta}
+        if scaling:
+            params.update(scaling)
+        kw["rope_parameters"] = params
+    else:
+        kw["rope_theta"] = theta
+        if scaling:
+            kw["rope_scaling"] = scaling
+    return cfg_cls(**kw)
+
+
+def init_weights(model, seed):
+    """Random weights scaled for unit-size activations and peaked logits (std ~2.5 logits)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g, dtype=torch.float64)
+            if name.endswith("norm.weight"):
+                v = 1.0 + 0.2 * r
+            elif name.endswith(".bias"):
+                v = 0.2 * r
+            elif "embed_tokens" in name or "lm_head" in name:
+                v = r * (2.5 / math.sqrt(p.shape[1]))
+            else:
+                v = r / math.sqrt(p.shape[1])
+            p.copy_(v.to(p.dtype))
+
+
+def save(model, out_dir):
+    params = inspect.signature(model.save_pretrained).parameters
+    kw = {"safe_serialization": True} if "safe_serialization" in params else {}
+    model.save_pretrained(out_dir, **kw)
+    for f in os.listdir(out_dir):
+        if f not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(out_dir, f))
+
+
+def load_float64(model_cls, out_dir):
+    model = model_cls.from_pretrained(out_dir, attn_implementation="eager")
+    return model.to(torch.float64).eval()
+
+
+@torch.no_grad()
+def greedy_reference(model, prompt):
+    seq = list(prompt)
+    steps = []
+    margin = float("inf")
+    for _ in range(STEPS):
+        logits = model(input_ids=torch.tensor([seq])).logits[0, -1].to(torch.float64)
+        lp = torch.log_softmax(logits, dim=-1)
+        top = torch.topk(lp, 5)
+        nxt = int(top.indices[0])
+        margin = min(margin, float(top.values[0] - top.values[1]))
+        steps.append({
+            "token_id": nxt,
+            "logprob": float(lp[nxt]),
+            "top": [{"id": int(i), "logprob": float(v)} for v, i in zip(top.values, top.indices)],
+        })
+        seq.append(nxt)
+    return steps, margin
+
+
+@torch.no_grad()
+def fp32_deviation(model_cls, out_dir, cases):
+    """Largest |logprob fp32 - fp64| over each case's full sequence: how much fp32 engines may differ."""
+    m32 = model_cls.from_pretrained(out_dir, attn_implementation="eager").to(torch.float32).eval()
+    m64 = load_float64(model_cls, out_dir)
+    worst = 0.0
+    for c in cases:
+        seq = c["prompt_ids"] + [s["token_id"] for s in c["steps"]]
+        a = torch.log_softmax(m32(input_ids=torch.tensor([seq])).logits[0].double(), -1)
+        b = torch.log_softmax(m64(input_ids=torch.tensor([seq])).logits[0].double(), -1)
+        worst = max(worst, float((a - b).abs().max()))
+    return worst
+
+
+def build(fx, root):
+    if not hasattr(transformers, fx["cls"]):
+        print(f"skip {fx['name']}: transformers {transformers.__version__} has no {fx['cls']}", file=sys.stderr)
+        return None
+    model_cls = getattr(transformers, fx["cls"])
+    cfg = make_config(model_cls.config_class, fx["config"])
+    torch.manual_seed(fx["seed"])
+    model = model_cls(cfg).to(torch.float32)
+    init_weights(model, fx["seed"])
+    model = model.to(DTYPES[fx["dtype"]])
+    out_dir = os.path.join(root, fx["name"])
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    save(model, out_dir)
+
+    ref_model = load_float64(model_cls, out_dir)
+    # The reloaded model must hold exactly the stored values.
+    stored = {k: v.to(torch.float64) for k, v in model.state_dict().items()}
+    for k, v in ref_model.state_dict().items():
+        if k in stored:
+            assert torch.equal(stored[k], v), f"{fx['name']}: {k} changed on reload"
+
+    rng = random.Random(fx["seed"] * 1000 + 7)
+    vocab = cfg.vocab_size
+    cases = []
+    for n in PROMPT_LENGTHS:
+        best = None
+        for attempt in range(PROMPT_TRIES):
+            prompt = [rng.randrange(vocab) for _ in range(n)]
+            steps, margin = greedy_reference(ref_model, prompt)
+            if best is None or margin > best[2]:
+                best = (prompt, steps, margin)
+            if margin >= MIN_MARGIN:
+                break
+        prompt, steps, margin = best
+        if margin < MIN_MARGIN:
+            print(f"warning {fx['name']}: prompt of {n} tokens has top-2 margin {margin:.4f}", file=sys.stderr)
+        cases.append({"prompt_ids": prompt, "steps": steps, "min_margin": margin})
+        print(f"{fx['name']}: prompt {n} tokens -> {[s['token_id'] for s in steps]} (margin {margin:.3f})")
+
+    ref = {
+        "fixture": fx["name"],
+        "architecture": fx["cls"],
+        "stored_dtype": fx["dtype"],
+        "reference_dtype": "float64",
+        "attn_implementation": "eager",
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "steps": STEPS,
+        "fp32_max_logprob_deviation": fp32_deviation(model_cls, out_dir, cases),
+        "config": {k: v for k, v in fx["config"].items()},
+        "cases": cases,
+    }
+    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=1)
+    with open(os.path.join(out_dir, "config.json")) as f:
+        saved = json.load(f)
+    print(f"{fx['name']}: config.json keys: {sorted(saved)}; fp32 deviation {ref['fp32_max_logprob_deviation']:.2e}")
+    return out_dir
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="folder that receives one sub-folder per fixture")
+    ap.add_argument("--only", nargs="*", help="fixture names to (re)make")
+    args = ap.parse_args()
+    torch.set_num_threads(min(8, os.cpu_count() or 1))
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    os.makedirs(args.out, exist_ok=True)
+    failed = []
+    for fx in FIXTURES:
+        if args.only and fx["name"] not in args.only:
+            continue
+        try:
+            build(fx, args.out)
+        except Exception as e:  # keep going: one broken fixture should not cost the others
+            import traceback
+            traceback.print_exc()
+            failed.append(fx["name"])
+    if failed:
+        print("FAILED:", ", ".join(failed), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
