@@ -321,9 +321,14 @@ TEST(Gguf, ValidationErrors) {
   s = header(3, 0, 1) + gstr("k");
   put_le<uint32_t>(s, kArray);
   put_le<uint32_t>(s, kU32);
-  put_le<uint64_t>(s, uint64_t{1} << 60);
+  const std::string array_u32 = s;
+  put_le<uint64_t>(s, uint64_t{1} << 20);
   e = open_error(s + std::string(16, '\0'));
   EXPECT_TRUE(contains(e, "truncated: metadata entry 0 ('k')")) << e;
+  s = array_u32;  // a count past the limit on array elements is refused before the file is read further
+  put_le<uint64_t>(s, uint64_t{1} << 60);
+  e = open_error(s + std::string(16, '\0'));
+  EXPECT_TRUE(contains(e, "metadata entry 0 ('k'): array of 1152921504606846976 elements")) << e;
   // Unknown value types, in a value and in an array.
   s = header(3, 0, 1) + gstr("k");
   put_le<uint32_t>(s, 13);

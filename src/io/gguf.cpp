@@ -51,6 +51,11 @@ constexpr uint64_t kMinValueBytes[kNumValueTypes] = {1, 1, 2, 2, 4, 4, 4, 1, 8, 
 // Nested arrays are allowed, but not deep enough to exhaust the stack.
 constexpr int kMaxArrayDepth = 8;
 
+// Every array element becomes a GgufValue (tens of bytes), so a corrupt count over a large file could
+// ask for many times the file's size in memory. Real files hold a few million elements at most
+// (tokens, scores, types and merges of a 256k vocabulary).
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 24;
+
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t load_u32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
@@ -84,6 +89,9 @@ class Reader {
   [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) const {
     KILN_THROW("{}: {}: {}", path_, where(), fmt::format(f, std::forward<Args>(args)...));
   }
+
+  // Counts array elements across the whole file against kMaxArrayElements.
+  uint64_t array_elements = 0;
 
   const uint8_t* take(uint64_t n) {
     if (n > remaining()) truncated();
@@ -132,8 +140,12 @@ GgufValue read_value(Reader& r, uint32_t type, int depth) {
       const uint64_t count = r.u64();
       if (elem >= kNumValueTypes) r.fail("unknown array element type {}", elem);
       if (elem == kArray && depth + 1 >= kMaxArrayDepth) r.fail("arrays nested more than {} deep", kMaxArrayDepth);
-      // Check the bytes remaining before reserving, so a corrupt count cannot allocate.
+      // Check the limits and the bytes remaining before reserving, so a corrupt count cannot allocate.
+      if (count > kMaxArrayElements - r.array_elements) {
+        r.fail("array of {} elements: metadata arrays may hold {} elements in all", count, kMaxArrayElements);
+      }
       if (count > r.remaining() / kMinValueBytes[elem]) r.truncated();
+      r.array_elements += count;
       GgufArray a;
       a.reserve(static_cast<size_t>(count));
       for (uint64_t i = 0; i < count; ++i) a.push_back(read_value(r, elem, depth + 1));
