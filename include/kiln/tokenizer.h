@@ -56,11 +56,16 @@ class IncrementalDetokenizer {
   std::string flush();
 
  private:
+  size_t context_start(size_t end, size_t want) const;
+  std::string decode_range(size_t begin, size_t end) const;
+
   const Tokenizer& tokenizer_;
   bool skip_special_;
   std::vector<int32_t> ids_;
-  size_t prefix_offset_ = 0;  // ids_[prefix_offset_..] decoded give text whose first `read_offset_` ...
-  size_t read_offset_ = 0;
+  size_t prefix_offset_ = 0;  // the decode window starts here
+  size_t read_offset_ = 0;    // ids before this one are fully shown
+  std::string base_;          // decode(ids_[prefix_offset_, read_offset_)): shown already
+  size_t emitted_ = 0;        // bytes of the window's text past base_ shown already
 };
 
 }  // namespace kiln

@@ -1,0 +1,141 @@
+// Tokenizer::from_path (which loader a path needs) and the streaming IncrementalDetokenizer.
+#include "kiln/tokenizer.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "kiln/error.h"
+#include "tokenizer/pipeline_tokenizer.h"
+
+namespace kiln {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+bool ends_with(const std::string& s, const char* suffix) {
+  size_t n = std::strlen(suffix);
+  if (s.size() < n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - n + i])) != suffix[i]) return false;
+  }
+  return true;
+}
+
+bool has_gguf_magic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+// Errors from the loaders name the path; make sure every one does, on one line.
+[[noreturn]] void rethrow_naming(const std::string& path, const std::exception& e) {
+  std::string msg = e.what();
+  for (char& c : msg) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  if (msg.find(path) == std::string::npos) msg = path + ": " + msg;
+  throw Error(msg);
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> Tokenizer::from_path(const std::string& path) {
+  std::error_code ec;
+  auto status = fs::status(path, ec);
+  KILN_CHECK(!ec && fs::exists(status), "{}: no such file or folder", path);
+  try {
+    if (fs::is_directory(status)) {
+      fs::path dir(path);
+      if (fs::exists(dir / "tokenizer.json")) return tok::load_hf_tokenizer((dir / "tokenizer.json").string(), path);
+      KILN_THROW("{}: no tokenizer.json in this folder", path);
+    }
+    if (ends_with(path, ".json")) return tok::load_hf_tokenizer(path, "");
+    if (ends_with(path, ".gguf") || has_gguf_magic(path)) return tok::load_gguf_tokenizer(path);
+    if (ends_with(path, ".bin")) return tok::load_llama2c_tokenizer(path);
+  } catch (const Error& e) {
+    rethrow_naming(path, e);
+  } catch (const std::exception& e) {
+    rethrow_naming(path, e);
+  }
+  KILN_THROW("{}: not a tokenizer (expected a folder with tokenizer.json, a .json, .gguf or llama2.c .bin file)",
+             path);
+}
+
+// ---------------- IncrementalDetokenizer ----------------
+//
+// The text is decoded over a window ids_[prefix_offset_..]. Everything from ids_[read_offset_..]
+// on is "pending": base_ = decode(ids_[prefix_offset_..read_offset_]) is text already shown, and of
+// decode(window) only what follows base_ is new. New text is shown up to (not including) a trailing
+// run of U+FFFD, which may still become a character when more bytes arrive. Once the window decodes
+// with no such tail, the window moves up so that decoding stays cheap, keeping one shown token
+// before it as context (so SentencePiece's leading-space strip applies to that token, not to new text).
+
+namespace {
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+size_t without_replacement_tail(const std::string& s) {
+  size_t n = s.size();
+  while (n >= 3 && std::string_view(s).substr(n - 3) == kReplacement) n -= 3;
+  return n;
+}
+}  // namespace
+
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prefix,
+                                               bool skip_special)
+    : tokenizer_(tokenizer), skip_special_(skip_special), ids_(prefix.begin(), prefix.end()) {
+  read_offset_ = ids_.size();
+  prefix_offset_ = context_start(read_offset_, 6);
+  base_ = decode_range(prefix_offset_, read_offset_);
+}
+
+size_t IncrementalDetokenizer::context_start(size_t end, size_t want) const {
+  // Go back over `want` ids, and further (up to a bound) until one of them is shown text.
+  size_t start = end;
+  size_t shown = 0;
+  while (start > 0 && (end - start < want || shown == 0) && end - start < 64) {
+    --start;
+    if (!(skip_special_ && tokenizer_.is_special(ids_[start]))) ++shown;
+  }
+  return start;
+}
+
+std::string IncrementalDetokenizer::decode_range(size_t begin, size_t end) const {
+  return tokenizer_.decode(std::span<const int32_t>(ids_.data() + begin, end - begin), skip_special_);
+}
+
+std::string IncrementalDetokenizer::push(int32_t id) {
+  ids_.push_back(id);
+  std::string text = decode_range(prefix_offset_, ids_.size());
+  const size_t shown = base_.size() + emitted_;
+  if (text.size() < shown || text.compare(0, base_.size(), base_) != 0) return {};
+  size_t stable = without_replacement_tail(text);
+  std::string out;
+  if (stable > shown) {
+    out = text.substr(shown, stable - shown);
+    emitted_ += out.size();
+  }
+  if (stable == text.size()) {
+    // Complete: everything up to here is shown; restart the window near the end.
+    read_offset_ = ids_.size();
+    prefix_offset_ = context_start(read_offset_, 1);
+    base_ = decode_range(prefix_offset_, read_offset_);
+    emitted_ = 0;
+  }
+  return out;
+}
+
+std::string IncrementalDetokenizer::flush() {
+  std::string text = decode_range(prefix_offset_, ids_.size());
+  const size_t shown = base_.size() + emitted_;
+  std::string out;
+  if (text.size() > shown && text.compare(0, base_.size(), base_) == 0) out = text.substr(shown);
+  read_offset_ = ids_.size();
+  prefix_offset_ = context_start(read_offset_, 1);
+  base_ = decode_range(prefix_offset_, read_offset_);
+  emitted_ = 0;
+  return out;
+}
+
+}  // namespace kiln
