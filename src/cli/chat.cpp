@@ -42,7 +42,7 @@ int run(const ChatFlags& f) {
   set_num_threads(f.threads);
   const std::string path = resolve_model_path(f.model);
   LoadOptions lo;
-  lo.progress = true;
+  lo.progress = isatty(STDERR_FILENO);
   std::unique_ptr<Model> model = Model::load(path, lo);
   std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
   KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer, which chat needs", path);

@@ -4,6 +4,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unistd.h>
 
 #include "cli/common.h"
 #include "cli/verbs.h"
@@ -42,25 +43,25 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given) {
   KILN_CHECK(prompt_given != prompt_ids_given, "give exactly one of --prompt and --prompt-ids");
   KILN_CHECK(f.max_tokens >= 1, "--max-tokens must be >= 1, got {}", f.max_tokens);
   check_device(f.device);
+  std::vector<int32_t> prompt;
+  if (prompt_ids_given) prompt = parse_id_list(f.prompt_ids);
   SamplingParams sp{f.temperature, f.top_k, f.top_p, f.min_p, f.seed, f.logprobs};
   Sampler::validate(sp);
   set_num_threads(f.threads);
 
   const std::string path = resolve_model_path(f.model);
   LoadOptions lo;
-  lo.progress = !f.quiet;
+  lo.progress = !f.quiet && isatty(STDERR_FILENO);
   const auto t_load = std::chrono::steady_clock::now();
   std::unique_ptr<Model> model = Model::load(path, lo);
   std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
   const ModelConfig& cfg = model->config();
-  if (!f.quiet)
+  if (!f.quiet && !lo.progress)
     std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) in %.2f s\n", path.c_str(), cfg.architecture.c_str(),
                  model->num_parameters() / 1e6,
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
 
-  std::vector<int32_t> prompt;
   if (prompt_ids_given) {
-    prompt = parse_id_list(f.prompt_ids);
     for (int32_t id : prompt)
       KILN_CHECK(id < cfg.vocab_size, "--prompt-ids: id {} is outside the vocabulary of {} tokens", id, cfg.vocab_size);
   } else {

@@ -17,7 +17,7 @@ golden = [403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 
 assert o["prompt_ids"] == [1], o["prompt_ids"]
 assert o["token_ids"] == golden, o["token_ids"]
 assert o["finish_reason"] == "length"
-assert isinstance(o["text"], str) and o["text"].startswith(" Once upon a time"), o["text"]
+assert isinstance(o["text"], str) and o["text"].startswith("Once upon a time"), o["text"]
 assert len(o["logprobs"]) == 32
 for e, t in zip(o["logprobs"], golden):
     assert e["token_id"] == t
