@@ -77,7 +77,7 @@ constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
 size_t without_replacement_tail(const std::string& s) {
   size_t n = s.size();
-  while (n >= 3 && std::string_view(s).substr(n - 3) == kReplacement) n -= 3;
+  while (n >= 3 && std::string_view(s).substr(n - 3, 3) == kReplacement) n -= 3;
   return n;
 }
 }  // namespace
