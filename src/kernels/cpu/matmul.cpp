@@ -89,46 +89,24 @@ void tile_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + tail[i][j] + (bias ? bias[j] : 0.0f);
 }
 
-// Matrix-vector rows: 4 rows of w against one x row with two accumulators each, so eight independent
-// FMA chains hide the FMA latency while w streams from memory.
-void gemv4_avx2(const float* x, const float* w, int64_t ldw, int64_t K, float* y, const float* bias) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-  __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
-  const float* w0 = w;
-  const float* w1 = w + ldw;
-  const float* w2 = w + 2 * ldw;
-  const float* w3 = w + 3 * ldw;
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    const __m256 x0 = _mm256_loadu_ps(x + k);
-    const __m256 x1 = _mm256_loadu_ps(x + k + 8);
-    a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0 + k), a0);
-    a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), a1);
-    a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + k), a2);
-    a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w3 + k), a3);
-    b0 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w0 + k + 8), b0);
-    b1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w1 + k + 8), b1);
-    b2 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w2 + k + 8), b2);
-    b3 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(w3 + k + 8), b3);
+// Matrix-vector rows, one row of w at a time with four accumulators: the weights are then read as one
+// sequential stream, which the hardware prefetcher follows far better than several short row streams.
+void gemv_rows_avx2(const float* x, const float* w, int64_t K, float* y, const float* bias, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* wr = w + r * K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(wr + k), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(wr + k + 8), a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(wr + k + 16), a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), _mm256_loadu_ps(wr + k + 24), a3);
+    }
+    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(wr + k), a0);
+    float t = 0;
+    for (; k < K; ++k) t += x[k] * wr[k];
+    y[r] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + t + (bias ? bias[r] : 0.0f);
   }
-  for (; k + 8 <= K; k += 8) {
-    const __m256 x0 = _mm256_loadu_ps(x + k);
-    a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w0 + k), a0);
-    a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w1 + k), a1);
-    a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w2 + k), a2);
-    a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w3 + k), a3);
-  }
-  float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-  for (; k < K; ++k) {
-    t0 += x[k] * w0[k];
-    t1 += x[k] * w1[k];
-    t2 += x[k] * w2[k];
-    t3 += x[k] * w3[k];
-  }
-  y[0] = hsum256(_mm256_add_ps(a0, b0)) + t0 + (bias ? bias[0] : 0.0f);
-  y[1] = hsum256(_mm256_add_ps(a1, b1)) + t1 + (bias ? bias[1] : 0.0f);
-  y[2] = hsum256(_mm256_add_ps(a2, b2)) + t2 + (bias ? bias[2] : 0.0f);
-  y[3] = hsum256(_mm256_add_ps(a3, b3)) + t3 + (bias ? bias[3] : 0.0f);
 }
 
 float dot_avx2(const float* a, const float* b, int64_t n) {
@@ -149,7 +127,7 @@ float dot_avx2(const float* a, const float* b, int64_t n) {
 
 struct Kernels {
   TileFn tiles[kMR + 1][kNR + 1] = {};
-  void (*gemv4)(const float*, const float*, int64_t, int64_t, float*, const float*) = nullptr;
+  void (*gemv)(const float*, const float*, int64_t, float*, const float*, int64_t) = nullptr;
   float (*dot)(const float*, const float*, int64_t) = dot_generic;
 };
 
@@ -170,7 +148,7 @@ Kernels make_kernels(bool simd) {
     k.tiles[2][1] = tile_avx2<2, 1>; k.tiles[2][2] = tile_avx2<2, 2>; k.tiles[2][3] = tile_avx2<2, 3>;
     k.tiles[3][1] = tile_avx2<3, 1>; k.tiles[3][2] = tile_avx2<3, 2>; k.tiles[3][3] = tile_avx2<3, 3>;
     k.tiles[4][1] = tile_avx2<4, 1>; k.tiles[4][2] = tile_avx2<4, 2>; k.tiles[4][3] = tile_avx2<4, 3>;
-    k.gemv4 = gemv4_avx2;
+    k.gemv = gemv_rows_avx2;
     k.dot = dot_avx2;
 #endif
   } else {
@@ -192,11 +170,11 @@ const Kernels& kernels() { return kernels_mut(); }
 // One output row of x against rows [o0, o1) of w: the decode path.
 void gemv_rows(const Kernels& kn, const float* x, const float* w, int64_t in, const float* bias, float* y, int64_t o0,
                int64_t o1) {
-  int64_t o = o0;
-  if (kn.gemv4) {
-    for (; o + 4 <= o1; o += 4) kn.gemv4(x, w + o * in, in, in, y + o, bias ? bias + o : nullptr);
+  if (kn.gemv) {
+    kn.gemv(x, w + o0 * in, in, y + o0, bias ? bias + o0 : nullptr, o1 - o0);
+    return;
   }
-  for (; o < o1; o += kNR) {
+  for (int64_t o = o0; o < o1; o += kNR) {
     const int nr = static_cast<int>(std::min<int64_t>(kNR, o1 - o));
     kn.tiles[1][nr](x, in, w + o * in, in, in, y + o, 0, bias ? bias + o : nullptr);
   }
@@ -222,8 +200,8 @@ void matmul(const float* x, int64_t T, int64_t in, const float* w, int64_t out, 
       for (int64_t o = 0; o < out; ++o) y[t * ldy + o] = bias ? bias[o] : 0.0f;
     return;
   }
-  // Work is split over rows of w in groups of 12 (a multiple of both the GEMV width 4 and kNR), so
-  // every thread reads a disjoint slice of the weights.
+  // Work is split over rows of w in groups of 12 (a multiple of kNR), so every thread reads a disjoint,
+  // contiguous slice of the weights.
   constexpr int64_t kGroup = 12;
   const int64_t groups = (out + kGroup - 1) / kGroup;
   const int64_t flops_per_group = kGroup * in * T;
