@@ -47,7 +47,8 @@ class Model {
 
   // Runs `tokens` at positions state.length() .. + tokens.size(), appending their K/V to the state.
   // Writes logits [vocab] of the last token into `logits` (or [tokens.size(), vocab] when all_logits).
-  // Throws kiln::Error when the state would exceed its capacity or an id is out of range.
+  // Throws kiln::Error when the state would exceed its capacity or an id is out of range (the state is
+  // then unchanged). Call from one thread at a time: the CPU kernels share ThreadPool::global().
   virtual void forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
                        bool all_logits = false) const = 0;
 };
