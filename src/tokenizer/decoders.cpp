@@ -172,13 +172,13 @@ class CtcDecoder : public Decoder {
   CtcDecoder(std::string pad, std::string delim, bool cleanup)
       : pad_(std::move(pad)), delim_(std::move(delim)), cleanup_(cleanup) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
+    // Repeats collapse, the pad token is removed (also inside tokens), empty results dropped.
     std::vector<std::string> out;
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (i > 0 && tokens[i] == tokens[i - 1]) continue;
-      if (tokens[i] == pad_) continue;
-      std::string t = tokens[i];
+      std::string t = replace_all(tokens[i], Pattern::literal(pad_), "");
       if (cleanup_) t = replace_all(cleanup(t), Pattern::literal(delim_), " ");
-      out.push_back(std::move(t));
+      if (!t.empty()) out.push_back(std::move(t));
     }
     tokens = std::move(out);
   }

@@ -1,5 +1,7 @@
 // Loads an HF tokenizer.json (+ tokenizer_config.json, generation_config.json, chat_template.jinja
 // beside it) into a PipelineTokenizer.
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -42,6 +44,48 @@ Vocab vocab_from_object(const json& v) {
 std::optional<std::string> optional_string(const json& j, const char* key) {
   if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
   return j.at(key).get<std::string>();
+}
+
+// The value HF's serde_json (without float_roundtrip) reads for the number this file spells as x.
+// It takes the decimal digits as an integer and scales by a power of ten in floating point, which is
+// not always correctly rounded; Unigram ties depend on those last bits. The file's spelling is taken
+// to be the shortest one that round-trips (what serde_json and Python's json write).
+double serde_json_double(double x) {
+  if (!std::isfinite(x) || x == 0) return x;
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof(buf), x);
+  std::string_view s(buf, static_cast<size_t>(res.ptr - buf));
+  bool negative = false;
+  size_t i = 0;
+  if (s[i] == '-') {
+    negative = true;
+    ++i;
+  }
+  uint64_t significand = 0;
+  int exponent = 0;
+  bool fraction = false;
+  for (; i < s.size() && s[i] != 'e'; ++i) {
+    if (s[i] == '.') {
+      fraction = true;
+      continue;
+    }
+    significand = significand * 10 + static_cast<uint64_t>(s[i] - '0');
+    if (fraction) --exponent;
+  }
+  if (i < s.size()) exponent += std::atoi(std::string(s.substr(i + 1)).c_str());
+  double f = static_cast<double>(significand);
+  while (true) {
+    int e = exponent < 0 ? -exponent : exponent;
+    if (e <= 308) {
+      double pow = std::pow(10.0, e);  // exact-rounded for every e <= 308, as serde's table
+      f = exponent >= 0 ? f * pow : f / pow;
+      break;
+    }
+    if (exponent >= 0) return x;
+    f /= 1e308;
+    exponent += 308;
+  }
+  return negative ? -f : f;
 }
 
 std::unique_ptr<Model> make_model(const json& m) {
@@ -101,7 +145,24 @@ std::unique_ptr<Model> make_model(const json& m) {
     return std::make_unique<WordLevelModel>(vocab_from_object(m.at("vocab")),
                                             optional_string(m, "unk_token").value_or(""));
   }
-  KILN_THROW("model type '{}' is not supported (BPE, WordPiece and WordLevel are)", type);
+  if (type == "Unigram") {
+    const json& v = m.at("vocab");
+    KILN_CHECK(v.is_array(), "model.vocab of a Unigram model must be a list of [piece, score]");
+    std::vector<std::string> pieces;
+    std::vector<double> scores;
+    pieces.reserve(v.size());
+    scores.reserve(v.size());
+    for (const auto& e : v) {
+      KILN_CHECK(e.is_array() && e.size() == 2, "Unigram vocab entry {} is not [piece, score]", e.dump());
+      pieces.push_back(e.at(0).get<std::string>());
+      scores.push_back(serde_json_double(e.at(1).get<double>()));
+    }
+    int32_t unk = -1;
+    if (m.contains("unk_id") && m.at("unk_id").is_number_integer()) unk = m.at("unk_id").get<int32_t>();
+    return std::make_unique<UnigramModel>(Vocab(std::move(pieces)), std::move(scores), unk,
+                                          m.value("byte_fallback", false));
+  }
+  KILN_THROW("model type '{}' is not supported (BPE, Unigram, WordPiece and WordLevel are)", type);
 }
 
 // bos_token / eos_token in tokenizer_config.json: a string or {"content": ...}.

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <functional>
 #include <queue>
 
@@ -313,6 +314,112 @@ void WordLevelModel::tokenize(std::string_view word, std::vector<int32_t>& out) 
     KILN_CHECK(unk_id_ >= 0, "WordLevel: '{}' is not in the vocabulary and there is no unk_token", word);
     out.push_back(unk_id_);
   }
+}
+
+// ---------------- Unigram ----------------
+
+UnigramModel::UnigramModel(Vocab vocab, std::vector<double> scores, int32_t unk_id, bool byte_fallback)
+    : vocab_(std::move(vocab)), scores_(std::move(scores)), unk_id_(unk_id), byte_fallback_(byte_fallback) {
+  KILN_CHECK(static_cast<int32_t>(scores_.size()) == vocab_.size(), "Unigram: {} pieces but {} scores", vocab_.size(),
+             scores_.size());
+  double min_score = 0;
+  for (size_t i = 0; i < scores_.size(); ++i) min_score = i == 0 ? scores_[i] : std::min(min_score, scores_[i]);
+  unk_score_ = min_score - 10.0;
+  find_byte_tokens(vocab_, byte_ids_);
+  trie_.emplace_back();
+  for (int32_t id = 0; id < vocab_.size(); ++id) {
+    const std::string* piece = vocab_.token(id);
+    if (!piece || piece->empty()) continue;
+    int32_t node = 0;
+    for (char ch : *piece) {
+      auto b = static_cast<unsigned char>(ch);
+      int32_t c = child(node, b);
+      if (c < 0) {
+        c = static_cast<int32_t>(trie_.size());
+        trie_.emplace_back();
+        auto& next = trie_[node].next;
+        next.insert(std::lower_bound(next.begin(), next.end(), std::make_pair(b, int32_t{-1})), {b, c});
+      }
+      node = c;
+    }
+    if (trie_[node].id < 0) trie_[node].id = id;
+  }
+}
+
+int32_t UnigramModel::child(int32_t node, unsigned char b) const {
+  const auto& next = trie_[node].next;
+  auto it = std::lower_bound(next.begin(), next.end(), std::make_pair(b, int32_t{-1}));
+  return it != next.end() && it->first == b ? it->second : -1;
+}
+
+void UnigramModel::tokenize(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
+  if (cache_.get(word, out)) return;
+  const size_t n = word.size();
+  struct Best {
+    double score = 0;
+    int32_t start = -1;  // -1: not reached
+    int32_t id = -1;
+  };
+  std::vector<Best> best(n + 1);
+  best[0].start = 0;
+  for (size_t pos = 0; pos < n;) {
+    size_t char_len = std::min(utf8_len(static_cast<unsigned char>(word[pos])), n - pos);
+    if (best[pos].start >= 0) {
+      const double base = best[pos].score;
+      bool single = false;
+      int32_t node = 0;
+      for (size_t i = pos; i < n; ++i) {
+        node = child(node, static_cast<unsigned char>(word[i]));
+        if (node < 0) break;
+        int32_t id = trie_[node].id;
+        if (id < 0) continue;
+        size_t end = i + 1;
+        double cand = base + scores_[id];
+        if (best[end].start < 0 || cand > best[end].score) best[end] = {cand, static_cast<int32_t>(pos), id};
+        if (end - pos == char_len) single = true;
+      }
+      if (!single) {
+        size_t end = pos + char_len;
+        double cand = base + unk_score_;
+        if (best[end].start < 0 || cand > best[end].score) best[end] = {cand, static_cast<int32_t>(pos), unk_id_};
+      }
+    }
+    pos += char_len;
+  }
+  // Back from the end; consecutive unknown pieces fuse into one.
+  std::vector<std::pair<size_t, size_t>> pieces;
+  std::vector<bool> unknown;
+  for (size_t end = n; end > 0;) {
+    const Best& b = best[end];
+    size_t start = static_cast<size_t>(b.start);
+    bool unk = b.id == unk_id_;
+    if (unk && !unknown.empty() && unknown.back()) {
+      pieces.back().first = start;
+    } else {
+      pieces.emplace_back(start, end);
+      unknown.push_back(unk);
+    }
+    end = start;
+  }
+  std::vector<int32_t> ids;
+  for (size_t i = pieces.size(); i-- > 0;) {
+    std::string_view piece = word.substr(pieces[i].first, pieces[i].second - pieces[i].first);
+    if (auto id = vocab_.find(piece)) {
+      ids.push_back(*id);
+      continue;
+    }
+    bool all = byte_fallback_;
+    for (char c : piece) all = all && byte_ids_[static_cast<unsigned char>(c)] >= 0;
+    if (all) {
+      for (char c : piece) ids.push_back(byte_ids_[static_cast<unsigned char>(c)]);
+    } else {
+      KILN_CHECK(unk_id_ >= 0, "Unigram: '{}' is not in the vocabulary and there is no unk_id", piece);
+      ids.push_back(unk_id_);
+    }
+  }
+  cache_.put(word, ids);
+  out.insert(out.end(), ids.begin(), ids.end());
 }
 
 }  // namespace kiln::tok

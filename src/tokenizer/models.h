@@ -150,6 +150,32 @@ class WordLevelModel : public Model {
   int32_t unk_id_;
 };
 
+// Unigram (SentencePiece unigram LM): the segmentation with the highest total score (Viterbi),
+// characters no piece covers scored as unk (min score - 10); unknown pieces fall back to bytes.
+// Ties between equal sums are decided by the last bits of the scores, so scores must be exactly
+// HF's (see serde_json_double).
+class UnigramModel : public Model {
+ public:
+  UnigramModel(Vocab vocab, std::vector<double> scores, int32_t unk_id, bool byte_fallback);
+  void tokenize(std::string_view word, std::vector<int32_t>& out) const override;
+  const Vocab& vocab() const override { return vocab_; }
+
+ private:
+  struct Node {
+    std::vector<std::pair<unsigned char, int32_t>> next;  // sorted by byte
+    int32_t id = -1;
+  };
+  int32_t child(int32_t node, unsigned char b) const;
+  Vocab vocab_;
+  std::vector<double> scores_;
+  int32_t unk_id_;
+  bool byte_fallback_;
+  double unk_score_ = 0;
+  int32_t byte_ids_[256];
+  std::vector<Node> trie_;
+  WordCache cache_;
+};
+
 // The id of "<0xNN>" for every byte, or -1.
 void find_byte_tokens(const Vocab& vocab, int32_t (&ids)[256]);
 

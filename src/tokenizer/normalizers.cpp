@@ -67,14 +67,15 @@ bool is_mark(char32_t c) {
   return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
 }
 
-std::string strip_marks(std::string_view s) {
+// StripAccents drops every mark (Mn, Mc, Me); BERT's accent stripping only nonspacing ones (Mn).
+std::string strip_marks(std::string_view s, bool nonspacing_only) {
   std::string out;
   out.reserve(s.size());
   size_t pos = 0;
   while (pos < s.size()) {
     size_t start = pos;
     char32_t c = next_code_point(s, pos);
-    if (c >= 0x300 && is_mark(c)) continue;
+    if (c >= 0x300 && (nonspacing_only ? is_mark_nonspacing(c) : is_mark(c))) continue;
     out.append(s.substr(start, pos - start));
   }
   return out;
@@ -115,7 +116,7 @@ class StripNormalizer : public Normalizer {
 
 class StripAccentsNormalizer : public Normalizer {
  public:
-  void normalize(std::string& s) const override { s = strip_marks(s); }
+  void normalize(std::string& s) const override { s = strip_marks(s, false); }
 };
 
 class BertNormalizer : public Normalizer {
@@ -130,13 +131,14 @@ class BertNormalizer : public Normalizer {
       size_t start = pos;
       char32_t c = next_code_point(s, pos);
       if (clean_text_) {
-        bool ws = c == '\t' || c == '\n' || c == '\r' || c == ' ' ||
-                  utf8proc_category(static_cast<utf8proc_int32_t>(c)) == UTF8PROC_CATEGORY_ZS;
-        if (ws) {
+        // Controls (Cc, Cf, Co; not unassigned code points) go first, then whitespace becomes ' '.
+        bool control = c != '\t' && c != '\n' && c != '\r' && is_control(c) &&
+                       utf8proc_category(static_cast<utf8proc_int32_t>(c)) != UTF8PROC_CATEGORY_CN;
+        if (c == 0 || c == 0xFFFD || control) continue;
+        if (is_whitespace(c)) {
           out.push_back(' ');
           continue;
         }
-        if (c == 0 || c == 0xFFFD || is_control(c)) continue;
       }
       if (chinese_ && is_cjk_ideograph(c)) {
         out.push_back(' ');
@@ -146,7 +148,7 @@ class BertNormalizer : public Normalizer {
       }
       out.append(s, start, pos - start);
     }
-    if (strip_accents_) out = strip_marks(tok::normalize(out, NormalForm::NFD));
+    if (strip_accents_) out = strip_marks(tok::normalize(out, NormalForm::NFD), true);
     if (lowercase_) out = to_lower(out);
     s = std::move(out);
   }
