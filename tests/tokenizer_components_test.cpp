@@ -107,9 +107,12 @@ std::string decode(const json& config, std::vector<std::string> tokens) {
 }
 
 TEST(Decoders, MatchHuggingFace) {
+  // A run of byte tokens that is not valid UTF-8 gives one U+FFFD per byte; malformed ones pass through.
+  const std::string r = "\xEF\xBF\xBD";
   EXPECT_EQ(decode({{"type", "ByteFallback"}},
                    {"<0xE2>", "<0x96>", "a", "<0xE2>", "<0x96>", "<0x81>", "<0xFF>", "<0x41>", "<0x4>", "<0xZZ>"}),
-            "\xEF\xBF\xBD\xEF\xBF\xBD" "a" + std::string(5 * 3, ' ').replace(0, 15, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD") + "<0x4><0xZZ>");
+            r + r + "a" + r + r + r + r + r + "<0x4><0xZZ>");
+  EXPECT_EQ(decode({{"type", "ByteFallback"}}, {"<0xE2>", "<0x96>", "<0x81>", "b"}), "\xE2\x96\x81" "b");
   EXPECT_EQ(decode({{"type", "Strip"}, {"content", "x"}, {"start", 2}, {"stop", 1}}, {"xxax", "xxbxx"}), "abx");
   const std::string sp = "\xE2\x96\x81";
   EXPECT_EQ(decode({{"type", "Metaspace"}, {"replacement", sp}, {"prepend_scheme", "always"}}, {sp + "a" + sp + "b", sp + "c"}),
@@ -169,7 +172,7 @@ TEST(AddedTokens, StripAndSingleWordFlags) {
 
   auto lstrip = added_token_tokenizer({{"lstrip", true}});
   EXPECT_EQ(lstrip->encode("x  \t<m>", false).size(), 2u);  // "x", then "  \t<m>" as one token
-  EXPECT_EQ(lstrip->decode(lstrip->encode("<m> <m>", false)).size(), 7u);
+  EXPECT_EQ(lstrip->encode("<m> <m>", false), (std::vector<int32_t>{96, 96}));
   auto rstrip = added_token_tokenizer({{"rstrip", true}});
   EXPECT_EQ(tokens(*rstrip, "a<m> b"), (V{"a", "<m>", "b"}));
   auto single = added_token_tokenizer({{"single_word", true}});
