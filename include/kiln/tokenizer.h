@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <memory>
 #include <optional>
 #include <span>
@@ -64,8 +65,8 @@ class IncrementalDetokenizer {
   std::vector<int32_t> ids_;
   size_t prefix_offset_ = 0;  // the decode window starts here
   size_t read_offset_ = 0;    // ids before this one are fully shown
-  std::string base_;          // decode(ids_[prefix_offset_, read_offset_)): shown already
-  size_t emitted_ = 0;        // bytes of the window's text past base_ shown already
+  std::string base_;          // the window's text shown already
+  size_t last_shown_ = SIZE_MAX;  // the last id that is not a skipped special id
 };
 
 }  // namespace kiln

@@ -1,6 +1,7 @@
 // Tokenizer::from_path (which loader a path needs) and the streaming IncrementalDetokenizer.
 #include "kiln/tokenizer.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,8 +67,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_path(const std::string& path) {
 // ---------------- IncrementalDetokenizer ----------------
 //
 // The text is decoded over a window ids_[prefix_offset_..]. Everything from ids_[read_offset_..]
-// on is "pending": base_ = decode(ids_[prefix_offset_..read_offset_]) is text already shown, and of
-// decode(window) only what follows base_ is new. New text is shown up to (not including) a trailing
+// on is "pending": base_ starts as decode(ids_[prefix_offset_..read_offset_]) and grows with what is
+// shown from the pending ids, so of decode(window) only what follows base_ is new. New text is shown up to (not including) a trailing
 // run of U+FFFD, which may still become a character when more bytes arrive. Once the window decodes
 // with no such tail, the window moves up so that decoding stays cheap, keeping one shown token
 // before it as context (so SentencePiece's leading-space strip applies to that token, not to new text).
@@ -85,19 +86,36 @@ size_t without_replacement_tail(const std::string& s) {
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prefix,
                                                bool skip_special)
     : tokenizer_(tokenizer), skip_special_(skip_special), ids_(prefix.begin(), prefix.end()) {
+  for (size_t i = ids_.size(); i-- > 0;) {
+    if (!(skip_special_ && tokenizer_.is_special(ids_[i]))) {
+      last_shown_ = i;
+      break;
+    }
+  }
   read_offset_ = ids_.size();
   prefix_offset_ = context_start(read_offset_, 6);
   base_ = decode_range(prefix_offset_, read_offset_);
 }
 
+namespace {
+// True for a <0xNN> token whose byte continues a UTF-8 sequence (10xxxxxx).
+bool is_continuation_byte_token(const Tokenizer& tok, int32_t id) {
+  std::string t = tok.id_to_token(id);
+  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return false;
+  char* end = nullptr;
+  long v = std::strtol(t.substr(3, 2).c_str(), &end, 16);
+  return end != nullptr && *end == '\0' && (v & 0xC0) == 0x80;
+}
+}  // namespace
+
 size_t IncrementalDetokenizer::context_start(size_t end, size_t want) const {
-  // Go back over `want` ids, and further (up to a bound) until one of them is shown text.
-  size_t start = end;
-  size_t shown = 0;
-  while (start > 0 && (end - start < want || shown == 0) && end - start < 64) {
-    --start;
-    if (!(skip_special_ && tokenizer_.is_special(ids_[start]))) ++shown;
-  }
+  // Go back over `want` ids, and further to the last id that is shown text (skipped special ids
+  // are not context: the leading-space strip would fall on the first new token).
+  size_t start = end >= want ? end - want : 0;
+  if (last_shown_ < start) start = last_shown_;
+  // Never start inside a character spelled by <0xNN> tokens: ByteFallback decodes a run of them as
+  // a whole, and a run cut mid-character decodes as U+FFFDs.
+  for (int k = 0; k < 3 && start > 0 && start < end && is_continuation_byte_token(tokenizer_, ids_[start]); ++k) --start;
   return start;
 }
 
@@ -106,35 +124,34 @@ std::string IncrementalDetokenizer::decode_range(size_t begin, size_t end) const
 }
 
 std::string IncrementalDetokenizer::push(int32_t id) {
+  if (!(skip_special_ && tokenizer_.is_special(id))) last_shown_ = ids_.size();
   ids_.push_back(id);
   std::string text = decode_range(prefix_offset_, ids_.size());
-  const size_t shown = base_.size() + emitted_;
-  if (text.size() < shown || text.compare(0, base_.size(), base_) != 0) return {};
+  // base_ holds everything shown from this window; a decode that no longer starts with it (a byte
+  // run that is invalid so far) waits for more ids.
+  if (text.compare(0, base_.size(), base_) != 0) return {};
   size_t stable = without_replacement_tail(text);
   std::string out;
-  if (stable > shown) {
-    out = text.substr(shown, stable - shown);
-    emitted_ += out.size();
+  if (stable > base_.size()) {
+    out = text.substr(base_.size(), stable - base_.size());
+    base_ += out;
   }
   if (stable == text.size()) {
     // Complete: everything up to here is shown; restart the window near the end.
     read_offset_ = ids_.size();
     prefix_offset_ = context_start(read_offset_, 1);
     base_ = decode_range(prefix_offset_, read_offset_);
-    emitted_ = 0;
   }
   return out;
 }
 
 std::string IncrementalDetokenizer::flush() {
   std::string text = decode_range(prefix_offset_, ids_.size());
-  const size_t shown = base_.size() + emitted_;
   std::string out;
-  if (text.size() > shown && text.compare(0, base_.size(), base_) == 0) out = text.substr(shown);
+  if (text.size() > base_.size() && text.compare(0, base_.size(), base_) == 0) out = text.substr(base_.size());
   read_offset_ = ids_.size();
   prefix_offset_ = context_start(read_offset_, 1);
   base_ = decode_range(prefix_offset_, read_offset_);
-  emitted_ = 0;
   return out;
 }
 
