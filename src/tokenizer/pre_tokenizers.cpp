@@ -200,7 +200,7 @@ ByteLevelPreTokenizer::ByteLevelPreTokenizer(bool add_prefix_space, bool use_reg
 void ByteLevelPreTokenizer::pre_tokenize(std::vector<Piece>& pieces) const {
   if (add_prefix_space_) {
     for (auto& p : pieces) {
-      if (p.text.empty() || p.text[0] != ' ') p.text.insert(0, " ");
+      if (p.text.empty() || p.text[0] != ' ') p.text = " " + p.text;
     }
   }
   if (regex_) {
