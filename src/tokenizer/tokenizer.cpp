@@ -50,6 +50,10 @@ std::unique_ptr<Tokenizer> Tokenizer::from_path(const std::string& path) {
     if (fs::is_directory(status)) {
       fs::path dir(path);
       if (fs::exists(dir / "tokenizer.json")) return tok::load_hf_tokenizer((dir / "tokenizer.json").string(), path);
+      if (fs::exists(dir / "tokenizer.model")) {
+        KILN_THROW("{}: no tokenizer.json in this folder (a SentencePiece tokenizer.model alone is not supported)",
+                   path);
+      }
       KILN_THROW("{}: no tokenizer.json in this folder", path);
     }
     if (ends_with(path, ".json")) return tok::load_hf_tokenizer(path, "");
