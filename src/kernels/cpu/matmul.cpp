@@ -23,8 +23,10 @@ constexpr int64_t kTBlock = 64;
 using TileFn = void (*)(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                         const float* bias);
 
+// No FMA contraction here: contraction would depend on how each tile shape is compiled, and a row must
+// give the same bits in every tile shape.
 template <int MR, int NR>
-void tile_generic(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
+__attribute__((optimize("fp-contract=off"))) void tile_generic(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                   const float* bias) {
   // Four partial sums per output so the compiler can keep independent chains without reassociating.
   float acc[MR][NR][4] = {};
@@ -66,6 +68,12 @@ inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// Lanes [0, n) of a load mask, for the last K % 8 elements of a row: masked-out lanes read as 0, so the tail
+// goes into the same accumulator as the body and every output is hsum(acc) (+ bias), whatever the tile.
+inline __m256i tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 template <int MR, int NR>
 void tile_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                const float* bias) {
@@ -81,31 +89,34 @@ void tile_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }
   }
-  float tail[MR][NR] = {};
-  for (; k < K; ++k)
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) tail[i][j] += x[i * ldx + k] * w[j * ldw + k];
+  if (k < K) {
+    const __m256i m = tail_mask(K - k);
+    __m256 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm256_maskload_ps(w + j * ldw + k, m);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_maskload_ps(x + i * ldx + k, m);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + tail[i][j] + (bias ? bias[j] : 0.0f);
+    for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + (bias ? bias[j] : 0.0f);
 }
 
-// Matrix-vector rows, one row of w at a time with four accumulators: the weights are then read as one
-// sequential stream, which the hardware prefetcher follows far better than several short row streams.
+// Matrix-vector rows, one row of w at a time: the weights are then read as one sequential stream, which
+// the hardware prefetcher follows far better than several short row streams. One accumulator per row, in
+// the order tile_avx2 uses, so that a row's result is bitwise the same whether it is computed alone
+// (T == 1) or inside a larger batch: batched decoding must not change a sequence's arithmetic. Streaming
+// from memory, a single FMA chain keeps up with the memory bandwidth.
 void gemv_rows_avx2(const float* x, const float* w, int64_t K, float* y, const float* bias, int64_t rows) {
+  const int64_t body = K / 8 * 8;
+  const __m256i m = tail_mask(K - body);
+  const __m256 x_tail = _mm256_maskload_ps(x + body, m);
   for (int64_t r = 0; r < rows; ++r) {
     const float* wr = w + r * K;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(wr + k), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(wr + k + 8), a1);
-      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(wr + k + 16), a2);
-      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), _mm256_loadu_ps(wr + k + 24), a3);
-    }
-    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(wr + k), a0);
-    float t = 0;
-    for (; k < K; ++k) t += x[k] * wr[k];
-    y[r] = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + t + (bias ? bias[r] : 0.0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t k = 0; k < body; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(wr + k), acc);
+    if (body < K) acc = _mm256_fmadd_ps(x_tail, _mm256_maskload_ps(wr + body, m), acc);
+    y[r] = hsum256(acc) + (bias ? bias[r] : 0.0f);
   }
 }
 

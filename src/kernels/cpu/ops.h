@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/model_config.h"
@@ -48,9 +49,52 @@ void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t rotary
 // for positions 0 .. pos0 + T - 1. n_heads must be a multiple of n_kv_heads (GQA / MQA).
 // window > 0: a query at position p sees keys p - window + 1 .. p only (HF sliding-window semantics).
 // out: [T, n_heads, head_dim] with row stride ldo.
+// alibi_slopes (n_heads values, or null): adds slope[h] * (key position - query position) to each score.
+// softcap > 0: scores (after scaling) become softcap * tanh(score / softcap) (Gemma 2).
 void attention(const float* q, int64_t ldq, int64_t T, int64_t n_heads, int64_t head_dim, const float* k_cache,
                const float* v_cache, int64_t n_kv_heads, int64_t capacity, int64_t pos0, int64_t window,
-               float scale, float* out, int64_t ldo);
+               float scale, float* out, int64_t ldo, const float* alibi_slopes = nullptr, float softcap = 0.0f);
+
+// ALiBi slopes of n_heads heads as MPT defines them: 2^(-bias_max * i / N) for i = 1..N, N the power of two
+// at or above n_heads, taking the odd i first, then the even ones, when n_heads is not a power of two.
+// With bias_max 8 these are BLOOM's slopes too.
+std::vector<float> alibi_slopes(int64_t n_heads, double bias_max);
+
+// x[t, :] += table[positions[t], :] (learned absolute positions, GPT-2); throws kiln::Error when a
+// position is outside [0, n_positions).
+void add_position_embedding(const float* table, int64_t n_positions, int64_t dim, const int64_t* positions,
+                            int64_t T, float* x);
+
+// A paged KV cache, one layer of it: the key of (block b, kv head g, slot s) is the head_dim floats at
+// k + b * block_stride + (g * block_size + s) * head_dim; values likewise from v.
+struct PagedKvLayer {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t block_stride = 0;  // floats between blocks
+  int64_t block_size = 0;    // slots (tokens) per block
+};
+
+// One sequence of a packed batch: its queries are rows [q_begin, q_begin + q_len) of q, at positions
+// context_len - q_len .. context_len - 1; its keys 0 .. context_len - 1 are read through block_table
+// (position j lives in block block_table[j / block_size], slot j % block_size).
+struct PagedSeq {
+  int64_t q_begin = 0;
+  int64_t q_len = 0;
+  int64_t context_len = 0;
+  const int32_t* block_table = nullptr;
+};
+
+// Causal attention of a packed batch over a paged KV cache, the sequences' rows in order and contiguous
+// (seqs[i + 1].q_begin == seqs[i].q_begin + seqs[i].q_len). Each (row, head) is computed on its own with
+// the same arithmetic as `attention`, so a row's result does not depend on the rest of the batch.
+void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs, int64_t n_heads, int64_t head_dim,
+                     const PagedKvLayer& kv, int64_t n_kv_heads, int64_t window, float scale, float* out,
+                     int64_t ldo, const float* alibi_slopes = nullptr, float softcap = 0.0f);
+
+// Copies the K and V rows of T tokens (k, v: [T, n_kv_heads, head_dim], row stride ld) into their slots
+// (slot = block * block_size + offset) of a paged cache laid out as in PagedKvLayer.
+void paged_kv_write(const float* k, const float* v, int64_t ld, int64_t T, const int64_t* slots, int64_t n_kv_heads,
+                    int64_t head_dim, float* k_pool, float* v_pool, int64_t block_stride, int64_t block_size);
 
 enum class Activation : uint8_t { SiLU, GeluTanh, GeluErf };
 
@@ -66,6 +110,15 @@ void embedding(const float* table, int64_t vocab, int64_t dim, const int32_t* id
 
 // x += y over n elements.
 void add_inplace(float* x, const float* y, int64_t n);
+
+// x *= s over n elements.
+void scale_inplace(float* x, int64_t n, float s);
+
+// x clamped to [lo, hi] over n elements (MPT clip_qkv).
+void clamp(float* x, int64_t n, float lo, float hi);
+
+// x = cap * tanh(x / cap) over n elements (logit soft-capping).
+void softcap(float* x, int64_t n, float cap);
 
 // Row-wise softmax and log-softmax, in place.
 void softmax(float* x, int64_t rows, int64_t n);
