@@ -33,8 +33,12 @@ class DecoderModel final : public Model {
     const float* k_norm = nullptr;
     const float* wo = nullptr;  // [hidden, n_heads * head_dim]
     const float* bo = nullptr;
-    const float* mlp_norm = nullptr;
+    const float* mlp_norm = nullptr;  // null in the Shared layout (the MLP reads the attention norm)
     const float* mlp_norm_b = nullptr;
+    const float* post_attn_norm = nullptr;  // PrePost layout: norms of the attention and MLP outputs
+    const float* post_attn_norm_b = nullptr;
+    const float* post_mlp_norm = nullptr;
+    const float* post_mlp_norm_b = nullptr;
     const float* w_in = nullptr;  // gated: [2 * intermediate, hidden] (gate rows, then up rows); else [inter, hidden]
     const float* b_in = nullptr;
     const float* w_down = nullptr;  // [hidden, intermediate]
@@ -50,6 +54,11 @@ class DecoderModel final : public Model {
   const float* final_norm_ = nullptr;
   const float* final_norm_b_ = nullptr;
   const float* lm_head_ = nullptr;
+  const float* lm_head_b_ = nullptr;
+  const float* pos_embed_ = nullptr;  // learned positions [max_position_embeddings, hidden]
+  const float* embed_norm_ = nullptr;
+  const float* embed_norm_b_ = nullptr;
+  std::vector<float> alibi_slopes_;  // per head, when position == Alibi
   std::vector<Layer> layers_;
   std::vector<double> inv_freq_;
   int64_t num_parameters_ = 0;

@@ -39,6 +39,8 @@ std::string gguf_llama_name(WeightRole role, int64_t layer) {
     case WeightRole::GateBias: return p + "ffn_gate.bias";
     case WeightRole::UpBias: return p + "ffn_up.bias";
     case WeightRole::DownBias: return p + "ffn_down.bias";
+
+    default: break;  // roles of other layouts: not in these checkpoints
   }
   return {};
 }

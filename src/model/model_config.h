@@ -13,6 +13,14 @@ namespace kiln {
 enum class NormKind : uint8_t { RMSNorm, LayerNorm };
 enum class ActKind : uint8_t { SiLU, GeluTanh, GeluErf };
 enum class RopeScaling : uint8_t { None, Linear, Llama3 };
+// How token positions enter the model: rotary q/k, a learned table added to the embeddings (GPT-2), or
+// a linear bias on the attention scores (ALiBi: BLOOM, MPT).
+enum class PositionKind : uint8_t { Rope, Learned, Alibi };
+// Where the norms sit around attention and MLP.
+//   Pre:     attention reads n1(x), the MLP reads n2(x) (after the attention's residual unless parallel).
+//   PrePost: Pre, and each block's output is normed again before its residual add (Gemma 2).
+//   Shared:  one norm n1(x) feeds both attention and MLP, which run in parallel (GPT-J, Falcon-7B).
+enum class NormLayout : uint8_t { Pre, PrePost, Shared };
 
 struct RopeConfig {
   double theta = 10000.0;
@@ -52,6 +60,24 @@ struct ModelConfig {
   bool mlp_bias = false;
   bool qk_norm = false;        // per-head RMSNorm of q and k before RoPE (Qwen3)
   bool tie_word_embeddings = false;
+
+  PositionKind position = PositionKind::Rope;
+  double alibi_bias_max = 8.0;  // ALiBi slopes 2^(-bias_max * i / n) as MPT defines them (BLOOM's equal 8)
+  NormLayout norm_layout = NormLayout::Pre;
+  // x += attn(..) + mlp(..) from the same x (GPT-J, NeoX use_parallel_residual, Falcon) instead of in turn.
+  bool parallel_residual = false;
+  bool norm_bias = true;       // LayerNorms carry a bias (MPT's do not)
+  bool norm_add_one = false;   // RMSNorm scales by (1 + w) (Gemma)
+  bool embed_norm = false;     // a LayerNorm on the embeddings (BLOOM word_embeddings_layernorm)
+  double embed_scale = 1.0;    // embeddings are multiplied by this (Gemma: sqrt(hidden))
+  // HF multiplies by embed_scale as a tensor of the weights' dtype, so it is rounded to checkpoint_dtype
+  // when the model is built (Gemma: sqrt(2048) stays 45.25 but sqrt(3072) becomes 55.5 in bf16).
+  bool embed_scale_in_checkpoint_dtype = false;
+  double attn_scale = 0.0;           // attention logit scale; 0: 1 / sqrt(head_dim)
+  double attn_logit_softcap = 0.0;   // scores -> cap * tanh(scores / cap) (Gemma 2); 0: none
+  double final_logit_softcap = 0.0;  // the same on the output logits; 0: none
+  double clip_qkv = 0.0;             // q, k, v clamped to [-clip, clip] (MPT); 0: none
+  bool lm_head_bias = false;         // GPT-J
 
   DType checkpoint_dtype = DType::F32;  // what the weights are stored as (before conversion)
   int64_t bos_token_id = -1;

@@ -13,6 +13,8 @@ enum class WeightRole : uint8_t {
   Embed, FinalNorm, FinalNormBias, LmHead,
   AttnNorm, AttnNormBias, Q, K, V, O, QBias, KBias, VBias, OBias, QNorm, KNorm,
   MlpNorm, MlpNormBias, Gate, Up, Down, GateBias, UpBias, DownBias,
+  PosEmbed, EmbedNorm, EmbedNormBias, LmHeadBias,
+  PostAttnNorm, PostAttnNormBias, PostMlpNorm, PostMlpNormBias,
 };
 
 // A checkpoint seen as tensors by role. Implementations convert to f32 and undo format-specific
