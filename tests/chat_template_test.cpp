@@ -1,15 +1,16 @@
 // Chat templates: kiln's Jinja engine against jinja2's renders of real model templates
 // (tests/fixtures/chat-templates/goldens.json, made by tools/make_chat_template_goldens.py), plus
 // the engine's own edge cases.
+#include "tokenizer/chat_template.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
-#include "tokenizer/chat_template.h"
 #include "tokenizer/jinja.h"
 
 namespace kiln {
@@ -113,11 +114,11 @@ std::string render(const std::string& src, const ojson& vars = ojson::object()) 
 
 TEST(Jinja, WhitespaceControl) {
   EXPECT_EQ(render("a  {%- if true -%}  b  {%- endif -%}  c"), "abc");
-  EXPECT_EQ(render("{% if true %}\nx\n{% endif %}\ny"), "x\ny");          // trim_blocks
-  EXPECT_EQ(render("  {% if true %}x{% endif %}"), "x");                  // lstrip_blocks
-  EXPECT_EQ(render("  {%+ if true %}x{% endif %}"), "  x");               // + keeps the indent
-  EXPECT_EQ(render("{{ 'a' }}  {% if true %}b{% endif %}"), "a  b");      // not at line start
-  EXPECT_EQ(render("x\n"), "x");                                           // trailing newline dropped
+  EXPECT_EQ(render("{% if true %}\nx\n{% endif %}\ny"), "x\ny");      // trim_blocks
+  EXPECT_EQ(render("  {% if true %}x{% endif %}"), "x");              // lstrip_blocks
+  EXPECT_EQ(render("  {%+ if true %}x{% endif %}"), "  x");           // + keeps the indent
+  EXPECT_EQ(render("{{ 'a' }}  {% if true %}b{% endif %}"), "a  b");  // not at line start
+  EXPECT_EQ(render("x\n"), "x");                                      // trailing newline dropped
   EXPECT_EQ(render("x\n\n"), "x\n");
   EXPECT_EQ(render("a {#- c -#} b"), "ab");
   EXPECT_EQ(render("a\r\nb"), "a\nb");
@@ -163,7 +164,8 @@ TEST(Jinja, Errors) {
     EXPECT_TRUE(e.raised());
   }
   // Unbounded output is refused, not allowed to eat memory.
-  jinja::Template big("{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxxxxxxxx{% endfor %}{% endfor %}");
+  jinja::Template big(
+      "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxxxxxxxx{% endfor %}{% endfor %}");
   jinja::RenderOptions small;
   small.max_output_bytes = 1 << 20;
   EXPECT_THROW(big.render({}, small), jinja::TemplateError);
@@ -172,9 +174,10 @@ TEST(Jinja, Errors) {
 }
 
 TEST(ChatTemplate, FromTokenizerVariables) {
-  ChatTemplate t("{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"
-                 "{% if add_generation_prompt %}>{% endif %}{{ tools is none }}{{ eos_token }}",
-                 "<s>", "</s>");
+  ChatTemplate t(
+      "{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"
+      "{% if add_generation_prompt %}>{% endif %}{{ tools is none }}{{ eos_token }}",
+      "<s>", "</s>");
   ChatTemplateInputs in;
   in.messages = ojson::parse(R"([{"role":"user","content":"hi"}])");
   EXPECT_EQ(t.apply(in), "<s>[user:hi]>True</s>");

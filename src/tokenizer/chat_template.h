@@ -15,7 +15,7 @@ class Tokenizer;
 
 struct ChatTemplateInputs {
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();  // [{"role":..,"content":..}, ..]
-  nlohmann::ordered_json tools;  // null: none (the template sees tools=None)
+  nlohmann::ordered_json tools;                                       // null: none (the template sees tools=None)
   bool add_generation_prompt = true;
   nlohmann::ordered_json extra = nlohmann::ordered_json::object();  // more template variables
 };

@@ -1,9 +1,10 @@
 // Jinja builtins used by chat templates: filters, tests, global functions and the Python methods
 // of str, dict and list, each written to behave as jinja2 3.1 / Python 3 do.
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <utf8proc.h>
 
 #include "tokenizer/jinja_ast.h"
 #include "tokenizer/unicode.h"
@@ -14,7 +15,9 @@ namespace {
 
 // ---- argument helpers --------------------------------------------------------------------------
 
-const Value* arg(const Args& a, size_t i, std::string_view name) { return a.get(i, name); }
+const Value* arg(const Args& a, size_t i, std::string_view name) {
+  return a.get(i, name);
+}
 
 std::string arg_str(const Args& a, size_t i, std::string_view name, std::string def) {
   const Value* v = arg(a, i, name);
@@ -261,7 +264,9 @@ std::string py_format(const std::string& fmtstr, const Args& a) {
   return out;
 }
 
-Value bound(std::function<Value(const Args&)> f) { return Value(Function(std::move(f))); }
+Value bound(std::function<Value(const Args&)> f) {
+  return Value(Function(std::move(f)));
+}
 
 // ---- attribute paths for selectattr/map/sort/... -------------------------------------------------
 
@@ -293,9 +298,15 @@ Value f_abs(const Value& v, const Args&) {
   if (v.is_float()) return Value(std::fabs(v.as_float()));
   throw TemplateError(fmt::format("bad operand type for abs(): '{}'", v.type_name()));
 }
-Value f_attr(const Value& v, const Args& a) { return get_attr(v, need(a, 0, "name").str()); }
-Value f_capitalize(const Value& v, const Args&) { return Value(py_capitalize(v.str())); }
-Value f_length(const Value& v, const Args&) { return Value(v.length()); }
+Value f_attr(const Value& v, const Args& a) {
+  return get_attr(v, need(a, 0, "name").str());
+}
+Value f_capitalize(const Value& v, const Args&) {
+  return Value(py_capitalize(v.str()));
+}
+Value f_length(const Value& v, const Args&) {
+  return Value(v.length());
+}
 Value f_default(const Value& v, const Args& a) {
   const bool boolean = arg_bool(a, 1, "boolean", false);
   if (v.is_undefined() || (boolean && !v.truthy())) {
@@ -322,17 +333,30 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
 }
-Value f_escape(const Value& v, const Args&) { return Value(html_escape(v.str())); }
+Value f_escape(const Value& v, const Args&) {
+  return Value(html_escape(v.str()));
+}
 Value f_first(const Value& v, const Args&) {
   List items = v.iterate();
   return items.empty() ? Value::undefined("first") : items.front();
@@ -415,9 +439,15 @@ Value f_join(const Value& v, const Args& a) {
   }
   return Value(std::move(out));
 }
-Value f_list(const Value& v, const Args&) { return Value(v.iterate()); }
-Value f_lower(const Value& v, const Args&) { return Value(map_case(v.str(), false)); }
-Value f_upper(const Value& v, const Args&) { return Value(map_case(v.str(), true)); }
+Value f_list(const Value& v, const Args&) {
+  return Value(v.iterate());
+}
+Value f_lower(const Value& v, const Args&) {
+  return Value(map_case(v.str(), false));
+}
+Value f_upper(const Value& v, const Args&) {
+  return Value(map_case(v.str(), true));
+}
 Value f_map(const Value& v, const Args& a) {
   List out;
   if (!v.truthy()) return Value::generator({});
@@ -452,13 +482,18 @@ Value min_max(const Value& v, const Args& a, bool want_max) {
   size_t best = 0;
   auto key = [&](const Value& x) { return sort_key(attribute ? attr_path(x, attribute->str()) : x, cs); };
   for (size_t i = 1; i < items.size(); ++i) {
-    const bool better = want_max ? less_than(key(items[best]), key(items[i])) : less_than(key(items[i]), key(items[best]));
+    const bool better =
+        want_max ? less_than(key(items[best]), key(items[i])) : less_than(key(items[i]), key(items[best]));
     if (better) best = i;
   }
   return items[best];
 }
-Value f_max(const Value& v, const Args& a) { return min_max(v, a, true); }
-Value f_min(const Value& v, const Args& a) { return min_max(v, a, false); }
+Value f_max(const Value& v, const Args& a) {
+  return min_max(v, a, true);
+}
+Value f_min(const Value& v, const Args& a) {
+  return min_max(v, a, false);
+}
 Value select_impl(const Value& v, const Args& a, bool by_attr, bool keep) {
   if (!v.truthy()) return Value::generator({});
   size_t i = 0;
@@ -478,10 +513,18 @@ Value select_impl(const Value& v, const Args& a, bool by_attr, bool keep) {
   }
   return Value::generator(std::move(out));
 }
-Value f_select(const Value& v, const Args& a) { return select_impl(v, a, false, true); }
-Value f_reject(const Value& v, const Args& a) { return select_impl(v, a, false, false); }
-Value f_selectattr(const Value& v, const Args& a) { return select_impl(v, a, true, true); }
-Value f_rejectattr(const Value& v, const Args& a) { return select_impl(v, a, true, false); }
+Value f_select(const Value& v, const Args& a) {
+  return select_impl(v, a, false, true);
+}
+Value f_reject(const Value& v, const Args& a) {
+  return select_impl(v, a, false, false);
+}
+Value f_selectattr(const Value& v, const Args& a) {
+  return select_impl(v, a, true, true);
+}
+Value f_rejectattr(const Value& v, const Args& a) {
+  return select_impl(v, a, true, false);
+}
 Value f_replace(const Value& v, const Args& a) {
   return Value(py_replace(v.str(), need(a, 0, "old").str(), need(a, 1, "new").str(), arg_int(a, 2, "count", -1)));
 }
@@ -501,12 +544,17 @@ Value f_round(const Value& v, const Args& a) {
   const double m = std::pow(10.0, static_cast<double>(precision));
   const double x = v.to_double() * m;
   double r;
-  if (method == "ceil") r = std::ceil(x);
-  else if (method == "floor") r = std::floor(x);
-  else r = std::round(x);  // half away from zero, as jinja's "common"
+  if (method == "ceil")
+    r = std::ceil(x);
+  else if (method == "floor")
+    r = std::floor(x);
+  else
+    r = std::round(x);  // half away from zero, as jinja's "common"
   return Value(r / m);
 }
-Value f_safe(const Value& v, const Args&) { return v; }
+Value f_safe(const Value& v, const Args&) {
+  return v;
+}
 Value f_sort(const Value& v, const Args& a) {
   const bool rev = arg_bool(a, 0, "reverse", false);
   const bool cs = arg_bool(a, 1, "case_sensitive", false);
@@ -518,15 +566,19 @@ Value f_sort(const Value& v, const Args& a) {
   });
   return Value(std::move(items));
 }
-Value f_string(const Value& v, const Args&) { return Value(v.str()); }
+Value f_string(const Value& v, const Args&) {
+  return Value(v.str());
+}
 Value f_sum(const Value& v, const Args& a) {
   const Value* attribute = arg(a, 0, "attribute");
   const Value* start = arg(a, 1, "start");
   Value total = start ? *start : Value(0);
   for (const Value& x : v.iterate()) {
     const Value y = attribute && !attribute->is_none() ? attr_path(x, attribute->str()) : x;
-    if (total.to_int() && y.to_int()) total = Value(*total.to_int() + *y.to_int());
-    else total = Value(total.to_double() + y.to_double());
+    if (total.to_int() && y.to_int())
+      total = Value(*total.to_int() + *y.to_int());
+    else
+      total = Value(total.to_double() + y.to_double());
   }
   return total;
 }
@@ -556,7 +608,9 @@ Value f_tojson(const Value& v, const Args& a) {
     if (k == "sort_keys") sort_keys = x.truthy();
   return Value(v.to_json(indent, sort_keys));
 }
-Value f_trim(const Value& v, const Args& a) { return Value(py_strip(v.str(), arg(a, 0, "chars"), true, true)); }
+Value f_trim(const Value& v, const Args& a) {
+  return Value(py_strip(v.str(), arg(a, 0, "chars"), true, true));
+}
 Value f_unique(const Value& v, const Args& a) {
   const bool cs = arg_bool(a, 0, "case_sensitive", false);
   const Value* attribute = arg(a, 1, "attribute");
@@ -587,40 +641,110 @@ struct NamedFilter {
   FilterFn fn;
 };
 const NamedFilter kFilters[] = {
-    {"abs", f_abs},         {"attr", f_attr},       {"capitalize", f_capitalize}, {"count", f_length},
-    {"d", f_default},       {"default", f_default}, {"dictsort", f_dictsort},     {"e", f_escape},
-    {"escape", f_escape},   {"first", f_first},     {"float", f_float},           {"forceescape", f_escape},
-    {"indent", f_indent},   {"int", f_int},         {"items", f_items},           {"join", f_join},
-    {"last", f_last},       {"length", f_length},   {"list", f_list},             {"lower", f_lower},
-    {"map", f_map},         {"max", f_max},         {"min", f_min},               {"reject", f_reject},
-    {"rejectattr", f_rejectattr}, {"replace", f_replace}, {"reverse", f_reverse}, {"round", f_round},
-    {"safe", f_safe},       {"select", f_select},   {"selectattr", f_selectattr}, {"sort", f_sort},
-    {"string", f_string},   {"sum", f_sum},         {"title", f_title},           {"tojson", f_tojson},
-    {"trim", f_trim},       {"unique", f_unique},   {"upper", f_upper},           {"wordcount", f_wordcount},
+    {"abs", f_abs},
+    {"attr", f_attr},
+    {"capitalize", f_capitalize},
+    {"count", f_length},
+    {"d", f_default},
+    {"default", f_default},
+    {"dictsort", f_dictsort},
+    {"e", f_escape},
+    {"escape", f_escape},
+    {"first", f_first},
+    {"float", f_float},
+    {"forceescape", f_escape},
+    {"indent", f_indent},
+    {"int", f_int},
+    {"items", f_items},
+    {"join", f_join},
+    {"last", f_last},
+    {"length", f_length},
+    {"list", f_list},
+    {"lower", f_lower},
+    {"map", f_map},
+    {"max", f_max},
+    {"min", f_min},
+    {"reject", f_reject},
+    {"rejectattr", f_rejectattr},
+    {"replace", f_replace},
+    {"reverse", f_reverse},
+    {"round", f_round},
+    {"safe", f_safe},
+    {"select", f_select},
+    {"selectattr", f_selectattr},
+    {"sort", f_sort},
+    {"string", f_string},
+    {"sum", f_sum},
+    {"title", f_title},
+    {"tojson", f_tojson},
+    {"trim", f_trim},
+    {"unique", f_unique},
+    {"upper", f_upper},
+    {"wordcount", f_wordcount},
 };
 
 // ---- tests -------------------------------------------------------------------------------------
 
-bool t_defined(const Value& v, const Args&) { return !v.is_undefined(); }
-bool t_undefined(const Value& v, const Args&) { return v.is_undefined(); }
-bool t_none(const Value& v, const Args&) { return v.is_none(); }
-bool t_boolean(const Value& v, const Args&) { return v.is_bool(); }
-bool t_true(const Value& v, const Args&) { return v.is_bool() && v.as_bool(); }
-bool t_false(const Value& v, const Args&) { return v.is_bool() && !v.as_bool(); }
-bool t_integer(const Value& v, const Args&) { return v.is_int(); }
-bool t_float(const Value& v, const Args&) { return v.is_float(); }
-bool t_number(const Value& v, const Args&) { return v.is_number(); }
-bool t_string(const Value& v, const Args&) { return v.is_string(); }
-bool t_mapping(const Value& v, const Args&) { return v.is_dict(); }
-bool t_iterable(const Value& v, const Args&) { return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict(); }
-bool t_sequence(const Value& v, const Args&) { return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict(); }
-bool t_callable(const Value& v, const Args&) { return v.is_callable(); }
-bool t_eq(const Value& v, const Args& a) { return equals(v, need(a, 0, "other")); }
-bool t_ne(const Value& v, const Args& a) { return !equals(v, need(a, 0, "other")); }
-bool t_lt(const Value& v, const Args& a) { return less_than(v, need(a, 0, "other")); }
-bool t_gt(const Value& v, const Args& a) { return less_than(need(a, 0, "other"), v); }
-bool t_le(const Value& v, const Args& a) { return !less_than(need(a, 0, "other"), v); }
-bool t_ge(const Value& v, const Args& a) { return !less_than(v, need(a, 0, "other")); }
+bool t_defined(const Value& v, const Args&) {
+  return !v.is_undefined();
+}
+bool t_undefined(const Value& v, const Args&) {
+  return v.is_undefined();
+}
+bool t_none(const Value& v, const Args&) {
+  return v.is_none();
+}
+bool t_boolean(const Value& v, const Args&) {
+  return v.is_bool();
+}
+bool t_true(const Value& v, const Args&) {
+  return v.is_bool() && v.as_bool();
+}
+bool t_false(const Value& v, const Args&) {
+  return v.is_bool() && !v.as_bool();
+}
+bool t_integer(const Value& v, const Args&) {
+  return v.is_int();
+}
+bool t_float(const Value& v, const Args&) {
+  return v.is_float();
+}
+bool t_number(const Value& v, const Args&) {
+  return v.is_number();
+}
+bool t_string(const Value& v, const Args&) {
+  return v.is_string();
+}
+bool t_mapping(const Value& v, const Args&) {
+  return v.is_dict();
+}
+bool t_iterable(const Value& v, const Args&) {
+  return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
+}
+bool t_sequence(const Value& v, const Args&) {
+  return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
+}
+bool t_callable(const Value& v, const Args&) {
+  return v.is_callable();
+}
+bool t_eq(const Value& v, const Args& a) {
+  return equals(v, need(a, 0, "other"));
+}
+bool t_ne(const Value& v, const Args& a) {
+  return !equals(v, need(a, 0, "other"));
+}
+bool t_lt(const Value& v, const Args& a) {
+  return less_than(v, need(a, 0, "other"));
+}
+bool t_gt(const Value& v, const Args& a) {
+  return less_than(need(a, 0, "other"), v);
+}
+bool t_le(const Value& v, const Args& a) {
+  return !less_than(need(a, 0, "other"), v);
+}
+bool t_ge(const Value& v, const Args& a) {
+  return !less_than(v, need(a, 0, "other"));
+}
 bool t_in(const Value& v, const Args& a) {
   const Value& seq = need(a, 0, "seq");
   if (seq.is_string()) return v.is_string() && seq.as_string().find(v.as_string()) != std::string::npos;
@@ -629,8 +753,12 @@ bool t_in(const Value& v, const Args& a) {
     if (equals(x, v)) return true;
   return false;
 }
-bool t_odd(const Value& v, const Args&) { return v.to_int() && (*v.to_int() % 2 != 0); }
-bool t_even(const Value& v, const Args&) { return v.to_int() && (*v.to_int() % 2 == 0); }
+bool t_odd(const Value& v, const Args&) {
+  return v.to_int() && (*v.to_int() % 2 != 0);
+}
+bool t_even(const Value& v, const Args&) {
+  return v.to_int() && (*v.to_int() % 2 == 0);
+}
 bool t_divisibleby(const Value& v, const Args& a) {
   const int64_t d = arg_int(a, 0, "num", 1);
   return d != 0 && v.to_int() && *v.to_int() % d == 0;
@@ -643,24 +771,57 @@ bool t_sameas(const Value& v, const Args& a) {
   if (v.is_dict() && o.is_dict()) return &v.as_dict() == &o.as_dict();
   return equals(v, o) && std::strcmp(v.type_name(), o.type_name()) == 0;
 }
-bool t_lower(const Value& v, const Args&) { return v.is_string() && map_case(v.as_string(), false) == v.as_string(); }
-bool t_upper(const Value& v, const Args&) { return v.is_string() && map_case(v.as_string(), true) == v.as_string(); }
-bool t_escaped(const Value&, const Args&) { return false; }
+bool t_lower(const Value& v, const Args&) {
+  return v.is_string() && map_case(v.as_string(), false) == v.as_string();
+}
+bool t_upper(const Value& v, const Args&) {
+  return v.is_string() && map_case(v.as_string(), true) == v.as_string();
+}
+bool t_escaped(const Value&, const Args&) {
+  return false;
+}
 
 struct NamedTest {
   const char* name;
   TestFn fn;
 };
 const NamedTest kTests[] = {
-    {"!=", t_ne},           {"<", t_lt},           {"<=", t_le},        {"==", t_eq},
-    {">", t_gt},            {">=", t_ge},          {"boolean", t_boolean}, {"callable", t_callable},
-    {"defined", t_defined}, {"divisibleby", t_divisibleby}, {"eq", t_eq}, {"equalto", t_eq},
-    {"escaped", t_escaped}, {"even", t_even},      {"false", t_false},  {"float", t_float},
-    {"ge", t_ge},           {"greaterthan", t_gt}, {"gt", t_gt},        {"in", t_in},
-    {"integer", t_integer}, {"iterable", t_iterable}, {"le", t_le},     {"lessthan", t_lt},
-    {"lower", t_lower},     {"lt", t_lt},          {"mapping", t_mapping}, {"ne", t_ne},
-    {"none", t_none},       {"number", t_number},  {"odd", t_odd},      {"sameas", t_sameas},
-    {"sequence", t_sequence}, {"string", t_string}, {"true", t_true},   {"undefined", t_undefined},
+    {"!=", t_ne},
+    {"<", t_lt},
+    {"<=", t_le},
+    {"==", t_eq},
+    {">", t_gt},
+    {">=", t_ge},
+    {"boolean", t_boolean},
+    {"callable", t_callable},
+    {"defined", t_defined},
+    {"divisibleby", t_divisibleby},
+    {"eq", t_eq},
+    {"equalto", t_eq},
+    {"escaped", t_escaped},
+    {"even", t_even},
+    {"false", t_false},
+    {"float", t_float},
+    {"ge", t_ge},
+    {"greaterthan", t_gt},
+    {"gt", t_gt},
+    {"in", t_in},
+    {"integer", t_integer},
+    {"iterable", t_iterable},
+    {"le", t_le},
+    {"lessthan", t_lt},
+    {"lower", t_lower},
+    {"lt", t_lt},
+    {"mapping", t_mapping},
+    {"ne", t_ne},
+    {"none", t_none},
+    {"number", t_number},
+    {"odd", t_odd},
+    {"sameas", t_sameas},
+    {"sequence", t_sequence},
+    {"string", t_string},
+    {"true", t_true},
+    {"undefined", t_undefined},
     {"upper", t_upper},
 };
 

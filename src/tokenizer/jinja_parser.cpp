@@ -25,9 +25,15 @@ struct Token {
   throw TemplateError(fmt::format("chat template syntax error, line {}: {}", line, what));
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
-bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+bool is_name_start(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_';
+}
+bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+}
 
 // Python's "unicode-escape" decoding of a string literal's body.
 std::string unescape(std::string_view s, int line) {
@@ -49,24 +55,52 @@ std::string unescape(std::string_view s, int line) {
       return v;
     };
     switch (c) {
-      case '\n': break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
-      case 'v': out += '\v'; break;
-      case 'x': tok::append_utf8(out, hex(2)); break;
-      case 'u': tok::append_utf8(out, hex(4)); break;
-      case 'U': tok::append_utf8(out, hex(8)); break;
+      case '\n':
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case 'x':
+        tok::append_utf8(out, hex(2));
+        break;
+      case 'u':
+        tok::append_utf8(out, hex(4));
+        break;
+      case 'U':
+        tok::append_utf8(out, hex(8));
+        break;
       default:
         if (c >= '0' && c <= '7') {
           uint32_t v = c - '0';
-          for (int k = 0; k < 2 && i + 1 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7'; ++k) v = v * 8 + (s[++i] - '0');
+          for (int k = 0; k < 2 && i + 1 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '7'; ++k)
+            v = v * 8 + (s[++i] - '0');
           tok::append_utf8(out, v);
         } else {
           out += '\\';
@@ -261,7 +295,8 @@ class Lexer {
       };
       take_digits();
       bool is_float = false;
-      if (!after_dot && e + 1 < src_.size() && src_[e] == '.' && std::isdigit(static_cast<unsigned char>(src_[e + 1]))) {
+      if (!after_dot && e + 1 < src_.size() && src_[e] == '.' &&
+          std::isdigit(static_cast<unsigned char>(src_[e + 1]))) {
         digits += '.';
         ++e;
         take_digits();
@@ -279,8 +314,10 @@ class Lexer {
       }
       Token t{is_float ? Tok::Float : Tok::Int, digits, 0, 0, line};
       try {
-        if (is_float) t.fval = std::stod(digits);
-        else t.ival = std::stoll(digits);
+        if (is_float)
+          t.fval = std::stod(digits);
+        else
+          t.ival = std::stoll(digits);
       } catch (const std::exception&) {
         syntax_error(line, "number out of range: " + digits);
       }
@@ -292,7 +329,8 @@ class Lexer {
       size_t e = pos_ + 1;
       while (e < src_.size() && src_[e] != c) e += src_[e] == '\\' ? 2 : 1;
       if (e >= src_.size()) syntax_error(line, "unterminated string");
-      tokens_.push_back({Tok::String, unescape(std::string_view(src_).substr(pos_ + 1, e - pos_ - 1), line), 0, 0, line});
+      tokens_.push_back(
+          {Tok::String, unescape(std::string_view(src_).substr(pos_ + 1, e - pos_ - 1), line), 0, 0, line});
       advance_to(e + 1);
       return;
     }
@@ -347,16 +385,25 @@ class Parser {
   }
   std::string describe(const Token& t) const {
     switch (t.type) {
-      case Tok::Text: return "text";
-      case Tok::VarBegin: return "'{{'";
-      case Tok::VarEnd: return "'}}'";
-      case Tok::BlockBegin: return "'{%'";
-      case Tok::BlockEnd: return "'%}'";
-      case Tok::Eof: return "end of template";
-      case Tok::String: return "a string";
+      case Tok::Text:
+        return "text";
+      case Tok::VarBegin:
+        return "'{{'";
+      case Tok::VarEnd:
+        return "'}}'";
+      case Tok::BlockBegin:
+        return "'{%'";
+      case Tok::BlockEnd:
+        return "'%}'";
+      case Tok::Eof:
+        return "end of template";
+      case Tok::String:
+        return "a string";
       case Tok::Int:
-      case Tok::Float: return "a number";
-      default: return "'" + t.text + "'";
+      case Tok::Float:
+        return "a number";
+      default:
+        return "'" + t.text + "'";
     }
   }
   [[noreturn]] void fail(const std::string& expected) const {
@@ -641,9 +688,8 @@ class Parser {
     std::unique_ptr<CompareExpr> cmp;
     while (true) {
       std::string op;
-      if (cur().type == Tok::Op &&
-          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == ">" || cur().text == "<=" ||
-           cur().text == ">=")) {
+      if (cur().type == Tok::Op && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
+                                    cur().text == ">" || cur().text == "<=" || cur().text == ">=")) {
         op = cur().text;
         ++i_;
       } else if (is_name("in")) {

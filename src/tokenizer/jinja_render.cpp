@@ -15,7 +15,8 @@ namespace {
 
 void check_defined(const Value& v, int line) {
   if (v.is_undefined())
-    type_error(line, v.undefined_hint().empty() ? "use of an undefined value" : fmt::format("'{}' is undefined", v.undefined_hint()));
+    type_error(line, v.undefined_hint().empty() ? "use of an undefined value"
+                                                : fmt::format("'{}' is undefined", v.undefined_hint()));
 }
 
 // Python's floor division and modulo.
@@ -29,7 +30,8 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
   check_defined(a, line);
   check_defined(b, line);
   if (a.is_generator() || b.is_generator())
-    type_error(line, fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
+    type_error(line,
+               fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
   if (op == "+") {
     if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
     if (a.is_list() && b.is_list()) {
@@ -55,7 +57,8 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
     }
   }
   if (!a.is_number() || !b.is_number())
-    type_error(line, fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
+    type_error(line,
+               fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, a.type_name(), b.type_name()));
   const auto ia = a.to_int(), ib = b.to_int();
   const bool ints = ia && ib;
   if (op == "/") {
@@ -202,7 +205,9 @@ Args CallArgs::eval(Context& ctx) const {
   return a;
 }
 
-Value NameExpr::eval(Context& ctx) const { return ctx.lookup(name); }
+Value NameExpr::eval(Context& ctx) const {
+  return ctx.lookup(name);
+}
 
 Value ListExpr::eval(Context& ctx) const {
   List l;
@@ -221,15 +226,15 @@ Value DictExpr::eval(Context& ctx) const {
 
 Value AttrExpr::eval(Context& ctx) const {
   const Value obj = object->eval(ctx);
-  if (obj.is_undefined())
-    type_error(line, fmt::format("'{}' is undefined (reading .{})", obj.undefined_hint(), name));
+  if (obj.is_undefined()) type_error(line, fmt::format("'{}' is undefined (reading .{})", obj.undefined_hint(), name));
   return get_attr(obj, name);
 }
 
 Value ItemExpr::eval(Context& ctx) const {
   const Value obj = object->eval(ctx);
   const Value k = key->eval(ctx);
-  if (obj.is_undefined()) type_error(line, fmt::format("'{}' is undefined (reading [{}])", obj.undefined_hint(), k.repr()));
+  if (obj.is_undefined())
+    type_error(line, fmt::format("'{}' is undefined (reading [{}])", obj.undefined_hint(), k.repr()));
   return get_item(obj, k);
 }
 
@@ -253,8 +258,7 @@ Value SliceExpr::eval(Context& ctx) const {
 Value CallExpr::eval(Context& ctx) const {
   const Value f = callee->eval(ctx);
   const Args a = args.eval(ctx);
-  if (f.is_undefined())
-    type_error(line, fmt::format("'{}' is undefined and cannot be called", f.undefined_hint()));
+  if (f.is_undefined()) type_error(line, fmt::format("'{}' is undefined and cannot be called", f.undefined_hint()));
   if (!f.is_callable()) type_error(line, fmt::format("'{}' object is not callable", f.type_name()));
   return f.as_function()(a);
 }
@@ -309,16 +313,24 @@ Value CompareExpr::eval(Context& ctx) const {
   for (const auto& [op, e] : rest) {
     Value b = e->eval(ctx);
     bool r;
-    if (op == "==") r = equals(a, b);
-    else if (op == "!=") r = !equals(a, b);
-    else if (op == "in") r = contains(b, a, line);
-    else if (op == "notin") r = !contains(b, a, line);
+    if (op == "==")
+      r = equals(a, b);
+    else if (op == "!=")
+      r = !equals(a, b);
+    else if (op == "in")
+      r = contains(b, a, line);
+    else if (op == "notin")
+      r = !contains(b, a, line);
     else {
       try {
-        if (op == "<") r = less_than(a, b);
-        else if (op == ">") r = less_than(b, a);
-        else if (op == "<=") r = !less_than(b, a);
-        else r = !less_than(a, b);
+        if (op == "<")
+          r = less_than(a, b);
+        else if (op == ">")
+          r = less_than(b, a);
+        else if (op == "<=")
+          r = !less_than(b, a);
+        else
+          r = !less_than(a, b);
       } catch (const TemplateError& err) {
         type_error(line, err.what());
       }
@@ -392,14 +404,10 @@ Flow ForNode::render(Context& ctx, std::string& out) const {
     Frame f;
     ScopeGuard g(ctx, f);
     Dict loop;
-    loop.entries = {{"index", Value(i + 1)},
-                    {"index0", Value(i)},
-                    {"revindex", Value(n - i)},
-                    {"revindex0", Value(n - i - 1)},
-                    {"first", Value(i == 0)},
-                    {"last", Value(i == n - 1)},
-                    {"length", Value(n)},
-                    {"depth", Value(1)},
+    loop.entries = {{"index", Value(i + 1)},    {"index0", Value(i)},
+                    {"revindex", Value(n - i)}, {"revindex0", Value(n - i - 1)},
+                    {"first", Value(i == 0)},   {"last", Value(i == n - 1)},
+                    {"length", Value(n)},       {"depth", Value(1)},
                     {"depth0", Value(0)}};
     if (i > 0) loop.entries.emplace_back("previtem", items[i - 1]);
     if (i + 1 < n) loop.entries.emplace_back("nextitem", items[i + 1]);
@@ -434,8 +442,10 @@ Flow MacroNode::render(Context& ctx, std::string& out) const {
                    Frame f;
                    for (size_t i = 0; i < self->params.size(); ++i) {
                      const auto& [pname, def] = self->params[i];
-                     if (const Value* v = args.get(i, pname)) f.set(pname, *v);
-                     else f.set(pname, def ? def->eval(*c) : Value::undefined(pname));
+                     if (const Value* v = args.get(i, pname))
+                       f.set(pname, *v);
+                     else
+                       f.set(pname, def ? def->eval(*c) : Value::undefined(pname));
                    }
                    if (args.positional.size() > self->params.size())
                      throw TemplateError(fmt::format("macro '{}' takes {} arguments, {} given", self->name,
@@ -476,7 +486,9 @@ Flow FilterBlockNode::render(Context& ctx, std::string& out) const {
   return fl;
 }
 
-Flow ScopeNode::render(Context& ctx, std::string& out) const { return body.render(ctx, out); }
+Flow ScopeNode::render(Context& ctx, std::string& out) const {
+  return body.render(ctx, out);
+}
 
 std::string Template::render(const Dict& variables, const RenderOptions& options) const {
   Frame root;

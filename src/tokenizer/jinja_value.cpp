@@ -106,13 +106,27 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += "\\u";
@@ -139,9 +153,12 @@ void json_dump(std::string& out, const Value& v, std::optional<int> indent, bool
     out += std::to_string(v.as_int());
   } else if (v.is_float()) {
     const double d = v.as_float();
-    if (std::isnan(d)) out += "NaN";
-    else if (std::isinf(d)) out += d > 0 ? "Infinity" : "-Infinity";
-    else out += float_repr(d);
+    if (std::isnan(d))
+      out += "NaN";
+    else if (std::isinf(d))
+      out += d > 0 ? "Infinity" : "-Infinity";
+    else
+      out += float_repr(d);
   } else if (v.is_string()) {
     json_string(out, v.as_string());
   } else if (v.is_list() && !v.is_generator()) {
@@ -165,8 +182,7 @@ void json_dump(std::string& out, const Value& v, std::optional<int> indent, bool
       out += "{}";
       return;
     }
-    if (sort_keys)
-      std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
+    if (sort_keys) std::stable_sort(items.begin(), items.end(), [](auto* a, auto* b) { return a->first < b->first; });
     out += '{';
     for (size_t i = 0; i < items.size(); ++i) {
       if (i) out += item_sep;
@@ -184,8 +200,12 @@ void json_dump(std::string& out, const Value& v, std::optional<int> indent, bool
 
 }  // namespace
 
-Value Value::from_json(const nlohmann::json& j) { return value_from_json(j); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return value_from_json(j); }
+Value Value::from_json(const nlohmann::json& j) {
+  return value_from_json(j);
+}
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  return value_from_json(j);
+}
 
 double Value::to_double() const {
   if (is_float()) return as_float();
