@@ -22,6 +22,11 @@ class DecoderModel final : public Model {
   std::unique_ptr<KvState> new_state(int64_t capacity) const override;
   void forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
                bool all_logits = false) const override;
+  int64_t kv_block_bytes(int32_t block_size) const override;
+  std::unique_ptr<KvPool> new_kv_pool(int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens) const override;
+  void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const override;
+
+  struct Workspace;  // the scratch of one forward pass
 
  private:
   struct Layer {
@@ -45,7 +50,17 @@ class DecoderModel final : public Model {
     const float* b_down = nullptr;
   };
 
+  // Where the K/V of a batch live: block b's floats start at base + b * block_stride, laid out
+  // [layer][k|v][kv_head][block_size][head_dim]. A contiguous KvState is one block of `capacity` slots.
+  struct KvView {
+    float* base;
+    int64_t block_stride;
+    int64_t block_size;
+  };
+
   DecoderModel() = default;
+  void reserve(Workspace& ws, int64_t T) const;
+  void run(const ForwardBatch& batch, const KvView& kv, Workspace& ws, std::vector<float>& logits) const;
   void norm(const float* x, const float* w, const float* b, float* y, int64_t rows) const;
 
   ModelConfig cfg_;

@@ -1,4 +1,4 @@
-// Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin).
+// Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin); defaults of the paged entry points.
 #include "model/model.h"
 
 #include <filesystem>
@@ -23,6 +23,17 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     return load_hf_folder(folder.empty() ? std::string(".") : folder.string(), options);
   }
   KILN_THROW("{}: not a model: expected an HF checkpoint folder, a .gguf file or a llama2.c .bin file", path);
+}
+
+// Backends without a paged forward refuse it by name; the runtime needs one.
+int64_t Model::kv_block_bytes(int32_t) const { KILN_THROW("this model backend has no paged KV cache"); }
+
+std::unique_ptr<KvPool> Model::new_kv_pool(int64_t, int32_t, int64_t) const {
+  KILN_THROW("this model backend has no paged KV cache");
+}
+
+void Model::forward_batch(KvPool&, const ForwardBatch&, std::vector<float>&) const {
+  KILN_THROW("this model backend has no paged forward");
 }
 
 }  // namespace kiln

@@ -26,6 +26,42 @@ class KvState {
   friend class Model;
 };
 
+// The blocks of a paged KV cache in the backend's memory: block b holds, for every layer, the K and V of
+// block_size consecutive tokens of one sequence. Which block belongs to whom is the runtime's business
+// (KvCacheManager); the pool only stores. It also holds the scratch of forward_batch for batches of up to
+// max_batch_tokens rows, so one pool serves one thread at a time.
+class KvPool {
+ public:
+  virtual ~KvPool() = default;
+  int64_t num_blocks() const { return num_blocks_; }
+  int32_t block_size() const { return block_size_; }
+  int64_t max_batch_tokens() const { return max_batch_tokens_; }
+
+ protected:
+  int64_t num_blocks_ = 0;
+  int32_t block_size_ = 0;
+  int64_t max_batch_tokens_ = 0;
+};
+
+// One sequence of a packed batch: rows [query_start, query_start + query_len) of the batch, at positions
+// context_len - query_len .. context_len - 1. block_table lists the blocks of positions 0 .. context_len - 1
+// in order (position p lives in block block_table[p / block_size], slot p % block_size).
+struct BatchSeq {
+  int64_t query_start = 0;
+  int64_t query_len = 0;
+  int64_t context_len = 0;
+  std::span<const int32_t> block_table;
+};
+
+// One step's packed batch, without padding: the rows of every sequence back to back, in seqs order.
+struct ForwardBatch {
+  std::span<const int32_t> tokens;     // [T]
+  std::span<const int64_t> positions;  // [T]
+  std::span<const int64_t> slots;      // [T] the KV slot each row writes: block * block_size + offset
+  std::span<const BatchSeq> seqs;
+  std::span<const int64_t> logit_rows;  // rows whose logits are wanted, ascending
+};
+
 struct LoadOptions {
   // Print loading progress on stderr.
   bool progress = false;
@@ -51,6 +87,18 @@ class Model {
   // then unchanged). Call from one thread at a time: the CPU kernels share ThreadPool::global().
   virtual void forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
                        bool all_logits = false) const = 0;
+
+  // Paged KV (the runtime's path). Bytes of one block of `block_size` tokens (all layers, K and V).
+  virtual int64_t kv_block_bytes(int32_t block_size) const;
+  // A pool of num_blocks blocks whose scratch fits batches of up to max_batch_tokens rows. Its memory is
+  // reserved, not touched: pages are committed as blocks are first written.
+  virtual std::unique_ptr<KvPool> new_kv_pool(int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens) const;
+  // Runs one packed batch: each row's K/V is written to its slot (after RoPE), attention reads each
+  // sequence's keys through its block table, and `logits` becomes [logit_rows.size(), vocab]. A row's
+  // result depends only on its sequence's tokens, never on the rest of the batch (bitwise on the CPU).
+  // Throws kiln::Error for an id out of range or a malformed batch; the pool's blocks not written by this
+  // batch are unchanged. Same threading contract as forward.
+  virtual void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const;
 };
 
 }  // namespace kiln
