@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,7 +18,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests" / "fixtures" / "models";
+// KILN_MODEL_FIXTURES points the test at another folder of fixtures (e.g. freshly made ones).
+const fs::path kFixtures = std::getenv("KILN_MODEL_FIXTURES") != nullptr
+                               ? fs::path(std::getenv("KILN_MODEL_FIXTURES"))
+                               : fs::path(KILN_SOURCE_DIR) / "tests" / "fixtures" / "models";
 
 std::vector<std::string> fixture_names() {
   std::vector<std::string> names;

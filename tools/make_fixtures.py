@@ -10,7 +10,8 @@ continuation (16 tokens) and, per step, the chosen token's logprob and the top-5
 (log_softmax in float64). Prompts are redrawn until every step's top-2 margin is clear, so fp32 engines
 must reproduce the greedy ids exactly. tests/model_fixtures_test.cpp checks kiln against these files.
 
-Usage: python3 tools/make_fixtures.py --out tests/fixtures/models [--only NAME ...]
+Usage: python3 tools/make_fixtures.py --out tests/fixtures/models [--only NAME[,NAME...] ...]
+(--only keeps every other fixture under OUT untouched, byte for byte.)
 Needs torch and transformers (tested with transformers 5.x; written to work with 4.4x too).
 """
 import argparse
@@ -66,6 +67,76 @@ FIXTURES = [
          config=dict(vocab_size=1013, hidden_size=48, intermediate_size=136, num_hidden_layers=3,
                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
                      rope_theta=1000000.0, max_position_embeddings=256, tie_word_embeddings=False)),
+
+    # --- the model zoo (issue 3) ---
+    # GPT-2: learned positions (n_positions 64 >= 49 tokens used), Conv1D [in, out] weights, fused c_attn,
+    # gelu_new, tied embeddings; MHA, f32.
+    dict(name="gpt2-learned-f32", cls="GPT2LMHeadModel", dtype="float32", seed=21,
+         config=dict(vocab_size=397, n_embd=48, n_layer=2, n_head=4, n_positions=64, activation_function="gelu_new",
+                     layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)),
+    # GPT-J: parallel attention + MLP from one LayerNorm, interleaved rotary on 8 of 16 head dims, lm_head
+    # bias, untied; f16.
+    dict(name="gptj-rotary-f16", cls="GPTJForCausalLM", dtype="float16", seed=22,
+         config=dict(vocab_size=443, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=128,
+                     activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+                     bos_token_id=1, eos_token_id=2)),
+    # GPT-NeoX, parallel residual: fused per-head qkv, rotary on half of each 12-dim head; bf16.
+    dict(name="neox-parallel-bf16", cls="GPTNeoXForCausalLM", dtype="bfloat16", seed=23,
+         config=dict(vocab_size=509, hidden_size=48, intermediate_size=160, num_hidden_layers=2,
+                     num_attention_heads=4, partial_rotary_factor=0.5, rope_theta=10000.0, use_parallel_residual=True,
+                     hidden_act="gelu", layer_norm_eps=1e-5, max_position_embeddings=128,
+                     tie_word_embeddings=False)),
+    # GPT-NeoX, sequential residual, rotary on a quarter of each head (Pythia's 0.25), theta 5000; f32.
+    dict(name="neox-sequential-f32", cls="GPTNeoXForCausalLM", dtype="float32", seed=24,
+         config=dict(vocab_size=311, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                     num_attention_heads=4, partial_rotary_factor=0.25, rope_theta=5000.0,
+                     use_parallel_residual=False, hidden_act="gelu", layer_norm_eps=1e-5,
+                     max_position_embeddings=128, tie_word_embeddings=False)),
+    # Falcon-7B layout: multi-query (1 KV head), parallel attention + MLP from one LayerNorm, no biases,
+    # tied embeddings; bf16.
+    dict(name="falcon-7b-mqa-bf16", cls="FalconForCausalLM", dtype="bfloat16", seed=25,
+         config=dict(vocab_size=467, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
+                     parallel_attn=True, new_decoder_architecture=False, alibi=False, bias=False,
+                     rope_theta=10000.0, layer_norm_epsilon=1e-5, max_position_embeddings=128,
+                     tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)),
+    # Falcon new_decoder_architecture (40B/180B layout): grouped KV (4 heads, 2 KV heads) in the fused
+    # [kv, group + 2, head_dim] qkv, ln_attn + ln_mlp, biases on, untied; f16.
+    dict(name="falcon-newarch-gqa-f16", cls="FalconForCausalLM", dtype="float16", seed=26,
+         config=dict(vocab_size=401, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+                     new_decoder_architecture=True, multi_query=False, parallel_attn=True, alibi=False, bias=True,
+                     ffn_hidden_size=176, rope_theta=10000.0, layer_norm_epsilon=1e-5,
+                     max_position_embeddings=128, tie_word_embeddings=False)),
+    # MPT: ALiBi with 6 heads (not a power of two: interleaved slopes), clip_qkv, bias-free LayerNorms and
+    # projections, tied embeddings; f32.
+    dict(name="mpt-alibi-clip-f32", cls="MptForCausalLM", dtype="float32", seed=27,
+         config=dict(vocab_size=353, d_model=48, n_heads=6, n_layers=2, expansion_ratio=4, max_seq_len=64,
+                     layer_norm_epsilon=1e-5, no_bias=True,
+                     attn_config=dict(alibi=True, alibi_bias_max=8, clip_qkv=1.5), tie_word_embeddings=True)),
+    # BLOOM: ALiBi with 6 heads, LayerNorm on the embeddings, fused per-head qkv with biases; bf16.
+    dict(name="bloom-alibi-bf16", cls="BloomForCausalLM", dtype="bfloat16", seed=28,
+         config=dict(vocab_size=421, hidden_size=48, n_layer=2, n_head=6, layer_norm_epsilon=1e-5,
+                     apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
+    # Gemma: MQA, head_dim 16 != 48 / 4, GeGLU (tanh), (1 + w) RMSNorm, tied embeddings scaled by sqrt(48),
+    # which HF rounds to bf16 (6.9375); bf16.
+    dict(name="gemma-mqa-bf16", cls="GemmaForCausalLM", dtype="bfloat16", seed=29,
+         config=dict(vocab_size=613, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=1, head_dim=16, hidden_act="gelu_pytorch_tanh",
+                     rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=128, tie_word_embeddings=True,
+                     bos_token_id=2, eos_token_id=1, pad_token_id=0)),
+    # Gemma 2: GQA 4/2, sliding window 6 on layers 0 and 2, attention and final soft-capping small enough to
+    # bite (4 and 6), query_pre_attn_scalar 24 != head_dim 16, pre and post norms; f32.
+    dict(name="gemma2-gqa-f32", cls="Gemma2ForCausalLM", dtype="float32", seed=30,
+         config=dict(vocab_size=541, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, hidden_activation="gelu_pytorch_tanh",
+                     rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=128, query_pre_attn_scalar=24,
+                     attn_logit_softcapping=4.0, final_logit_softcapping=6.0, sliding_window=6,
+                     tie_word_embeddings=True, bos_token_id=2, eos_token_id=1, pad_token_id=0)),
+    # Phi-3: fused qkv_proj (GQA 4/2) and gate_up_proj, sliding window 10; f16.
+    dict(name="phi3-fused-f16", cls="Phi3ForCausalLM", dtype="float16", seed=31,
+         config=dict(vocab_size=487, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
+                     max_position_embeddings=128, original_max_position_embeddings=128, sliding_window=10,
+                     tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
 ]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -74,34 +145,49 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def make_config(cfg_cls, kw):
     """The config, with RoPE given the way this transformers version spells it (rope_parameters in 5.x)."""
     kw = dict(kw)
+    if "rope_theta" not in kw:  # no RoPE (GPT-2, MPT, BLOOM) or a fixed one (GPT-J)
+        return cfg_cls(**kw)
     scaling = kw.pop("rope_scaling", None)
     theta = kw.pop("rope_theta")
+    partial = kw.pop("partial_rotary_factor", None)
     if hasattr(cfg_cls(), "rope_parameters"):
         params = {"rope_type": "default", "rope_theta": theta}
         if scaling:
             params.update(scaling)
+        if partial is not None:
+            params["partial_rotary_factor"] = partial
         kw["rope_parameters"] = params
     else:
         kw["rope_theta"] = theta
         if scaling:
             kw["rope_scaling"] = scaling
+        if partial is not None:
+            kw["rotary_pct" if "NeoX" in cfg_cls.__name__ else "partial_rotary_factor"] = partial
     return cfg_cls(**kw)
 
 
+EMBEDDING_NAMES = ("embed_tokens", "lm_head", "wte", "wpe", "word_embeddings.", "embed_in", "embed_out")
+
+
 def init_weights(model, seed):
-    """Random weights scaled for unit-size activations and peaked logits (std ~2.5 logits)."""
+    """Random weights scaled for unit-size activations and peaked logits (std ~2.5 logits).
+
+    Norm weights (any 1-D weight) are 1 + 0.2 r, biases 0.2 r, embeddings and heads 2.5 r / sqrt(hidden),
+    other matrices r / sqrt(fan_in); GPT-2's Conv1D stores [in, out], so its fan-in is shape[0]. (The rules
+    give the first six fixtures exactly the values they were made with.)"""
     g = torch.Generator().manual_seed(seed)
+    conv1d = {name + ".weight" for name, m in model.named_modules() if type(m).__name__ == "Conv1D"}
     with torch.no_grad():
         for name, p in model.named_parameters():
             r = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if name.endswith("norm.weight"):
+            if name.endswith("norm.weight") or (p.dim() == 1 and not name.endswith(".bias")):
                 v = 1.0 + 0.2 * r
             elif name.endswith(".bias"):
                 v = 0.2 * r
-            elif "embed_tokens" in name or "lm_head" in name:
+            elif any(e in name for e in EMBEDDING_NAMES):
                 v = r * (2.5 / math.sqrt(p.shape[1]))
             else:
-                v = r / math.sqrt(p.shape[1])
+                v = r / math.sqrt(p.shape[0] if name in conv1d else p.shape[1])
             p.copy_(v.to(p.dtype))
 
 
@@ -217,8 +303,13 @@ def build(fx, root):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="folder that receives one sub-folder per fixture")
-    ap.add_argument("--only", nargs="*", help="fixture names to (re)make")
+    ap.add_argument("--only", nargs="*", help="fixture names to (re)make (space or comma separated)")
     args = ap.parse_args()
+    if args.only:
+        args.only = [n for item in args.only for n in item.split(",") if n]
+        unknown = sorted(set(args.only) - {fx["name"] for fx in FIXTURES})
+        if unknown:
+            ap.error("unknown fixture(s): " + ", ".join(unknown))
     torch.set_num_threads(min(8, os.cpu_count() or 1))
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     os.makedirs(args.out, exist_ok=True)

@@ -1,5 +1,8 @@
 // Hugging Face checkpoint folders: config.json picks the family, safetensors supplies the weights.
+#include <algorithm>
+#include <map>
 #include <filesystem>
+#include <vector>
 
 #include "io/json_file.h"
 #include "io/safetensors.h"
@@ -15,26 +18,80 @@ namespace fs = std::filesystem;
 
 class HfSource final : public WeightSource {
  public:
-  HfSource(const io::SafetensorsCheckpoint& ckpt, const Family& family) : ckpt_(ckpt), family_(family) {}
+  HfSource(const io::SafetensorsCheckpoint& ckpt, const Family& family, const ModelConfig& config)
+      : ckpt_(ckpt), family_(family), config_(config) {}
   std::string path() const override { return ckpt_.path(); }
-  std::string name(WeightRole role, int64_t layer) const override { return family_.tensor_name(role, layer); }
-  bool has(WeightRole role, int64_t layer) const override { return ckpt_.find(name(role, layer)) != nullptr; }
+  std::string name(WeightRole role, int64_t layer) const override { return spec(role, layer).name; }
+  bool has(WeightRole role, int64_t layer) const override { return entry(role, layer) != nullptr; }
+  const io::TensorEntry* entry(WeightRole role, int64_t layer) const { return find(spec(role, layer).name); }
   void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
-    const std::string n = name(role, layer);
-    const io::TensorEntry* e = ckpt_.find(n);
-    KILN_CHECK(e != nullptr, "{}: missing tensor '{}'", ckpt_.path(), n);
-    KILN_CHECK(e->shape == shape, "{}: tensor '{}' has shape {}, expected {}", e->file, n, shape_str(e->shape),
-               shape_str(shape));
+    const TensorSpec s = spec(role, layer);
+    const io::TensorEntry* e = find(s.name);
+    KILN_CHECK(e != nullptr, "{}: missing tensor '{}'", ckpt_.path(), s.name);
     KILN_CHECK(e->dtype == DType::F32 || e->dtype == DType::F16 || e->dtype == DType::BF16,
-               "{}: tensor '{}' has dtype {}; only f32, f16 and bf16 weights are supported", e->file, n,
+               "{}: tensor '{}' has dtype {}; only f32, f16 and bf16 weights are supported", e->file, s.name,
                dtype_name(e->dtype));
-    convert_to_f32(e->dtype, e->data, dst, static_cast<size_t>(shape_numel(shape)));
+    // The shape the checkpoint must hold: `shape`, or the whole fused tensor a slice is taken from, in
+    // stored orientation ([in, out] when transposed).
+    const int64_t cols = shape.size() == 2 ? shape[1] : 1;
+    Shape want = shape;
+    if (s.rows > 0) {
+      KILN_CHECK(s.blocks > 0 && s.row_offset >= 0 && s.row_offset + s.rows <= s.block_rows && shape.size() >= 1 &&
+                     s.blocks * s.rows == shape[0],
+                 "{}: tensor '{}': bad slice for shape {}", e->file, s.name, shape_str(shape));
+      want[0] = s.blocks * s.block_rows;
+    }
+    if (s.transposed) {
+      KILN_CHECK(want.size() == 2, "{}: tensor '{}' is read transposed but is not 2-D", e->file, s.name);
+      std::swap(want[0], want[1]);
+    }
+    KILN_CHECK(e->shape == want, "{}: tensor '{}' has shape {}, expected {}", e->file, s.name, shape_str(e->shape),
+               shape_str(want));
+    if (s.rows == 0 && !s.transposed) {
+      convert_to_f32(e->dtype, e->data, dst, static_cast<size_t>(shape_numel(shape)));
+      return;
+    }
+    // Fused or transposed: convert the whole tensor, then gather rows in the decoder's [out, in] order.
+    const int64_t total_rows = s.rows > 0 ? s.blocks * s.block_rows : shape[0];
+    std::vector<float> all(static_cast<size_t>(total_rows * cols));
+    convert_to_f32(e->dtype, e->data, all.data(), all.size());
+    if (s.transposed) {
+      std::vector<float> t(all.size());
+      for (int64_t r = 0; r < total_rows; ++r)
+        for (int64_t k = 0; k < cols; ++k) t[r * cols + k] = all[k * total_rows + r];
+      all.swap(t);
+    }
+    if (s.rows == 0) {
+      std::copy(all.begin(), all.end(), dst);
+      return;
+    }
+    for (int64_t b = 0; b < s.blocks; ++b)
+      std::copy_n(all.data() + (b * s.block_rows + s.row_offset) * cols, s.rows * cols, dst + b * s.rows * cols);
   }
 
  private:
+  TensorSpec spec(WeightRole role, int64_t layer) const { return tensor_spec(family_, config_, role, layer); }
+  // The entry of `name`, or of `name` without the family's optional prefix.
+  const io::TensorEntry* find(const std::string& name) const {
+    if (name.empty()) return nullptr;
+    if (const io::TensorEntry* e = ckpt_.find(name)) return e;
+    const std::string& pre = family_.optional_prefix;
+    if (!pre.empty() && name.rfind(pre, 0) == 0) return ckpt_.find(name.substr(pre.size()));
+    return nullptr;
+  }
+
   const io::SafetensorsCheckpoint& ckpt_;
   const Family& family_;
+  const ModelConfig config_;  // a copy: the caller's config moves into the model while this still reads
 };
+
+// `v` as the nearest value of dtype t (HF computes some constants as tensors of the weights' dtype).
+double round_to_dtype(double v, DType t) {
+  const float f = static_cast<float>(v);
+  if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(f));
+  if (t == DType::F16) return f16_to_f32(f32_to_f16(f));
+  return f;
+}
 
 std::string supported_architectures() {
   std::string s;
@@ -62,8 +119,15 @@ std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions&
   c.family = family->name;
 
   const io::SafetensorsCheckpoint ckpt(dir);
-  if (const io::TensorEntry* e = ckpt.find(family->tensor_name(WeightRole::Embed, 0))) c.checkpoint_dtype = e->dtype;
-  const HfSource src(ckpt, *family);
+  const HfSource src(ckpt, *family, c);
+  if (const io::TensorEntry* e = src.entry(WeightRole::Embed, 0)) c.checkpoint_dtype = e->dtype;
+  {
+    std::map<std::string, int> counts;
+    for (const std::string& name : ckpt.names()) counts[std::string(dtype_name(ckpt.get(name).dtype))]++;
+    for (const auto& [name, n] : counts)
+      c.checkpoint_storage += fmt::format("{}{} x{}", c.checkpoint_storage.empty() ? "" : ", ", name, n);
+  }
+  if (c.embed_scale_in_checkpoint_dtype) c.embed_scale = round_to_dtype(c.embed_scale, c.checkpoint_dtype);
   return DecoderModel::create(std::move(c), src, options);
 }
 

@@ -31,16 +31,21 @@ double as_float(const json& v, const char* key, const std::string& path) {
   return v.get<double>();
 }
 
-ActKind parse_act(const std::string& name, const std::string& path) {
-  if (name == "silu" || name == "swish") return ActKind::SiLU;
-  if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_fast") return ActKind::GeluTanh;
-  if (name == "gelu") return ActKind::GeluErf;
-  KILN_THROW("{}: hidden_act '{}' is not supported (supported: silu, gelu, gelu_pytorch_tanh)", path, name);
+DType parse_dtype(const json& j) {
+  const json* d = field(j, "torch_dtype");
+  if (!d) d = field(j, "dtype");
+  if (!d || !d->is_string()) return DType::F32;
+  const std::string s = d->get<std::string>();
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "float16") return DType::F16;
+  return DType::F32;
 }
+
+}  // namespace
 
 // rope_theta and scaling: HF 4.x writes `rope_theta` and `rope_scaling` at the top level, HF 5.x a
 // `rope_parameters` object holding rope_type, rope_theta and the scaling fields.
-void parse_rope(const json& j, const std::string& path, ModelConfig& c) {
+void parse_rope(const json& j, const std::string& path, ModelConfig& c, double default_partial) {
   const json* params = field(j, "rope_parameters");
   const json* scaling = field(j, "rope_scaling");
   if (params && !params->is_object()) KILN_THROW("{}: field 'rope_parameters' must be an object", path);
@@ -82,7 +87,7 @@ void parse_rope(const json& j, const std::string& path, ModelConfig& c) {
   if (c.rope.scaling != RopeScaling::None)
     KILN_CHECK(c.rope.factor > 0, "{}: {}.factor must be positive, found {}", path, where, c.rope.factor);
 
-  double partial = 1.0;
+  double partial = default_partial;
   if (const json* p = field(j, "partial_rotary_factor")) partial = as_float(*p, "partial_rotary_factor", path);
   else if (params && field(*params, "partial_rotary_factor"))
     partial = as_float((*params)["partial_rotary_factor"], "rope_parameters.partial_rotary_factor", path);
@@ -93,17 +98,41 @@ void parse_rope(const json& j, const std::string& path, ModelConfig& c) {
              c.rope.rotary_dim, c.head_dim, partial);
 }
 
-DType parse_dtype(const json& j) {
-  const json* d = field(j, "torch_dtype");
-  if (!d) d = field(j, "dtype");
-  if (!d || !d->is_string()) return DType::F32;
-  const std::string s = d->get<std::string>();
-  if (s == "bfloat16") return DType::BF16;
-  if (s == "float16") return DType::F16;
-  return DType::F32;
+ActKind parse_activation(const std::string& name, const char* key, const std::string& path) {
+  if (name == "silu" || name == "swish") return ActKind::SiLU;
+  if (name == "gelu_pytorch_tanh" || name == "gelu_new" || name == "gelu_fast") return ActKind::GeluTanh;
+  if (name == "gelu") return ActKind::GeluErf;
+  KILN_THROW("{}: {} '{}' is not supported (supported: silu, gelu, gelu_new, gelu_fast, gelu_pytorch_tanh)", path, key,
+             name);
 }
 
-}  // namespace
+bool has_field(const json& j, const char* key) { return field(j, key) != nullptr; }
+
+int64_t get_int_any(const json& j, std::initializer_list<const char*> keys, const std::string& path) {
+  for (const char* k : keys)
+    if (const json* v = field(j, k)) return as_int(*v, k, path);
+  KILN_THROW("{}: missing field '{}'", path, *keys.begin());
+}
+
+int64_t get_int_any(const json& j, std::initializer_list<const char*> keys, const std::string& path, int64_t def) {
+  for (const char* k : keys)
+    if (const json* v = field(j, k)) return as_int(*v, k, path);
+  return def;
+}
+
+void parse_common(const json& j, const std::string& path, ModelConfig& c, bool tie) {
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", path, tie);
+  c.checkpoint_dtype = parse_dtype(j);
+  c.bos_token_id = get_int(j, "bos_token_id", path, -1);
+  c.eos_token_ids.clear();
+  if (const json* e = field(j, "eos_token_id")) {
+    if (e->is_array()) {
+      for (const json& v : *e) c.eos_token_ids.push_back(as_int(v, "eos_token_id", path));
+    } else {
+      c.eos_token_ids.push_back(as_int(*e, "eos_token_id", path));
+    }
+  }
+}
 
 int64_t get_int(const json& j, const char* key, const std::string& path) {
   const json* v = field(j, key);
@@ -158,19 +187,10 @@ ModelConfig parse_llama_like(const json& j, const std::string& path, const std::
   c.norm = NormKind::RMSNorm;
   c.norm_eps = get_float(j, "rms_norm_eps", path, 1e-6);
   const json* act = field(j, "hidden_act");
-  c.act = parse_act(act && act->is_string() ? act->get<std::string>() : "silu", path);
+  c.act = parse_activation(act && act->is_string() ? act->get<std::string>() : "silu", "hidden_act", path);
   c.gated_mlp = true;
   parse_rope(j, path, c);
-  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", path, false);
-  c.checkpoint_dtype = parse_dtype(j);
-  c.bos_token_id = get_int(j, "bos_token_id", path, -1);
-  if (const json* e = field(j, "eos_token_id")) {
-    if (e->is_array()) {
-      for (const json& v : *e) c.eos_token_ids.push_back(as_int(v, "eos_token_id", path));
-    } else {
-      c.eos_token_ids.push_back(as_int(*e, "eos_token_id", path));
-    }
-  }
+  parse_common(j, path, c, false);
   return c;
 }
 
@@ -221,6 +241,8 @@ std::string llama_tensor_name(WeightRole role, int64_t layer) {
     case WeightRole::GateBias: return p + "mlp.gate_proj.bias";
     case WeightRole::UpBias: return p + "mlp.up_proj.bias";
     case WeightRole::DownBias: return p + "mlp.down_proj.bias";
+
+    default: break;  // roles of other layouts: not in these checkpoints
   }
   return {};
 }

@@ -9,6 +9,15 @@ const std::vector<Family>& families() {
       mistral_family(),
       qwen2_family(),
       qwen3_family(),
+      gpt2_family(),
+      gptj_family(),
+      gpt_neox_family(),
+      falcon_family(),
+      mpt_family(),
+      bloom_family(),
+      gemma_family(),
+      gemma2_family(),
+      phi3_family(),
   };
   return all;
 }
@@ -18,6 +27,11 @@ const Family* find_family(const std::string& architecture) {
     for (const std::string& a : f.architectures)
       if (a == architecture) return &f;
   return nullptr;
+}
+
+TensorSpec tensor_spec(const Family& family, const ModelConfig& config, WeightRole role, int64_t layer) {
+  if (family.tensor_spec != nullptr) return family.tensor_spec(config, role, layer);
+  return TensorSpec{family.tensor_name(role, layer)};
 }
 
 }  // namespace kiln
