@@ -1,4 +1,5 @@
 // `kiln info`: what a model is (family, traits), how big, in what dtypes, and its tokenizer.
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -30,6 +31,23 @@ const char* rope_scaling_name(RopeScaling s) {
   return "?";
 }
 
+const char* position_name(PositionKind p) {
+  switch (p) {
+    case PositionKind::Rope: return "rope";
+    case PositionKind::Learned: return "learned";
+    case PositionKind::Alibi: return "alibi";
+  }
+  return "?";
+}
+const char* norm_layout_name(NormLayout n) {
+  switch (n) {
+    case NormLayout::Pre: return "pre";
+    case NormLayout::PrePost: return "pre_post";
+    case NormLayout::Shared: return "shared";
+  }
+  return "?";
+}
+
 struct InfoFlags {
   std::string model;
   bool json = false;
@@ -46,6 +64,7 @@ int run(const InfoFlags& f) {
   j["family"] = c.family;
   j["parameters"] = model->num_parameters();
   j["checkpoint_dtype"] = std::string(dtype_name(c.checkpoint_dtype));
+  j["checkpoint_storage"] = c.checkpoint_storage;
   j["compute_dtype"] = "f32";
   j["weight_bytes"] = model->weight_bytes();
   j["vocab_size"] = c.vocab_size;
@@ -70,6 +89,24 @@ int run(const InfoFlags& f) {
                  {"qkv_bias", c.qkv_bias},
                  {"qk_norm", c.qk_norm},
                  {"tie_word_embeddings", c.tie_word_embeddings}};
+  // The model-zoo traits (docs/models.md): how positions enter, where the norms sit, scales and caps.
+  nlohmann::json& t = j["traits"];
+  t["position"] = position_name(c.position);
+  if (c.position == PositionKind::Alibi) t["alibi_bias_max"] = c.alibi_bias_max;
+  t["norm_layout"] = norm_layout_name(c.norm_layout);
+  t["parallel_residual"] = c.parallel_residual;
+  t["norm_bias"] = c.norm == NormKind::LayerNorm && c.norm_bias;
+  t["norm_add_one"] = c.norm_add_one;
+  t["embed_norm"] = c.embed_norm;
+  t["embed_scale"] = c.embed_scale;
+  t["attn_scale"] = c.attn_scale > 0 ? c.attn_scale : 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  t["attn_logit_softcap"] = c.attn_logit_softcap;
+  t["final_logit_softcap"] = c.final_logit_softcap;
+  t["clip_qkv"] = c.clip_qkv;
+  t["o_bias"] = c.o_bias;
+  t["mlp_bias"] = c.mlp_bias;
+  t["lm_head_bias"] = c.lm_head_bias;
+  if (!c.layer_sliding_window.empty()) t["layer_sliding_window"] = c.layer_sliding_window;
   if (tok) {
     j["tokenizer"] = {{"vocab_size", tok->vocab_size()},
                       {"bos_id", tok->bos_id() ? nlohmann::json(*tok->bos_id()) : nlohmann::json(nullptr)},
@@ -86,7 +123,7 @@ int run(const InfoFlags& f) {
   std::printf("model         %s\n", path.c_str());
   std::printf("architecture  %s (family %s)\n", c.architecture.c_str(), c.family.c_str());
   std::printf("parameters    %.2fM\n", model->num_parameters() / 1e6);
-  std::printf("dtypes        checkpoint %s, compute f32 (CPU backend)\n", std::string(dtype_name(c.checkpoint_dtype)).c_str());
+  std::printf("dtypes        stored %s; computed in f32 (CPU backend)\n", c.checkpoint_storage.c_str());
   std::printf("memory        weights %.1f MiB; KV cache %.1f KiB per token (f32)\n", mib(model->weight_bytes()),
               2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 4 / 1024.0);
   std::printf("shape         vocab %lld, hidden %lld, intermediate %lld, layers %lld, heads %lld (kv %lld), head_dim %lld, "

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "io/gguf.h"
 #include "kiln/error.h"
@@ -157,6 +158,12 @@ std::unique_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
     c.vocab_size = static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
   }
   c.checkpoint_dtype = stored_dtype(embd->type);
+  {
+    std::map<std::string, int> counts;
+    for (const io::GgufTensorInfo& t : g.tensors()) counts[io::ggml_type_name(t.type)]++;
+    for (const auto& [name, n] : counts)
+      c.checkpoint_storage += fmt::format("{}{} x{}", c.checkpoint_storage.empty() ? "" : ", ", name, n);
+  }
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   c.bos_token_id = g.get_int("tokenizer.ggml.bos_token_id", -1);
   if (g.has("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {g.get_int("tokenizer.ggml.eos_token_id")};

@@ -135,6 +135,7 @@ std::unique_ptr<Model> load_llama2c(const std::string& path, const LoadOptions& 
   c.rope.interleaved = true;  // run.c rotates (2i, 2i+1) pairs; the export keeps Meta's row order
   c.tie_word_embeddings = h.vocab_size > 0;
   c.checkpoint_dtype = DType::F32;
+  c.checkpoint_storage = "f32 (llama2.c)";
   c.bos_token_id = 1;
   c.eos_token_ids = {2};
   return DecoderModel::create(std::move(c), src, options);

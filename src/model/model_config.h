@@ -80,6 +80,7 @@ struct ModelConfig {
   bool lm_head_bias = false;         // GPT-J
 
   DType checkpoint_dtype = DType::F32;  // what the weights are stored as (before conversion)
+  std::string checkpoint_storage;  // every stored tensor type with its count, e.g. "Q4_1 x210, F32 x61"
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
 
