@@ -219,9 +219,9 @@ TEST(KernelsCpu, RopeScaling) {
   EXPECT_THROW(cpu::rope_inv_freq(ff, 12), Error);
 }
 
-// Naive attention in double for one configuration.
+// Naive attention in double for one configuration (optionally with ALiBi slopes and score soft-capping).
 void check_attention(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t pos0, int64_t window,
-                     uint32_t seed) {
+                     uint32_t seed, const std::vector<float>& slopes = {}, float softcap = 0.0f) {
   const int64_t capacity = pos0 + T + 3;
   const int64_t ldq = heads * head_dim + 5, ldo = heads * head_dim + 1;
   auto q = random_vec(T * ldq, seed);
@@ -230,7 +230,7 @@ void check_attention(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_di
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   std::vector<float> out(T * ldo, 777.0f);
   cpu::attention(q.data(), ldq, T, heads, head_dim, k.data(), v.data(), kv_heads, capacity, pos0, window, scale,
-                 out.data(), ldo);
+                 out.data(), ldo, slopes.empty() ? nullptr : slopes.data(), softcap);
   const int64_t group = heads / kv_heads;
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -242,7 +242,10 @@ void check_attention(int64_t T, int64_t heads, int64_t kv_heads, int64_t head_di
         double d = 0;
         for (int64_t i = 0; i < head_dim; ++i)
           d += static_cast<double>(q[t * ldq + h * head_dim + i]) * k[(kvh * capacity + j) * head_dim + i];
-        s.push_back(d * scale);
+        d *= scale;
+        if (softcap > 0) d = softcap * std::tanh(d / softcap);
+        if (!slopes.empty()) d += slopes[h] * static_cast<double>(j);  // any per-row offset is the same
+        s.push_back(d);
         js.push_back(j);
       }
       double mx = -1e300, sum = 0;
@@ -266,6 +269,48 @@ TEST(KernelsCpu, AttentionMhaGqaMqaWindow) {
   check_attention(33, 4, 2, 12, 0, 8, 400);  // sliding window within a prefill
   check_attention(1, 4, 2, 12, 40, 8, 500);  // sliding window decode
   check_attention(3, 3, 3, 5, 2, 1, 600);    // window of one: only itself
+}
+
+TEST(KernelsCpu, AttentionAlibiAndSoftcap) {
+  check_attention(9, 6, 6, 8, 0, 0, 700, cpu::alibi_slopes(6, 8.0));  // BLOOM/MPT style, 6 heads
+  check_attention(1, 4, 4, 8, 20, 0, 710, cpu::alibi_slopes(4, 8.0));  // decode far from the keys
+  check_attention(4, 4, 2, 16, 5, 0, 720, {}, 2.0f);                    // Gemma 2 soft-capping, GQA
+  check_attention(12, 4, 2, 16, 0, 5, 730, {}, 1.5f);                   // with a sliding window
+}
+
+// MPT's slopes (bias_max 8) equal BLOOM's closed form: base 2^(-8/n') over the power of two n' <= n, then
+// the odd powers of 2^(-4/n') for the remaining heads.
+TEST(KernelsCpu, AlibiSlopesMatchBloomAndMpt) {
+  for (int64_t n = 1; n <= 40; ++n) {
+    int64_t p2 = 1;
+    while (p2 * 2 <= n) p2 *= 2;
+    std::vector<double> want;
+    for (int64_t i = 1; i <= p2; ++i) want.push_back(std::pow(std::pow(2.0, -8.0 / p2), i));
+    for (int64_t i = 1; static_cast<int64_t>(want.size()) < n; i += 2) want.push_back(std::pow(std::pow(2.0, -4.0 / p2), i));
+    const auto got = cpu::alibi_slopes(n, 8.0);
+    ASSERT_EQ(static_cast<int64_t>(got.size()), n);
+    for (int64_t h = 0; h < n; ++h) EXPECT_FLOAT_EQ(got[h], static_cast<float>(want[h])) << "n=" << n << " h=" << h;
+  }
+  // Another bias_max scales the exponents: 16 heads, bias_max 4 -> 2^(-i/4).
+  const auto s = cpu::alibi_slopes(16, 4.0);
+  for (int64_t i = 1; i <= 16; ++i) EXPECT_FLOAT_EQ(s[i - 1], static_cast<float>(std::pow(2.0, -i / 4.0)));
+}
+
+TEST(KernelsCpu, PositionEmbeddingScaleClampSoftcap) {
+  std::vector<float> table = {1, 2, 3, 10, 20, 30, 100, 200, 300};  // 3 positions of dim 3
+  std::vector<float> x(6, 0.5f);
+  const int64_t pos[2] = {2, 0};
+  cpu::add_position_embedding(table.data(), 3, 3, pos, 2, x.data());
+  EXPECT_EQ(x, (std::vector<float>{100.5f, 200.5f, 300.5f, 1.5f, 2.5f, 3.5f}));
+  const int64_t bad[1] = {3};
+  EXPECT_THROW(cpu::add_position_embedding(table.data(), 3, 3, bad, 1, x.data()), Error);
+  std::vector<float> y = {-3, -0.5f, 0, 0.5f, 3};
+  cpu::clamp(y.data(), 5, -1, 1);
+  EXPECT_EQ(y, (std::vector<float>{-1, -0.5f, 0, 0.5f, 1}));
+  cpu::scale_inplace(y.data(), 5, 2);
+  EXPECT_EQ(y, (std::vector<float>{-2, -1, 0, 1, 2}));
+  cpu::softcap(y.data(), 5, 3);
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(y[i], 3 * std::tanh((i - 2) / 3.0), 1e-6);
 }
 
 TEST(KernelsCpu, GatedActivationsAndSoftmax) {

@@ -53,7 +53,7 @@ TEST(ModelFixtures, FixturesExist) {
   const auto names = fixture_names();
   ASSERT_FALSE(names.empty()) << "no fixtures with a reference.json under " << kFixtures
                               << " (make them with tools/make_fixtures.py)";
-  EXPECT_GE(names.size(), 6u);
+  EXPECT_GE(names.size(), 17u);
 }
 
 class FixtureTest : public ::testing::TestWithParam<std::string> {};
@@ -185,6 +185,120 @@ TEST(ModelFixtures, ConfigTraits) {
     EXPECT_TRUE(c.qk_norm);
     EXPECT_EQ(c.head_dim, 16);
     EXPECT_NE(c.head_dim * c.num_heads, c.hidden_size);
+  }
+}
+
+// The model-zoo fixtures: each family's traits as read from its config.json.
+TEST(ModelFixtures, ZooConfigTraits) {
+  auto load = [](const char* name) { return Model::load((kFixtures / name).string()); };
+  {
+    auto m = load("gpt2-learned-f32");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "gpt2");
+    EXPECT_EQ(c.position, PositionKind::Learned);
+    EXPECT_EQ(c.max_position_embeddings, 64);
+    EXPECT_EQ(c.norm, NormKind::LayerNorm);
+    EXPECT_EQ(c.act, ActKind::GeluTanh);
+    EXPECT_FALSE(c.gated_mlp);
+    EXPECT_EQ(c.intermediate_size, 4 * c.hidden_size);
+    EXPECT_TRUE(c.qkv_bias && c.o_bias && c.mlp_bias && c.tie_word_embeddings);
+    // Past the learned positions: refused with the limit named, the state unchanged.
+    auto st = m->new_state(80);
+    std::vector<int32_t> ids(65, 1);
+    std::vector<float> logits;
+    try {
+      m->forward(*st, ids, logits);
+      ADD_FAILURE() << "expected an error past 64 positions";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("64"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(st->length(), 0);
+  }
+  {
+    auto m = load("gptj-rotary-f16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "gptj");
+    EXPECT_TRUE(c.rope.interleaved);
+    EXPECT_EQ(c.rope.rotary_dim, 8);
+    EXPECT_EQ(c.head_dim, 16);
+    EXPECT_EQ(c.norm_layout, NormLayout::Shared);
+    EXPECT_TRUE(c.parallel_residual && c.lm_head_bias && c.mlp_bias);
+    EXPECT_FALSE(c.qkv_bias || c.o_bias || c.tie_word_embeddings);
+    EXPECT_EQ(c.checkpoint_dtype, DType::F16);
+  }
+  {
+    auto par = load("neox-parallel-bf16");
+    EXPECT_EQ(par->config().family, "gpt_neox");
+    EXPECT_TRUE(par->config().parallel_residual);
+    EXPECT_EQ(par->config().rope.rotary_dim, 6);  // 12 * 0.5
+    EXPECT_EQ(par->config().norm_layout, NormLayout::Pre);
+    auto seq = load("neox-sequential-f32");
+    EXPECT_FALSE(seq->config().parallel_residual);
+    EXPECT_EQ(seq->config().rope.rotary_dim, 4);  // 16 * 0.25
+    EXPECT_DOUBLE_EQ(seq->config().rope.theta, 5000.0);
+  }
+  {
+    auto mq = load("falcon-7b-mqa-bf16");
+    EXPECT_EQ(mq->config().family, "falcon");
+    EXPECT_EQ(mq->config().num_kv_heads, 1);
+    EXPECT_EQ(mq->config().norm_layout, NormLayout::Shared);
+    EXPECT_TRUE(mq->config().parallel_residual && mq->config().tie_word_embeddings);
+    EXPECT_FALSE(mq->config().qkv_bias);
+    auto na = load("falcon-newarch-gqa-f16");
+    EXPECT_EQ(na->config().num_kv_heads, 2);
+    EXPECT_EQ(na->config().norm_layout, NormLayout::Pre);  // ln_attn and ln_mlp
+    EXPECT_TRUE(na->config().parallel_residual && na->config().qkv_bias && na->config().mlp_bias);
+    EXPECT_EQ(na->config().intermediate_size, 176);
+    EXPECT_FALSE(na->config().tie_word_embeddings);
+  }
+  {
+    auto m = load("mpt-alibi-clip-f32");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "mpt");
+    EXPECT_EQ(c.position, PositionKind::Alibi);
+    EXPECT_DOUBLE_EQ(c.alibi_bias_max, 8.0);
+    EXPECT_DOUBLE_EQ(c.clip_qkv, 1.5);
+    EXPECT_FALSE(c.norm_bias || c.qkv_bias || c.o_bias || c.mlp_bias);
+    EXPECT_EQ(c.act, ActKind::GeluErf);
+    EXPECT_EQ(c.num_heads, 6);
+  }
+  {
+    auto m = load("bloom-alibi-bf16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "bloom");
+    EXPECT_EQ(c.position, PositionKind::Alibi);
+    EXPECT_TRUE(c.embed_norm && c.norm_bias && c.qkv_bias && c.tie_word_embeddings);
+  }
+  {
+    auto m = load("gemma-mqa-bf16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "gemma");
+    EXPECT_TRUE(c.norm_add_one && c.tie_word_embeddings);
+    EXPECT_EQ(c.act, ActKind::GeluTanh);
+    EXPECT_EQ(c.num_kv_heads, 1);
+    EXPECT_EQ(c.head_dim, 16);
+    // sqrt(48) = 6.928..., as HF multiplies it: a bf16 tensor, 6.9375.
+    EXPECT_DOUBLE_EQ(c.embed_scale, 6.9375);
+  }
+  {
+    auto m = load("gemma2-gqa-f32");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "gemma2");
+    EXPECT_EQ(c.norm_layout, NormLayout::PrePost);
+    EXPECT_DOUBLE_EQ(c.attn_logit_softcap, 4.0);
+    EXPECT_DOUBLE_EQ(c.final_logit_softcap, 6.0);
+    EXPECT_DOUBLE_EQ(c.attn_scale, 1.0 / std::sqrt(24.0));
+    EXPECT_EQ(c.layer_sliding_window, (std::vector<int64_t>{6, 0, 6}));
+    EXPECT_DOUBLE_EQ(c.embed_scale, static_cast<float>(std::sqrt(48.0)));  // f32 checkpoint
+  }
+  {
+    auto m = load("phi3-fused-f16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "phi3");
+    EXPECT_EQ(c.num_kv_heads, 2);
+    EXPECT_EQ(c.window_for_layer(0), 10);
+    EXPECT_EQ(c.window_for_layer(1), 10);
+    EXPECT_TRUE(c.gated_mlp);
   }
 }
 

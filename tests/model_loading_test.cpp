@@ -401,6 +401,136 @@ TEST(ModelGguf, OtherArchitecturesAreRefused) {
   expect_error([&] { Model::load(path.string()); }, {"gpt2", path.string()});
 }
 
+// --- the model zoo ------------------------------------------------------------------------------
+
+TEST(ModelZooConfig, SpellingsAndDefaults) {
+  // GPT-2 names its sizes n_embd / n_layer / n_head; n_inner null means 4 * n_embd.
+  json g = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 32}, {"n_layer", 2},
+            {"n_head", 4}, {"n_positions", 256}, {"n_inner", nullptr}};
+  ModelConfig c = parse(g);
+  EXPECT_EQ(c.family, "gpt2");
+  EXPECT_EQ(c.hidden_size, 32);
+  EXPECT_EQ(c.intermediate_size, 128);
+  EXPECT_EQ(c.max_position_embeddings, 256);
+  EXPECT_EQ(c.act, ActKind::GeluTanh);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  g["scale_attn_weights"] = false;
+  EXPECT_DOUBLE_EQ(parse(g).attn_scale, 1.0);
+  // GPT-NeoX's older rotary spellings.
+  json n = base_config("GPTNeoXForCausalLM");
+  n["rotary_pct"] = 0.5;
+  n["rotary_emb_base"] = 20000;
+  c = parse(n);
+  EXPECT_EQ(c.rope.rotary_dim, 4);
+  EXPECT_DOUBLE_EQ(c.rope.theta, 20000);
+  EXPECT_TRUE(c.parallel_residual);
+  n.erase("rotary_pct");
+  EXPECT_EQ(parse(n).rope.rotary_dim, 2);  // default 0.25 of 8
+  // Falcon: n_head / n_layer spellings, the 7B defaults (multi_query, parallel_attn) and the new layout.
+  json f = {{"architectures", {"FalconForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64}, {"n_layer", 2},
+            {"n_head", 4}};
+  c = parse(f);
+  EXPECT_EQ(c.num_kv_heads, 1);
+  EXPECT_EQ(c.norm_layout, NormLayout::Shared);
+  EXPECT_EQ(c.intermediate_size, 256);
+  f["new_decoder_architecture"] = true;
+  f["num_kv_heads"] = 2;
+  c = parse(f);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.norm_layout, NormLayout::Pre);
+  EXPECT_TRUE(c.parallel_residual);
+  f["num_ln_in_parallel_attn"] = 1;
+  EXPECT_EQ(parse(f).norm_layout, NormLayout::Shared);
+  f = {{"architectures", {"FalconForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64}, {"n_layer", 2},
+       {"n_head", 4}, {"multi_query", false}, {"parallel_attn", false}};
+  c = parse(f);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_FALSE(c.parallel_residual);
+  // Gemma: a legacy hidden_act "gelu" means the tanh approximation; Gemma 2 windows follow HF's rule
+  // (even layers slide) without layer_types, and null caps mean none.
+  json m = base_config("GemmaForCausalLM");
+  m["hidden_act"] = "gelu";
+  c = parse(m);
+  EXPECT_EQ(c.act, ActKind::GeluTanh);
+  EXPECT_TRUE(c.tie_word_embeddings && c.norm_add_one && c.embed_scale_in_checkpoint_dtype);
+  json m2 = base_config("Gemma2ForCausalLM");
+  m2["sliding_window"] = 16;
+  m2["final_logit_softcapping"] = nullptr;
+  c = parse(m2);
+  EXPECT_EQ(c.layer_sliding_window, (std::vector<int64_t>{16, 0, 16, 0}));
+  EXPECT_DOUBLE_EQ(c.attn_logit_softcap, 50.0);
+  EXPECT_DOUBLE_EQ(c.final_logit_softcap, 0.0);
+  EXPECT_DOUBLE_EQ(c.attn_scale, 1.0 / 16.0);  // query_pre_attn_scalar 256
+  // MPT: d_model / n_heads / n_layers and attn_config.
+  json t = {{"architectures", {"MptForCausalLM"}}, {"vocab_size", 100}, {"d_model", 32}, {"n_heads", 4},
+            {"n_layers", 2}, {"attn_config", {{"alibi_bias_max", 16}, {"clip_qkv", 6}}}};
+  c = parse(t);
+  EXPECT_DOUBLE_EQ(c.alibi_bias_max, 16);
+  EXPECT_DOUBLE_EQ(c.clip_qkv, 6);
+  EXPECT_EQ(c.intermediate_size, 128);
+}
+
+TEST(ModelZooConfig, RefusalsNameTheField) {
+  json f = {{"architectures", {"FalconForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64}, {"n_layer", 2},
+            {"n_head", 4}, {"alibi", true}};
+  expect_error([&] { parse(f); }, {"alibi", "/x/config.json"});
+  f["alibi"] = false;
+  f["new_decoder_architecture"] = true;
+  f["parallel_attn"] = false;
+  expect_error([&] { parse(f); }, {"parallel_attn"});
+  json t = {{"architectures", {"MptForCausalLM"}}, {"vocab_size", 100}, {"d_model", 32}, {"n_heads", 4},
+            {"n_layers", 2}, {"no_bias", false}};
+  expect_error([&] { parse(t); }, {"no_bias"});
+  t["no_bias"] = true;
+  t["attn_config"] = {{"alibi", false}};
+  expect_error([&] { parse(t); }, {"alibi"});
+  t["attn_config"] = {{"qk_ln", true}};
+  expect_error([&] { parse(t); }, {"qk_ln"});
+  json b = base_config("BloomForCausalLM");
+  b["apply_residual_connection_post_layernorm"] = true;
+  expect_error([&] { parse(b); }, {"apply_residual_connection_post_layernorm"});
+  json g = {{"architectures", {"GPT2LMHeadModel"}}, {"vocab_size", 100}, {"n_embd", 32}, {"n_layer", 2},
+            {"n_head", 4}, {"scale_attn_by_inverse_layer_idx", true}};
+  expect_error([&] { parse(g); }, {"scale_attn_by_inverse_layer_idx"});
+  json p = base_config("Phi3ForCausalLM");
+  p["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
+  expect_error([&] { parse(p); }, {"longrope", "/x/config.json"});
+  json n = base_config("GPTNeoXForCausalLM");
+  n["hidden_act"] = "relu";
+  expect_error([&] { parse(n); }, {"relu", "hidden_act"});
+}
+
+// Checkpoints saved from the base model (the original gpt2 upload) have no "transformer." prefix.
+TEST(ModelZooLoading, BaseModelNamesWithoutPrefix) {
+  auto tensors = read_fixture_tensors("gpt2-learned-f32");
+  for (auto& t : tensors)
+    if (t.name.rfind("transformer.", 0) == 0) t.name = t.name.substr(12);
+  const fs::path dir = temp_dir("gpt2_noprefix");
+  fs::copy_file(kFixtures / "gpt2-learned-f32" / "config.json", dir / "config.json");
+  write_safetensors(dir / "model.safetensors", tensors);
+  auto a = Model::load((kFixtures / "gpt2-learned-f32").string());
+  auto b = Model::load(dir.string());
+  expect_same_logits(*a, *b, {3, 1, 4, 1, 5, 9, 2, 6});
+}
+
+// A fused tensor that is missing or has the wrong size is named, with both shapes.
+TEST(ModelZooLoading, FusedTensorErrorsNameTheTensor) {
+  auto tensors = read_fixture_tensors("falcon-7b-mqa-bf16");
+  std::erase_if(tensors,
+                [](const OutTensor& t) { return t.name == "transformer.h.1.self_attention.query_key_value.weight"; });
+  const fs::path dir = temp_dir("falcon_missing");
+  fs::copy_file(kFixtures / "falcon-7b-mqa-bf16" / "config.json", dir / "config.json");
+  write_safetensors(dir / "model.safetensors", tensors);
+  expect_error([&] { Model::load(dir.string()); }, {"transformer.h.1.self_attention.query_key_value.weight"});
+  // Read as multi-head, the [(4 + 2) * 16, 64] multi-query qkv is too small for [4, 3, 16] rows.
+  const fs::path mha = fixture_copy("falcon-7b-mqa-bf16", [](json& c) { c["multi_query"] = false; });
+  expect_error([&] { Model::load(mha.string()); },
+               {"transformer.h.0.self_attention.query_key_value.weight", "[96, 64]", "[192, 64]"});
+  // GPT-2's Conv1D weights are [in, out]: the expected shape is reported as stored.
+  const fs::path wide = fixture_copy("gpt2-learned-f32", [](json& c) { c["n_inner"] = 100; });
+  expect_error([&] { Model::load(wide.string()); }, {"mlp.c_fc.weight", "[48, 192]", "[48, 100]"});
+}
+
 }  // namespace
 }  // namespace kiln
 
