@@ -111,5 +111,47 @@ TEST(Sampler, RejectsBadParameters) {
   EXPECT_THROW(Sampler::validate(p), Error);
 }
 
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.repetition_penalty = 2.0f;
+  Sampler s(p);
+  // Token 0 (3.0) was seen: 1.5 < 2.0, so token 1 wins; logprobs stay those of the raw logits.
+  const std::vector<float> logits = {3.0f, 2.0f, -1.0f};
+  const std::vector<int32_t> prompt = {0, 0}, none = {};
+  SampleResult r = s.sample(logits, prompt, none);
+  EXPECT_EQ(r.token, 1);
+  EXPECT_NEAR(r.logprob, log_softmax(logits)[1], 1e-12);
+  // A negative logit gets more negative: -1 * 2 < -1.5.
+  const std::vector<float> neg = {-1.0f, -1.5f};
+  const std::vector<int32_t> seen0 = {0};
+  EXPECT_EQ(s.sample(neg, seen0, none).token, 1);
+  // Without history it is plain greedy.
+  EXPECT_EQ(s.sample(logits, none, none).token, 0);
+}
+
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountOutputTokensOnly) {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  p.frequency_penalty = 0.6f;
+  Sampler s(p);
+  const std::vector<float> logits = {2.0f, 1.0f};
+  const std::vector<int32_t> none = {}, once = {0}, twice = {0, 0};
+  EXPECT_EQ(s.sample(logits, twice, none).token, 0);  // the prompt does not count
+  EXPECT_EQ(s.sample(logits, none, once).token, 0);   // 2 - 0.6 > 1
+  EXPECT_EQ(s.sample(logits, none, twice).token, 1);  // 2 - 1.2 < 1
+  SamplingParams q;
+  q.temperature = 0.0f;
+  q.presence_penalty = 1.5f;
+  Sampler t(q);
+  EXPECT_EQ(t.sample(logits, none, once).token, 1);  // 2 - 1.5 < 1, once is enough
+  SamplingParams bad;
+  bad.presence_penalty = 3.0f;
+  EXPECT_THROW(Sampler::validate(bad), Error);
+  bad = {};
+  bad.repetition_penalty = 0.0f;
+  EXPECT_THROW(Sampler::validate(bad), Error);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -96,6 +96,8 @@ struct ExecutorStats {
   int64_t tokens_last_step = 0;
   int64_t preemptions = 0;
   int64_t requests_finished = 0;
+  int64_t kv_cache_bytes = 0;       // the KV pool as sized at start
+  int64_t max_seq_len = 0;          // the context a request gets: config, model and KV pool limits applied
 };
 
 class Executor {

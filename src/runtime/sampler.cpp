@@ -1,4 +1,4 @@
-// Sampler: the filters are applied in the order HF and vLLM use: temperature, top-k, top-p, min-p.
+// Sampler: penalties first, then the filters in the order HF and vLLM use: temperature, top-k, top-p, min-p.
 #include "runtime/sampler.h"
 
 #include <algorithm>
@@ -27,14 +27,58 @@ void Sampler::validate(const SamplingParams& p) {
   KILN_CHECK(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top-p must be in (0, 1], got {}", p.top_p);
   KILN_CHECK(std::isfinite(p.min_p) && p.min_p >= 0.0f && p.min_p <= 1.0f, "min-p must be in [0, 1], got {}", p.min_p);
   KILN_CHECK(p.logprobs >= 0 && p.logprobs <= 20, "logprobs must be in [0, 20], got {}", p.logprobs);
+  KILN_CHECK(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f,
+             "repetition penalty must be > 0, got {}", p.repetition_penalty);
+  KILN_CHECK(std::isfinite(p.presence_penalty) && p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f,
+             "presence penalty must be in [-2, 2], got {}", p.presence_penalty);
+  KILN_CHECK(std::isfinite(p.frequency_penalty) && p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f,
+             "frequency penalty must be in [-2, 2], got {}", p.frequency_penalty);
+}
+
+bool Sampler::has_penalties() const {
+  return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
+}
+
+SampleResult Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
+                             std::span<const int32_t> output) {
+  if (!has_penalties()) return sample_from(logits, logits);
+  const int32_t n = static_cast<int32_t>(logits.size());
+  adjusted_.assign(logits.begin(), logits.end());
+  if (counts_.size() < logits.size()) counts_.resize(logits.size(), 0);
+  auto in_vocab = [&](int32_t t) { return t >= 0 && t < n; };
+  if (params_.repetition_penalty != 1.0f) {
+    // Each distinct token once (counts_ marks the ones done, then is cleared).
+    const float p = params_.repetition_penalty;
+    for (std::span<const int32_t> part : {prompt, output})
+      for (int32_t t : part) {
+        if (!in_vocab(t) || counts_[t]++ != 0) continue;
+        adjusted_[t] = adjusted_[t] < 0.0f ? adjusted_[t] * p : adjusted_[t] / p;
+      }
+    for (std::span<const int32_t> part : {prompt, output})
+      for (int32_t t : part)
+        if (in_vocab(t)) counts_[t] = 0;
+  }
+  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
+    for (int32_t t : output)
+      if (in_vocab(t)) ++counts_[t];
+    for (int32_t t : output) {
+      if (!in_vocab(t) || counts_[t] == 0) continue;
+      adjusted_[t] -= params_.frequency_penalty * static_cast<float>(counts_[t]) + params_.presence_penalty;
+      counts_[t] = 0;
+    }
+  }
+  return sample_from(logits, adjusted_);
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { validate(params); }
 
-SampleResult Sampler::sample(std::span<const float> logits) {
+SampleResult Sampler::sample(std::span<const float> logits) { return sample_from(logits, logits); }
+
+// Chooses from `logits` (penalized or not); logprobs come from `raw`.
+SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const float> logits) {
   const int32_t n = static_cast<int32_t>(logits.size());
-  KILN_ASSERT(n > 0);
-  const std::vector<double> lp = log_softmax(logits);
+  KILN_ASSERT(n > 0 && raw.size() == logits.size());
+  const std::vector<double> lp = log_softmax(raw);
   SampleResult r;
 
   if (params_.logprobs > 0) {

@@ -1,5 +1,6 @@
-// Sampler: turns one row of logits into a token (greedy, temperature, top-k, top-p, min-p) with
-// logprobs of the chosen and top-K tokens from the raw model distribution.
+// Sampler: turns one row of logits into a token (repetition/presence/frequency penalties, then greedy,
+// temperature, top-k, top-p, min-p) with logprobs of the chosen and top-K tokens from the raw model
+// distribution.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,9 @@ struct SamplingParams {
   float min_p = 0.0f;        // 0: off
   uint64_t seed = 0;
   int32_t logprobs = 0;      // how many top alternatives to report per token (0: none)
+  float repetition_penalty = 1.0f;  // HF: over prompt and output tokens, positive logits / p, negative * p; 1: off
+  float presence_penalty = 0.0f;    // OpenAI: minus this for every token seen in the output; 0: off
+  float frequency_penalty = 0.0f;   // OpenAI: minus this times the token's count in the output; 0: off
 };
 
 struct TokenLogprob {
@@ -35,12 +39,21 @@ class Sampler {
   // Throws kiln::Error for parameter values out of range.
   static void validate(const SamplingParams& params);
   SampleResult sample(std::span<const float> logits);
+  // With the penalties applied over `prompt` and `output` (the tokens generated so far) before choosing;
+  // the logprobs stay those of the raw logits.
+  SampleResult sample(std::span<const float> logits, std::span<const int32_t> prompt,
+                      std::span<const int32_t> output);
+  bool has_penalties() const;
 
  private:
+  SampleResult sample_from(std::span<const float> raw, std::span<const float> logits);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<int32_t> order_;
   std::vector<double> probs_;
+  std::vector<float> adjusted_;   // penalized logits
+  std::vector<int32_t> counts_;   // per vocabulary id, zero outside a call
 };
 
 // log_softmax of a row, in double precision.

@@ -1,0 +1,565 @@
+// Executor: the engine thread (owns the model's KV pool, the KV cache manager and the scheduler) and the
+// thread-safe front (enqueue, await_responses, cancel, stats, shutdown); LLM, text in and text out.
+#include "kiln/executor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "kiln/tokenizer.h"
+#include "model/model.h"
+#include "runtime/batch_builder.h"
+#include "runtime/kv_cache_manager.h"
+#include "runtime/sampler.h"
+#include "runtime/scheduler.h"
+#include "runtime/stop_strings.h"
+
+namespace kiln {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::None: return "";
+    case FinishReason::Length: return "length";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+  }
+  return "";
+}
+
+namespace {
+
+// MemAvailable from /proc/meminfo in bytes (0 when unknown).
+int64_t mem_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+// The tokenizer of a model path: the path itself, or for a llama2.c checkpoint the tokenizer beside it
+// (tokenizer.bin, or tok<N>.bin).
+std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path) {
+  namespace fs = std::filesystem;
+  const fs::path p(model_path);
+  if (p.extension() == ".bin") {
+    const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (e.path() != p && (name == "tokenizer.bin" || (name.rfind("tok", 0) == 0 && e.path().extension() == ".bin")))
+        return Tokenizer::from_path(e.path().string());
+    }
+    KILN_THROW("{}: no llama2.c tokenizer (tokenizer.bin or tok<N>.bin) beside the model", model_path);
+  }
+  return Tokenizer::from_path(model_path);
+}
+
+SamplingParams to_sampling_params(const RequestSampling& s, uint64_t seed) {
+  SamplingParams p;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
+  p.min_p = s.min_p;
+  p.seed = seed;
+  p.logprobs = s.logprobs;
+  p.repetition_penalty = s.repetition_penalty;
+  p.presence_penalty = s.presence_penalty;
+  p.frequency_penalty = s.frequency_penalty;
+  return p;
+}
+
+// One accepted request on the engine thread.
+struct Active {
+  Active(Request r, ResponseCallback cb, const SamplingParams& sp)
+      : req(std::move(r)), callback(std::move(cb)), sampler(sp), stops(req.stop_strings) {}
+  Request req;
+  ResponseCallback callback;
+  Sequence seq;
+  Sampler sampler;
+  StopStringFilter stops;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  std::vector<int32_t> stop_ids;  // sorted: EOS (unless ignore_eos) and the request's stop ids
+  int64_t max_total = 0;          // prompt + generated tokens at most
+  Response pending;               // what the next response carries
+};
+
+struct Incoming {
+  RequestId id;
+  Request request;
+  ResponseCallback callback;
+  uint64_t seed;
+};
+
+// Responses of a request enqueued without a callback, waiting for await_responses.
+struct Mailbox {
+  std::deque<Response> responses;
+};
+
+}  // namespace
+
+struct Executor::Impl {
+  Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Tokenizer> t, ExecutorConfig c);
+  ~Impl();
+
+  RequestId enqueue(Request request, ResponseCallback callback);
+  void validate(const Request& r) const;
+  std::vector<Response> await_responses(RequestId id, std::chrono::milliseconds timeout);
+  void cancel(RequestId id);
+  void shutdown(std::chrono::milliseconds timeout);
+
+  // Engine thread.
+  void loop();
+  void admit(Incoming& in);
+  void step();
+  void on_token(Active& a, const SampleResult& s);
+  void finish(Active& a, FinishReason reason, std::string error = {});
+  void deliver(Active& a);
+  void publish();
+  bool idle_locked() const { return incoming_.empty() && active_count_ == 0; }
+
+  std::shared_ptr<const Model> model_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  ExecutorConfig config_;
+  std::vector<int32_t> eos_ids_;
+  int64_t vocab_ = 0;
+  int64_t max_seq_len_ = 0;
+
+  // Engine state: touched by the engine thread only (built before it starts).
+  std::unique_ptr<KvPool> pool_;
+  std::unique_ptr<KvCacheManager> kv_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<BatchBuilder> builder_;
+  std::unordered_map<RequestId, std::unique_ptr<Active>> active_;
+  std::vector<RequestId> finished_now_;
+  // Responses of this iteration, handed out after its bookkeeping (so stats() agree with a final response).
+  struct Outgoing {
+    const ResponseCallback* callback;  // null: to the mailbox
+    Response response;
+  };
+  std::vector<Outgoing> outbox_;
+  std::vector<float> logits_;
+  int64_t kv_cache_bytes_ = 0;
+
+  // Shared state, under mu_.
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;   // wakes the engine thread
+  std::condition_variable resp_cv_;   // wakes await_responses
+  std::condition_variable idle_cv_;   // wakes shutdown
+  std::vector<Incoming> incoming_;
+  std::vector<RequestId> cancels_;
+  std::unordered_map<RequestId, Mailbox> mailboxes_;
+  RequestId next_id_ = 1;
+  std::mt19937_64 seed_rng_{std::random_device{}()};
+  int64_t active_count_ = 0;  // accepted and not finished, as the engine thread last saw
+  int64_t waiting_count_ = 0;
+  bool accepting_ = true;
+  bool cancel_all_ = false;
+  bool stop_ = false;
+  ExecutorStats stats_;
+
+  std::thread thread_;
+};
+
+Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Tokenizer> t, ExecutorConfig c)
+    : model_(std::move(m)), tokenizer_(std::move(t)), config_(c) {
+  KILN_CHECK(model_ != nullptr, "executor: no model");
+  const ModelConfig& mc = model_->config();
+  vocab_ = mc.vocab_size;
+  KILN_CHECK(c.max_num_tokens > 0, "executor: max_num_tokens must be positive, got {}", c.max_num_tokens);
+  KILN_CHECK(c.max_batch_size > 0, "executor: max_batch_size must be positive, got {}", c.max_batch_size);
+  KILN_CHECK(c.block_size > 0 && c.block_size <= 4096, "executor: block_size must be in [1, 4096], got {}",
+             c.block_size);
+  KILN_CHECK(c.max_seq_len >= 0, "executor: max_seq_len must be >= 0, got {}", c.max_seq_len);
+  KILN_CHECK(c.kv_cache_bytes >= 0, "executor: kv_cache_bytes must be >= 0, got {}", c.kv_cache_bytes);
+  KILN_CHECK(c.max_queue >= 0, "executor: max_queue must be >= 0, got {}", c.max_queue);
+  KILN_CHECK(c.kv_cache_bytes > 0 || (c.kv_cache_fraction > 0.0 && c.kv_cache_fraction <= 1.0),
+             "executor: kv_cache_fraction must be in (0, 1], got {}", c.kv_cache_fraction);
+
+  if (tokenizer_) eos_ids_ = tokenizer_->eos_ids();
+  for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
+  std::sort(eos_ids_.begin(), eos_ids_.end());
+  eos_ids_.erase(std::unique(eos_ids_.begin(), eos_ids_.end()), eos_ids_.end());
+
+  // The KV pool: a byte budget, never more blocks than max_batch_size full contexts can use.
+  const int64_t block_bytes = model_->kv_block_bytes(c.block_size);
+  int64_t budget = c.kv_cache_bytes;
+  if (budget == 0) {
+    const int64_t avail = mem_available_bytes();
+    KILN_CHECK(avail > 0, "executor: cannot read MemAvailable from /proc/meminfo; set kv_cache_bytes");
+    budget = static_cast<int64_t>(static_cast<double>(avail) * c.kv_cache_fraction);
+  }
+  int64_t num_blocks = budget / block_bytes;
+  KILN_CHECK(num_blocks >= 1, "executor: the KV cache budget of {} bytes holds no block ({} bytes for {} tokens)",
+             budget, block_bytes, c.block_size);
+  const int64_t context = c.max_seq_len > 0 ? c.max_seq_len : mc.max_position_embeddings;
+  if (context > 0) {
+    const int64_t useful = (context + c.block_size - 1) / c.block_size * static_cast<int64_t>(c.max_batch_size);
+    num_blocks = std::min(num_blocks, useful);
+  }
+  num_blocks = std::min<int64_t>(num_blocks, INT32_MAX - 1);
+  // A request never outgrows the whole pool, so a sequence running alone always fits: preemption ends.
+  const int64_t pool_tokens = num_blocks * c.block_size;
+  max_seq_len_ = context > 0 ? std::min(context, pool_tokens) : pool_tokens;
+  kv_cache_bytes_ = num_blocks * block_bytes;
+
+  pool_ = model_->new_kv_pool(num_blocks, c.block_size, c.max_num_tokens);
+  kv_ = std::make_unique<KvCacheManager>(KvCacheManager::Config{num_blocks, c.block_size, c.enable_prefix_caching});
+  scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{c.max_num_tokens, c.max_batch_size}, *kv_);
+  builder_ = std::make_unique<BatchBuilder>(c.max_num_tokens, c.max_batch_size);
+  stats_.kv_blocks_total = num_blocks;
+  stats_.kv_blocks_free = num_blocks;
+  stats_.kv_cache_bytes = kv_cache_bytes_;
+  stats_.max_seq_len = max_seq_len_;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Executor::Impl::~Impl() {
+  shutdown(std::chrono::milliseconds(0));
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+}
+
+void Executor::Impl::validate(const Request& r) const {
+  const int64_t n = static_cast<int64_t>(r.prompt_ids.size());
+  KILN_CHECK(n > 0, "request: the prompt is empty");
+  for (int64_t i = 0; i < n; ++i)
+    KILN_CHECK(r.prompt_ids[i] >= 0 && r.prompt_ids[i] < vocab_,
+               "request: prompt token {} at index {} is outside the vocabulary [0, {})", r.prompt_ids[i], i, vocab_);
+  KILN_CHECK(n < max_seq_len_,
+             "request: the prompt has {} tokens but the context holds {} (the prompt must leave room for one more)",
+             n, max_seq_len_);
+  KILN_CHECK(r.max_tokens >= 1, "request: max_tokens must be >= 1, got {}", r.max_tokens);
+  Sampler::validate(to_sampling_params(r.sampling, 0));
+  for (int32_t id : r.stop_token_ids)
+    KILN_CHECK(id >= 0 && id < vocab_, "request: stop token id {} is outside the vocabulary [0, {})", id, vocab_);
+  if (!r.stop_strings.empty())
+    KILN_CHECK(tokenizer_ != nullptr, "request: stop strings need a tokenizer, and this executor has none");
+  for (const std::string& s : r.stop_strings) KILN_CHECK(!s.empty(), "request: a stop string is empty");
+}
+
+RequestId Executor::Impl::enqueue(Request request, ResponseCallback callback) {
+  validate(request);
+  RequestId id = 0;
+  {
+    std::lock_guard lk(mu_);
+    KILN_CHECK(accepting_, "executor: shut down, no new requests are accepted");
+    const int64_t queued = static_cast<int64_t>(incoming_.size()) + waiting_count_;
+    if (config_.max_queue > 0 && queued >= config_.max_queue)
+      throw QueueFullError(fmt::format("executor: the queue is full ({} requests waiting, max_queue {})", queued,
+                                       config_.max_queue));
+    id = next_id_++;
+    const uint64_t seed = request.sampling.seed ? *request.sampling.seed : seed_rng_();
+    if (!callback) mailboxes_.emplace(id, Mailbox{});
+    incoming_.push_back({id, std::move(request), std::move(callback), seed});
+  }
+  work_cv_.notify_one();
+  return id;
+}
+
+std::vector<Response> Executor::Impl::await_responses(RequestId id, std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  auto it = mailboxes_.find(id);
+  KILN_CHECK(it != mailboxes_.end(),
+             "executor: unknown request id {} (never enqueued, already fully collected, or streaming to a callback)",
+             id);
+  resp_cv_.wait_for(lk, timeout, [&] { return !it->second.responses.empty(); });
+  std::vector<Response> out(std::make_move_iterator(it->second.responses.begin()),
+                            std::make_move_iterator(it->second.responses.end()));
+  it->second.responses.clear();
+  if (!out.empty() && out.back().finished) mailboxes_.erase(it);
+  return out;
+}
+
+void Executor::Impl::cancel(RequestId id) {
+  {
+    std::lock_guard lk(mu_);
+    cancels_.push_back(id);
+  }
+  work_cv_.notify_one();
+}
+
+void Executor::Impl::shutdown(std::chrono::milliseconds timeout) {
+  std::unique_lock lk(mu_);
+  accepting_ = false;
+  if (!idle_cv_.wait_for(lk, timeout, [&] { return idle_locked(); })) {
+    cancel_all_ = true;
+    work_cv_.notify_one();
+    idle_cv_.wait(lk, [&] { return idle_locked(); });
+  }
+}
+
+void Executor::Impl::loop() {
+  std::vector<Incoming> incoming;
+  std::vector<RequestId> cancels;
+  for (;;) {
+    bool cancel_all = false;
+    {
+      std::unique_lock lk(mu_);
+      work_cv_.wait(lk, [&] {
+        return stop_ || !incoming_.empty() || !cancels_.empty() || cancel_all_ || !active_.empty();
+      });
+      if (stop_ && incoming_.empty() && active_.empty()) return;
+      incoming.swap(incoming_);
+      cancels.swap(cancels_);
+      cancel_all = cancel_all_;
+      // Counted as active from here, so that shutdown never sees an accepted request as gone.
+      active_count_ += static_cast<int64_t>(incoming.size());
+    }
+    for (Incoming& in : incoming) admit(in);
+    incoming.clear();
+    for (RequestId id : cancels) {
+      auto it = active_.find(id);
+      if (it != active_.end()) finish(*it->second, FinishReason::Cancelled);
+    }
+    cancels.clear();
+    if (cancel_all)
+      for (auto& [id, a] : active_) finish(*a, FinishReason::Cancelled);
+    if (!active_.empty()) {
+      try {
+        step();
+      } catch (const std::exception& e) {
+        // Not a request's fault that the loop can pin down: fail every request, keep the engine alive.
+        for (auto& [id, a] : active_)
+          if (!a->pending.finished) finish(*a, FinishReason::Error, std::string("internal error: ") + e.what());
+      }
+    }
+    publish();
+  }
+}
+
+// Updates the shared view, hands out the iteration's responses, then forgets finished requests.
+void Executor::Impl::publish() {
+  {
+    std::lock_guard lk(mu_);
+    waiting_count_ = scheduler_->num_waiting();
+    stats_.queued = waiting_count_ + static_cast<int64_t>(incoming_.size());
+    stats_.running = scheduler_->num_running();
+    stats_.kv_blocks_free = kv_->num_free_blocks();
+    stats_.kv_blocks_used = kv_->num_used_blocks();
+    stats_.preemptions = scheduler_->num_preemptions();
+    stats_.prefix_hit_rate = scheduler_->prefix_query_tokens() > 0
+                                 ? static_cast<double>(scheduler_->prefix_hit_tokens()) /
+                                       static_cast<double>(scheduler_->prefix_query_tokens())
+                                 : 0.0;
+    for (Outgoing& o : outbox_) {
+      if (o.callback != nullptr) continue;
+      auto it = mailboxes_.find(o.response.id);
+      if (it != mailboxes_.end()) it->second.responses.push_back(std::move(o.response));
+    }
+  }
+  resp_cv_.notify_all();
+  for (Outgoing& o : outbox_) {
+    if (o.callback == nullptr) continue;
+    try {
+      (*o.callback)(o.response);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: the response callback of request %llu threw: %s\n",
+                   static_cast<unsigned long long>(o.response.id), e.what());
+    }
+  }
+  outbox_.clear();
+  for (RequestId id : finished_now_) active_.erase(id);
+  finished_now_.clear();
+  // Idle only once every callback has run: shutdown's caller may free what they use.
+  std::lock_guard lk(mu_);
+  active_count_ = static_cast<int64_t>(active_.size());
+  if (idle_locked()) {
+    cancel_all_ = false;
+    idle_cv_.notify_all();
+  }
+}
+
+void Executor::Impl::admit(Incoming& in) {
+  const SamplingParams sp = to_sampling_params(in.request.sampling, in.seed);
+  auto a = std::make_unique<Active>(std::move(in.request), std::move(in.callback), sp);
+  Active& r = *a;
+  r.seq.id = in.id;
+  r.seq.priority = r.req.priority;
+  r.seq.arrival = in.id;
+  r.seq.tokens = r.req.prompt_ids;
+  r.seq.tokens.reserve(r.req.prompt_ids.size() + static_cast<size_t>(std::min<int64_t>(r.req.max_tokens, 4096)));
+  r.seq.prompt_len = static_cast<int64_t>(r.req.prompt_ids.size());
+  r.max_total = std::min(r.seq.prompt_len + r.req.max_tokens, max_seq_len_);
+  if (!r.req.ignore_eos) r.stop_ids = eos_ids_;
+  r.stop_ids.insert(r.stop_ids.end(), r.req.stop_token_ids.begin(), r.req.stop_token_ids.end());
+  std::sort(r.stop_ids.begin(), r.stop_ids.end());
+  if (tokenizer_) r.detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_, r.req.prompt_ids, true);
+  r.pending.id = in.id;
+  r.pending.prompt_tokens = r.seq.prompt_len;
+  scheduler_->add(&r.seq);
+  active_.emplace(in.id, std::move(a));
+}
+
+void Executor::Impl::step() {
+  const SchedulerOutput& out = scheduler_->schedule();
+  if (out.scheduled.empty()) {
+    // Everything running was preempted this round (the next admits again); nothing running and nothing
+    // admitted would be a capacity bug, which must not spin silently.
+    KILN_CHECK(!out.preempted.empty() || scheduler_->num_waiting() == 0 || scheduler_->num_running() > 0,
+               "executor: no waiting request fits the empty KV cache");
+    return;
+  }
+  const ForwardBatch& batch = builder_->build(out, *kv_);
+  try {
+    model_->forward_batch(*pool_, batch, logits_);
+  } catch (const std::exception& e) {
+    for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
+    return;
+  }
+  scheduler_->finish_step(out);
+  const std::vector<Sequence*>& seqs = builder_->logit_seqs();
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    Active& a = *active_.at(seqs[i]->id);
+    const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
+    const std::span<const int32_t> all(a.seq.tokens);
+    on_token(a, a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
+                                 all.subspan(static_cast<size_t>(a.seq.prompt_len))));
+  }
+  std::lock_guard lk(mu_);
+  ++stats_.steps;
+  stats_.tokens_last_step = out.num_tokens;
+}
+
+void Executor::Impl::on_token(Active& a, const SampleResult& s) {
+  a.seq.tokens.push_back(s.token);
+  Response& r = a.pending;
+  r.token_ids.push_back(s.token);
+  TokenLogprobs lp;
+  lp.token_id = s.token;
+  lp.logprob = s.logprob;
+  for (const TokenLogprob& t : s.top) lp.top.emplace_back(t.id, t.logprob);
+  r.logprobs.push_back(std::move(lp));
+  ++r.generated_tokens;
+  if (a.seq.cached_prompt_tokens >= 0) r.cached_prompt_tokens = a.seq.cached_prompt_tokens;
+
+  if (std::binary_search(a.stop_ids.begin(), a.stop_ids.end(), s.token)) return finish(a, FinishReason::Stop);
+  if (a.detok) {
+    r.text += a.stops.push(a.detok->push(s.token));
+    if (a.stops.stopped()) return finish(a, FinishReason::Stop);
+  }
+  if (r.generated_tokens >= a.req.max_tokens || static_cast<int64_t>(a.seq.tokens.size()) >= a.max_total)
+    return finish(a, FinishReason::Length);
+  deliver(a);
+}
+
+void Executor::Impl::finish(Active& a, FinishReason reason, std::string error) {
+  if (a.pending.finished) return;
+  if (a.detok && reason != FinishReason::Stop && reason != FinishReason::Error) {
+    a.pending.text += a.stops.push(a.detok->flush());
+    if (a.stops.stopped()) {
+      reason = FinishReason::Stop;
+    } else {
+      a.pending.text += a.stops.flush();
+    }
+  }
+  a.pending.finished = true;
+  a.pending.finish_reason = reason;
+  a.pending.error = std::move(error);
+  if (a.seq.cached_prompt_tokens >= 0) a.pending.cached_prompt_tokens = a.seq.cached_prompt_tokens;
+  scheduler_->remove(&a.seq);
+  deliver(a);
+  finished_now_.push_back(a.seq.id);
+  std::lock_guard lk(mu_);
+  ++stats_.requests_finished;
+}
+
+void Executor::Impl::deliver(Active& a) {
+  Response r = std::move(a.pending);
+  a.pending = Response{};
+  a.pending.id = r.id;
+  a.pending.prompt_tokens = r.prompt_tokens;
+  a.pending.cached_prompt_tokens = r.cached_prompt_tokens;
+  a.pending.generated_tokens = r.generated_tokens;
+  a.pending.finished = r.finished;  // a finished request takes no more
+  outbox_.push_back({a.callback ? &a.callback : nullptr, std::move(r)});
+}
+
+Executor::Executor(std::shared_ptr<const Model> model, std::shared_ptr<const Tokenizer> tokenizer,
+                   ExecutorConfig config)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(tokenizer), config)) {}
+
+Executor::~Executor() = default;
+
+RequestId Executor::enqueue(Request request, ResponseCallback callback) {
+  return impl_->enqueue(std::move(request), std::move(callback));
+}
+
+std::vector<Response> Executor::await_responses(RequestId id, std::chrono::milliseconds timeout) {
+  return impl_->await_responses(id, timeout);
+}
+
+void Executor::cancel(RequestId id) { impl_->cancel(id); }
+
+ExecutorStats Executor::stats() const {
+  std::lock_guard lk(impl_->mu_);
+  return impl_->stats_;
+}
+
+void Executor::shutdown(std::chrono::milliseconds timeout) { impl_->shutdown(timeout); }
+
+const ExecutorConfig& Executor::config() const { return impl_->config_; }
+
+LLM::LLM(const std::string& model_path, ExecutorConfig config) {
+  model_ = Model::load(model_path);
+  tokenizer_ = tokenizer_for_model(model_path);
+  executor_ = std::make_unique<Executor>(model_, tokenizer_, config);
+}
+
+LLM::~LLM() = default;
+
+std::vector<LLM::Output> LLM::generate(const std::vector<std::string>& prompts, const Request& params) {
+  std::vector<RequestId> ids;
+  try {
+    for (const std::string& p : prompts) {
+      Request r = params;
+      r.prompt_ids = tokenizer_->encode(p, /*add_special=*/true);
+      ids.push_back(executor_->enqueue(std::move(r)));
+    }
+  } catch (...) {
+    // Nothing is left running behind the caller's back.
+    for (RequestId id : ids) executor_->cancel(id);
+    for (RequestId id : ids)
+      for (bool done = false; !done;)
+        for (const Response& r : executor_->await_responses(id, std::chrono::milliseconds(1000))) done |= r.finished;
+    throw;
+  }
+  std::vector<Output> outs(prompts.size());
+  std::string error;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    for (bool done = false; !done;) {
+      for (Response& r : executor_->await_responses(ids[i], std::chrono::milliseconds(1000))) {
+        outs[i].text += r.text;
+        outs[i].token_ids.insert(outs[i].token_ids.end(), r.token_ids.begin(), r.token_ids.end());
+        if (r.finished) {
+          done = true;
+          outs[i].finish_reason = r.finish_reason;
+          if (r.finish_reason == FinishReason::Error && error.empty()) error = r.error;
+        }
+      }
+    }
+  }
+  KILN_CHECK(error.empty(), "generate: {}", error);
+  return outs;
+}
+
+Executor& LLM::executor() { return *executor_; }
+
+const Tokenizer& LLM::tokenizer() const { return *tokenizer_; }
+
+}  // namespace kiln
