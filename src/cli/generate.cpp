@@ -1,7 +1,11 @@
-// `kiln generate`: one prompt in, a continuation out (streamed text, or one JSON object).
+// `kiln generate`: prompts in, continuations out (streamed text, or one JSON object per prompt), run as
+// one in-flight batch through the Executor.
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <unistd.h>
@@ -9,7 +13,7 @@
 #include "cli/common.h"
 #include "cli/verbs.h"
 #include "kiln/error.h"
-#include "runtime/generation.h"
+#include "kiln/executor.h"
 #include "runtime/sampler.h"
 
 namespace kiln::cli {
@@ -20,6 +24,7 @@ struct GenerateFlags {
   std::string model;
   std::string prompt;
   std::string prompt_ids;
+  std::string prompts_file;
   int64_t max_tokens = 128;
   float temperature = 1.0f;
   int32_t top_k = 0;
@@ -31,30 +36,68 @@ struct GenerateFlags {
   int threads = 0;
   bool json = false;
   bool quiet = false;
+  // Engine.
+  int32_t max_batch_size = 64;
+  int64_t max_num_tokens = 2048;
+  int64_t kv_cache_bytes = 0;
+  int32_t block_size = 16;
 };
 
-nlohmann::json logprob_entry(const SampleResult& s) {
+// What one prompt produced, gathered from its responses.
+struct Outcome {
+  std::vector<int32_t> prompt;
+  std::vector<int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;
+  std::string text;
+  FinishReason finish = FinishReason::None;
+  std::string error;
+  bool done = false;
+  std::chrono::steady_clock::time_point first_token;
+};
+
+nlohmann::json logprob_entry(const TokenLogprobs& s) {
   nlohmann::json top = nlohmann::json::array();
-  for (const auto& t : s.top) top.push_back({{"id", t.id}, {"logprob", t.logprob}});
-  return {{"token_id", s.token}, {"logprob", s.logprob}, {"top", std::move(top)}};
+  for (const auto& [id, lp] : s.top) top.push_back({{"id", id}, {"logprob", lp}});
+  return {{"token_id", s.token_id}, {"logprob", s.logprob}, {"top", std::move(top)}};
 }
 
-int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given) {
-  KILN_CHECK(prompt_given != prompt_ids_given, "give exactly one of --prompt and --prompt-ids");
+std::vector<std::string> read_prompts_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  KILN_CHECK(in.good(), "--prompts-file {}: cannot open it", path);
+  std::vector<std::string> prompts;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    KILN_CHECK(!line.empty(), "--prompts-file {}: line {} is empty (one prompt per line)", path, n);
+    prompts.push_back(line);
+  }
+  KILN_CHECK(!prompts.empty(), "--prompts-file {}: no prompts in it", path);
+  return prompts;
+}
+
+int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool file_given) {
+  KILN_CHECK(prompt_given + prompt_ids_given + file_given == 1,
+             "give exactly one of --prompt, --prompt-ids and --prompts-file");
   KILN_CHECK(f.max_tokens >= 1, "--max-tokens must be >= 1, got {}", f.max_tokens);
+  KILN_CHECK(f.max_batch_size >= 1, "--max-batch-size must be >= 1, got {}", f.max_batch_size);
+  KILN_CHECK(f.max_num_tokens >= 1, "--max-num-tokens must be >= 1, got {}", f.max_num_tokens);
+  KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
+  KILN_CHECK(f.kv_cache_bytes >= 0, "--kv-cache-bytes must be >= 0, got {}", f.kv_cache_bytes);
   check_device(f.device);
-  std::vector<int32_t> prompt;
-  if (prompt_ids_given) prompt = parse_id_list(f.prompt_ids);
-  SamplingParams sp{f.temperature, f.top_k, f.top_p, f.min_p, f.seed, f.logprobs};
-  Sampler::validate(sp);
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::string> texts;
+  if (prompt_ids_given) prompts.push_back(parse_id_list(f.prompt_ids));
+  if (prompt_given) texts.push_back(f.prompt);
+  if (file_given) texts = read_prompts_file(f.prompts_file);
+  Sampler::validate({f.temperature, f.top_k, f.top_p, f.min_p, f.seed, f.logprobs});
   set_num_threads(f.threads);
 
   const std::string path = resolve_model_path(f.model);
   LoadOptions lo;
   lo.progress = !f.quiet && isatty(STDERR_FILENO);
   const auto t_load = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> model = Model::load(path, lo);
-  std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
+  std::shared_ptr<const Model> model = Model::load(path, lo);
+  std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
   const ModelConfig& cfg = model->config();
   if (!f.quiet && !lo.progress)
     std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) in %.2f s\n", path.c_str(), cfg.architecture.c_str(),
@@ -62,67 +105,139 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
 
   if (prompt_ids_given) {
-    for (int32_t id : prompt)
+    for (int32_t id : prompts[0])
       KILN_CHECK(id < cfg.vocab_size, "--prompt-ids: id {} is outside the vocabulary of {} tokens", id, cfg.vocab_size);
   } else {
     KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer; use --prompt-ids", path);
-    prompt = tok->encode(f.prompt, /*add_special=*/true);
+    for (const std::string& t : texts) prompts.push_back(tok->encode(t, /*add_special=*/true));
   }
-  KILN_CHECK(!prompt.empty(), "the prompt is empty after tokenization");
-  const int64_t ctx = cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : prompt.size() + f.max_tokens;
-  KILN_CHECK(static_cast<int64_t>(prompt.size()) < ctx, "the prompt has {} tokens but the model's context is {}",
-             prompt.size(), ctx);
-  const int64_t capacity = std::min<int64_t>(ctx, static_cast<int64_t>(prompt.size()) + f.max_tokens);
-  auto state = model->new_state(capacity);
+  int64_t kv_tokens = 0;  // what the prompts can use at most, for the default KV budget
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& p = prompts[i];
+    const std::string which = prompts.size() > 1 ? fmt::format("prompt {}", i) : "the prompt";
+    KILN_CHECK(!p.empty(), "{} is empty after tokenization", which);
+    const int64_t ctx = cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : p.size() + f.max_tokens;
+    KILN_CHECK(static_cast<int64_t>(p.size()) < ctx, "{} has {} tokens but the model's context is {}", which,
+               p.size(), ctx);
+    const int64_t need = std::min<int64_t>(ctx, static_cast<int64_t>(p.size()) + f.max_tokens);
+    kv_tokens += (need + f.block_size - 1) / f.block_size * f.block_size;
+  }
 
-  Sampler sampler(sp);
-  const std::vector<int32_t> stops = stop_ids(tok.get(), cfg);
-  std::unique_ptr<IncrementalDetokenizer> detok;
-  if (tok) detok = std::make_unique<IncrementalDetokenizer>(*tok, prompt, /*skip_special=*/true);
-  std::string text;
-  auto on_token = [&](int32_t id) {
-    if (!detok) return;
-    std::string piece = detok->push(id);
-    text += piece;
-    if (!f.json && !piece.empty()) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
+  ExecutorConfig ec;
+  ec.max_batch_size = f.max_batch_size;
+  ec.max_num_tokens = f.max_num_tokens;
+  ec.block_size = f.block_size;
+  // Without --kv-cache-bytes: room for every prompt at its longest, all at once, and no more.
+  ec.kv_cache_bytes = f.kv_cache_bytes;
+  if (ec.kv_cache_bytes == 0) ec.kv_cache_bytes = kv_tokens / f.block_size * model->kv_block_bytes(f.block_size);
+  // Declared before the executor, whose callbacks use them: it is destroyed (and its requests ended) first.
+  std::vector<Outcome> outs(prompts.size());
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t remaining = prompts.size();
+  Executor ex(model, tok, ec);
+  if (!f.quiet) {
+    const ExecutorStats s = ex.stats();
+    std::fprintf(stderr, "kiln: KV cache %.1f MiB (%lld blocks of %d tokens)\n", s.kv_cache_bytes / 1048576.0,
+                 static_cast<long long>(s.kv_blocks_total), f.block_size);
+  }
+
+  const bool stream = !f.json && prompts.size() == 1 && tok != nullptr;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request r;
+    r.prompt_ids = prompts[i];
+    r.sampling.temperature = f.temperature;
+    r.sampling.top_k = f.top_k;
+    r.sampling.top_p = f.top_p;
+    r.sampling.min_p = f.min_p;
+    r.sampling.seed = f.seed;
+    r.sampling.logprobs = f.logprobs;
+    r.max_tokens = f.max_tokens;
+    outs[i].prompt = prompts[i];
+    // Runs on the executor thread: gathers, and streams the text of a single prompt as it comes.
+    ex.enqueue(std::move(r), [&, i, stream](const Response& resp) {
+      std::lock_guard lk(mu);
+      Outcome& o = outs[i];
+      if (o.tokens.empty() && !resp.token_ids.empty()) o.first_token = std::chrono::steady_clock::now();
+      o.tokens.insert(o.tokens.end(), resp.token_ids.begin(), resp.token_ids.end());
+      o.logprobs.insert(o.logprobs.end(), resp.logprobs.begin(), resp.logprobs.end());
+      o.text += resp.text;
+      if (stream && !resp.text.empty()) {
+        std::fwrite(resp.text.data(), 1, resp.text.size(), stdout);
+        std::fflush(stdout);
+      }
+      if (resp.finished) {
+        o.finish = resp.finish_reason;
+        o.error = resp.error;
+        o.done = true;
+        --remaining;
+        cv.notify_all();
+      }
+    });
+  }
+  {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return remaining == 0; });
+  }
+  const auto t_end = std::chrono::steady_clock::now();
+  const ExecutorStats stats = ex.stats();
+  ex.shutdown(std::chrono::milliseconds(0));
+  for (const Outcome& o : outs) KILN_CHECK(o.finish != FinishReason::Error, "generation failed: {}", o.error);
+
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const Outcome& o = outs[i];
+    if (f.json) {
+      nlohmann::json out;
+      out["prompt_ids"] = o.prompt;
+      out["token_ids"] = o.tokens;
+      out["text"] = tok ? nlohmann::json(o.text) : nlohmann::json(nullptr);
+      out["finish_reason"] = finish_reason_name(o.finish);
+      nlohmann::json lps = nlohmann::json::array();
+      for (const auto& s : o.logprobs) lps.push_back(logprob_entry(s));
+      out["logprobs"] = std::move(lps);
+      std::puts(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      continue;
     }
-  };
-  GenerationResult r = generate(*model, *state, prompt, f.max_tokens, sampler, stops, on_token);
-  if (detok) {
-    std::string rest = detok->flush();
-    text += rest;
-    if (!f.json) std::fwrite(rest.data(), 1, rest.size(), stdout);
-  }
-
-  if (f.json) {
-    nlohmann::json out;
-    out["prompt_ids"] = prompt;
-    out["token_ids"] = r.tokens;
-    out["text"] = tok ? nlohmann::json(text) : nlohmann::json(nullptr);
-    out["finish_reason"] = r.finish_reason;
-    nlohmann::json lps = nlohmann::json::array();
-    for (const auto& s : r.samples) lps.push_back(logprob_entry(s));
-    out["logprobs"] = std::move(lps);
-    std::puts(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  } else if (tok) {
-    std::fputc('\n', stdout);
-  } else {
-    // Without a tokenizer the ids are the output.
-    std::string ids;
-    for (int32_t t : r.tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
-    std::puts(ids.c_str());
+    const std::string prefix = outs.size() > 1 ? fmt::format("[{}] ", i) : "";
+    if (stream) {
+      std::fputc('\n', stdout);
+    } else if (tok) {
+      std::printf("%s%s\n", prefix.c_str(), o.text.c_str());
+    } else {
+      // Without a tokenizer the ids are the output.
+      std::string ids;
+      for (int32_t t : o.tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+      std::printf("%s%s\n", prefix.c_str(), ids.c_str());
+    }
   }
   std::fflush(stdout);
   if (!f.quiet) {
-    const size_t decoded = r.tokens.size() > 0 ? r.tokens.size() - 1 : 0;
-    std::fprintf(stderr,
-                 "kiln: prompt %lld tokens in %.3f s (%.1f tok/s); generated %zu tokens, %zu after the first in "
-                 "%.3f s (%.2f tok/s); finish: %s\n",
-                 static_cast<long long>(r.prefill_tokens), r.prefill_seconds,
-                 r.prefill_seconds > 0 ? r.prefill_tokens / r.prefill_seconds : 0.0, r.tokens.size(), decoded,
-                 r.decode_seconds, r.decode_seconds > 0 ? decoded / r.decode_seconds : 0.0, r.finish_reason.c_str());
+    using Secs = std::chrono::duration<double>;
+    if (outs.size() == 1) {
+      const Outcome& o = outs[0];
+      const double prefill = Secs(o.first_token - t0).count();
+      const double decode = Secs(t_end - o.first_token).count();
+      const size_t decoded = o.tokens.size() > 0 ? o.tokens.size() - 1 : 0;
+      std::fprintf(stderr,
+                   "kiln: prompt %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens, %zu after the first in "
+                   "%.3f s (%.2f tok/s); finish: %s\n",
+                   o.prompt.size(), prefill, prefill > 0 ? o.prompt.size() / prefill : 0.0, o.tokens.size(), decoded,
+                   decode, decode > 0 ? decoded / decode : 0.0, finish_reason_name(o.finish));
+    } else {
+      size_t in = 0, gen = 0;
+      for (const Outcome& o : outs) {
+        in += o.prompt.size();
+        gen += o.tokens.size();
+      }
+      const double secs = Secs(t_end - t0).count();
+      std::fprintf(stderr,
+                   "kiln: %zu prompts, %zu prompt tokens, %zu generated in %.3f s (%.1f output tok/s, %.1f total); "
+                   "%lld steps, %lld preemptions, prefix cache hits %.1f%%\n",
+                   outs.size(), in, gen, secs, secs > 0 ? gen / secs : 0.0, secs > 0 ? (in + gen) / secs : 0.0,
+                   static_cast<long long>(stats.steps), static_cast<long long>(stats.preemptions),
+                   100.0 * stats.prefix_hit_rate);
+    }
   }
   return 0;
 }
@@ -134,6 +249,7 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--model,-m", f->model, "HF checkpoint folder, .gguf file or llama2.c .bin (default: the cached default model)");
   auto* p = app.add_option("--prompt,-p", f->prompt, "Prompt text");
   auto* pi = app.add_option("--prompt-ids", f->prompt_ids, "Prompt as comma-separated token ids");
+  auto* pf = app.add_option("--prompts-file", f->prompts_file, "Prompts, one per line, run as one in-flight batch");
   app.add_option("--max-tokens,-n", f->max_tokens, "Most tokens to generate")->capture_default_str();
   app.add_option("--temperature,-t", f->temperature, "Sampling temperature; 0 is greedy")->capture_default_str();
   app.add_option("--top-k", f->top_k, "Keep the k most likely tokens (0: off)")->capture_default_str();
@@ -143,9 +259,15 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--logprobs", f->logprobs, "Report the top K logprobs per generated token")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
-  app.add_flag("--json", f->json, "Print one JSON object instead of streaming text");
+  app.add_flag("--json", f->json, "Print one JSON object per prompt instead of streaming text");
   app.add_flag("--quiet,-q", f->quiet, "No progress or speed on stderr");
-  return [f, p, pi] { return run(*f, p->count() > 0, pi->count() > 0); };
+  app.add_option("--max-batch-size", f->max_batch_size, "Engine: running requests at most")->capture_default_str();
+  app.add_option("--max-num-tokens", f->max_num_tokens, "Engine: tokens computed per step at most (the prefill chunk)")
+      ->capture_default_str();
+  app.add_option("--kv-cache-bytes", f->kv_cache_bytes,
+                 "Engine: KV cache budget in bytes (0: what the prompts need)")->capture_default_str();
+  app.add_option("--block-size", f->block_size, "Engine: tokens per KV block")->capture_default_str();
+  return [f, p, pi, pf] { return run(*f, p->count() > 0, pi->count() > 0, pf->count() > 0); };
 }
 
 }  // namespace kiln::cli
