@@ -7,6 +7,8 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev
   python3 python3-pip unzip
+  libcpp-httplib-dev                  # kiln serve's HTTP server
+  python3-venv python3-websocket chromium  # server tests: openai client venv, chat page in headless Chromium
 )
 
 missing=()

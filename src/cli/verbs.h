@@ -10,5 +10,6 @@ namespace kiln::cli {
 std::function<int()> add_generate(CLI::App& app);
 std::function<int()> add_chat(CLI::App& app);
 std::function<int()> add_info(CLI::App& app);
+std::function<int()> add_serve(CLI::App& app);
 
 }  // namespace kiln::cli
