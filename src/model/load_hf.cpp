@@ -85,14 +85,6 @@ class HfSource final : public WeightSource {
   const ModelConfig config_;  // a copy: the caller's config moves into the model while this still reads
 };
 
-// `v` as the nearest value of dtype t (HF computes some constants as tensors of the weights' dtype).
-double round_to_dtype(double v, DType t) {
-  const float f = static_cast<float>(v);
-  if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(f));
-  if (t == DType::F16) return f16_to_f32(f32_to_f16(f));
-  return f;
-}
-
 std::string supported_architectures() {
   std::string s;
   for (const Family& f : families())
@@ -102,9 +94,14 @@ std::string supported_architectures() {
 
 }  // namespace
 
-std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions& options) {
-  const std::string config_path = (fs::path(dir) / "config.json").string();
-  KILN_CHECK(fs::exists(config_path), "{}: no config.json in this folder (expected a Hugging Face checkpoint)", dir);
+double round_to_dtype(double v, DType t) {
+  const float f = static_cast<float>(v);
+  if (t == DType::BF16) return bf16_to_f32(f32_to_bf16(f));
+  if (t == DType::F16) return f16_to_f32(f32_to_f16(f));
+  return f;
+}
+
+ModelConfig read_hf_config(const std::string& config_path, const Family** family_out) {
   const nlohmann::json j = io::read_json_file(config_path);
   KILN_CHECK(j.is_object(), "{}: not a JSON object", config_path);
   const auto arch_it = j.find("architectures");
@@ -117,6 +114,15 @@ std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions&
   ModelConfig c = family->parse_config(j, config_path);
   c.architecture = arch;
   c.family = family->name;
+  if (family_out != nullptr) *family_out = family;
+  return c;
+}
+
+std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions& options) {
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  KILN_CHECK(fs::exists(config_path), "{}: no config.json in this folder (expected a Hugging Face checkpoint)", dir);
+  const Family* family = nullptr;
+  ModelConfig c = read_hf_config(config_path, &family);
 
   const io::SafetensorsCheckpoint ckpt(dir);
   const HfSource src(ckpt, *family, c);

@@ -1,4 +1,4 @@
-// Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin); defaults of the paged entry points.
+// Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin, random weights); paged defaults.
 #include "model/model.h"
 
 #include <filesystem>
@@ -14,6 +14,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   KILN_CHECK(!ec && fs::exists(st), "{}: no such file or folder", path);
+  if (options.random_weights) return load_random(path, options);
   if (fs::is_directory(st)) return load_hf_folder(path, options);
   const std::string ext = fs::path(path).extension().string();
   if (ext == ".gguf") return load_gguf(path, options);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -65,13 +66,21 @@ struct ForwardBatch {
 struct LoadOptions {
   // Print loading progress on stderr.
   bool progress = false;
+  // Build the model from an HF config.json (the path is the file, or a folder holding it) with
+  // deterministic random weights instead of reading a checkpoint: matrices and embeddings normal(0, 0.02),
+  // norm scales 1, biases 0, the same for the same seed on every machine and thread count.
+  bool random_weights = false;
+  uint64_t random_seed = 0;
+  // What the random values are rounded to (F32, F16 or BF16); unset: the config's torch_dtype.
+  std::optional<DType> random_dtype;
 };
 
 class Model {
  public:
   virtual ~Model() = default;
 
-  // Loads an HF checkpoint folder (config.json + safetensors), a .gguf file, or a llama2.c .bin.
+  // Loads an HF checkpoint folder (config.json + safetensors), a .gguf file, or a llama2.c .bin; with
+  // options.random_weights, an HF config.json with random weights.
   // Throws kiln::Error naming the file and problem (missing file, unknown architecture, bad tensor).
   static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
 

@@ -1,0 +1,127 @@
+// Random weights for an HF config.json: full-size shapes can be run and measured without a checkpoint.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/thread_pool.h"
+#include "kiln/error.h"
+#include "model/decoder_model.h"
+#include "model/families/family.h"
+#include "model/loaders.h"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+bool is_norm_scale(WeightRole r) {
+  switch (r) {
+    case WeightRole::FinalNorm:
+    case WeightRole::AttnNorm:
+    case WeightRole::MlpNorm:
+    case WeightRole::QNorm:
+    case WeightRole::KNorm:
+    case WeightRole::EmbedNorm:
+    case WeightRole::PostAttnNorm:
+    case WeightRole::PostMlpNorm: return true;
+    default: return false;
+  }
+}
+
+bool is_bias(WeightRole r) {
+  switch (r) {
+    case WeightRole::FinalNormBias:
+    case WeightRole::AttnNormBias:
+    case WeightRole::QBias:
+    case WeightRole::KBias:
+    case WeightRole::VBias:
+    case WeightRole::OBias:
+    case WeightRole::MlpNormBias:
+    case WeightRole::GateBias:
+    case WeightRole::UpBias:
+    case WeightRole::DownBias:
+    case WeightRole::EmbedNormBias:
+    case WeightRole::LmHeadBias:
+    case WeightRole::PostAttnNormBias:
+    case WeightRole::PostMlpNormBias: return true;
+    default: return false;
+  }
+}
+
+// Every tensor a config calls for: norm scales 1 (0 where the norm scales by 1 + w), biases 0, the rest
+// normal(0, 0.02) from a counter-based generator keyed by (seed, role, layer), so a value depends only on
+// where it is, never on the order of reads or the number of threads.
+class RandomSource final : public WeightSource {
+ public:
+  RandomSource(std::string path, const ModelConfig& c, uint64_t seed, DType dtype)
+      : path_(std::move(path)), norm_add_one_(c.norm_add_one), seed_(seed), dtype_(dtype) {}
+  std::string path() const override { return path_; }
+  std::string name(WeightRole role, int64_t layer) const override {
+    return fmt::format("random[role {}, layer {}]", static_cast<int>(role), layer);
+  }
+  bool has(WeightRole, int64_t) const override { return true; }
+  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+    const int64_t n = shape_numel(shape);
+    if (is_norm_scale(role) || is_bias(role)) {
+      const float v = is_norm_scale(role) && !norm_add_one_ ? 1.0f : 0.0f;
+      std::fill(dst, dst + n, v);
+      return;
+    }
+    const uint64_t key =
+        splitmix64(seed_ ^ splitmix64((static_cast<uint64_t>(role) << 32) ^ static_cast<uint64_t>(layer + 1)));
+    const DType dt = dtype_;
+    // Box-Muller over pairs: element 2i and 2i + 1 come from one 64-bit draw of counter i.
+    const int64_t pairs = (n + 1) / 2;
+    ThreadPool::global().parallel_for(pairs, 1 << 14, [&](int64_t begin, int64_t end) {
+      constexpr double kTwoPi = 6.283185307179586;
+      for (int64_t i = begin; i < end; ++i) {
+        const uint64_t h = splitmix64(key + static_cast<uint64_t>(i));
+        const double u1 = (static_cast<double>(h >> 32) + 0.5) * 0x1p-32;  // (0, 1): log is finite
+        const double u2 = static_cast<double>(h & 0xffffffffu) * 0x1p-32;
+        const double r = 0.02 * std::sqrt(-2.0 * std::log(u1));
+        const float a = static_cast<float>(round_to_dtype(r * std::cos(kTwoPi * u2), dt));
+        dst[2 * i] = a;
+        if (2 * i + 1 < n) dst[2 * i + 1] = static_cast<float>(round_to_dtype(r * std::sin(kTwoPi * u2), dt));
+      }
+    });
+  }
+
+ private:
+  std::string path_;
+  bool norm_add_one_;
+  uint64_t seed_;
+  DType dtype_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_random(const std::string& path, const LoadOptions& options) {
+  std::string config_path = path;
+  if (fs::is_directory(path)) {
+    config_path = (fs::path(path) / "config.json").string();
+    KILN_CHECK(fs::exists(config_path), "{}: no config.json in this folder (random weights need an HF config.json)",
+               path);
+  } else {
+    KILN_CHECK(fs::path(path).extension() == ".json",
+               "{}: random weights need an HF config.json (or a folder holding one), not this file", path);
+  }
+  ModelConfig c = read_hf_config(config_path);
+  const DType dtype = options.random_dtype.value_or(c.checkpoint_dtype);
+  KILN_CHECK(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16,
+             "{}: random weights can be f32, f16 or bf16, not {}", config_path, dtype_name(dtype));
+  c.checkpoint_dtype = dtype;
+  c.checkpoint_storage = fmt::format("random {} (seed {})", dtype_name(dtype), options.random_seed);
+  if (c.embed_scale_in_checkpoint_dtype) c.embed_scale = round_to_dtype(c.embed_scale, c.checkpoint_dtype);
+  const RandomSource src(config_path, c, options.random_seed, dtype);
+  return DecoderModel::create(std::move(c), src, options);
+}
+
+}  // namespace kiln
