@@ -8,7 +8,7 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-pip unzip
   libcpp-httplib-dev                  # kiln serve's HTTP server
-  python3-venv python3-websocket chromium  # server tests: openai client venv, chat page in headless Chromium
+  python3-venv chromium               # server tests: the openai client's venv, the chat page in headless Chromium
 )
 
 missing=()

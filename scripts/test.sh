@@ -9,6 +9,13 @@ jobs=${KILN_JOBS:-$(nproc)}
 scripts/build.sh
 # The default model is checked against its Hugging Face reference (tests/cli/default_model.sh).
 scripts/fetch-default-model.sh >/dev/null
+# The server tests (tests/cli/serve_*.sh) drive kiln serve with the official openai client from a venv.
+venv=build/venv
+if ! cmp -s tests/server/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/server/requirements.txt
+  cp tests/server/requirements.txt "$venv/requirements.txt"
+fi
 ctest --test-dir build -L cpu --output-on-failure -j "$jobs" --timeout 600
 
 if [[ "${KILN_SKIP_ASAN:-0}" != 1 ]]; then
