@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what building and testing kiln needs, from Debian 12 packages. Idempotent; quiet when done.
+# Installs what building kiln needs, from Debian 12 packages; with --test also what the tests need.
+# Idempotent; quiet when everything is present.
 set -euo pipefail
 
 packages=(
@@ -8,8 +9,10 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-pip unzip
   libcpp-httplib-dev                  # kiln serve's HTTP server
-  python3-venv chromium               # server tests: the openai client's venv, the chat page in headless Chromium
 )
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(python3-venv chromium)   # server tests: the openai client's venv, the chat page in headless Chromium
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 # then runs the file-parser corruption tests again under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 jobs=${KILN_JOBS:-$(nproc)}
 
 scripts/build.sh
