@@ -121,14 +121,10 @@ TEST(RandomWeights, BenchConfigsHaveThePublishedShapes) {
     double params;  // as published (HF model cards, papers)
   };
   const Want wants[] = {
-      {"llama-3.1-8b.json", "llama", 32, 4096, 32, 8, 8.030e9},
-      {"llama-2-7b.json", "llama", 32, 4096, 32, 32, 6.738e9},
-      {"gpt-j-6b.json", "gptj", 28, 4096, 16, 16, 6.053e9},
-      {"gemma-2b.json", "gemma", 18, 2048, 8, 1, 2.506e9},
-      {"gemma-7b.json", "gemma", 28, 3072, 16, 16, 8.538e9},
-      {"falcon-7b.json", "falcon", 32, 4544, 71, 1, 6.922e9},
-      {"mpt-7b.json", "mpt", 32, 4096, 32, 32, 6.649e9},
-      {"bloom-7b1.json", "bloom", 30, 4096, 32, 32, 7.069e9},
+      {"llama-3.1-8b.json", "llama", 32, 4096, 32, 8, 8.030e9}, {"llama-2-7b.json", "llama", 32, 4096, 32, 32, 6.738e9},
+      {"gpt-j-6b.json", "gptj", 28, 4096, 16, 16, 6.053e9},     {"gemma-2b.json", "gemma", 18, 2048, 8, 1, 2.506e9},
+      {"gemma-7b.json", "gemma", 28, 3072, 16, 16, 8.538e9},    {"falcon-7b.json", "falcon", 32, 4544, 71, 1, 6.922e9},
+      {"mpt-7b.json", "mpt", 32, 4096, 32, 32, 6.649e9},        {"bloom-7b1.json", "bloom", 30, 4096, 32, 32, 7.069e9},
   };
   int found = 0;
   for (const auto& e : fs::directory_iterator(kConfigs)) found += e.path().extension() == ".json";

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add("generate", "Generate a continuation of a prompt", kiln::cli::add_generate);
   add("chat", "Chat interactively with an instruct model", kiln::cli::add_chat);
   add("info", "Describe a model: architecture, parameters, dtypes, memory", kiln::cli::add_info);
+  add("bench", "Measure throughput and latency (request/s, tok/s, TTFT, TPOT)", kiln::cli::add_bench);
   add("serve", "Serve a model over an OpenAI-compatible HTTP API", kiln::cli::add_serve);
 
   try {

@@ -10,6 +10,7 @@ namespace kiln::cli {
 std::function<int()> add_generate(CLI::App& app);
 std::function<int()> add_chat(CLI::App& app);
 std::function<int()> add_info(CLI::App& app);
+std::function<int()> add_bench(CLI::App& app);
 std::function<int()> add_serve(CLI::App& app);
 
 }  // namespace kiln::cli

@@ -31,8 +31,10 @@ bool is_norm_scale(WeightRole r) {
     case WeightRole::KNorm:
     case WeightRole::EmbedNorm:
     case WeightRole::PostAttnNorm:
-    case WeightRole::PostMlpNorm: return true;
-    default: return false;
+    case WeightRole::PostMlpNorm:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -51,8 +53,10 @@ bool is_bias(WeightRole r) {
     case WeightRole::EmbedNormBias:
     case WeightRole::LmHeadBias:
     case WeightRole::PostAttnNormBias:
-    case WeightRole::PostMlpNormBias: return true;
-    default: return false;
+    case WeightRole::PostMlpNormBias:
+      return true;
+    default:
+      return false;
   }
 }
 
