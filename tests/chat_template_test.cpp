@@ -173,6 +173,51 @@ TEST(Jinja, Errors) {
   EXPECT_NE(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").find("recursed"), std::string::npos);
 }
 
+// Truncated and byte-flipped templates either render or throw TemplateError: never crash, hang or
+// throw anything else (run under ASan too).
+TEST(Jinja, CorruptTemplatesFailCleanly) {
+  std::vector<std::string> sources;
+  for (const char* name :
+       {"meta-llama-Llama-2-7b-chat.jinja", "kiln-jinja-features.jinja", "HuggingFaceTB-SmolLM2-135M-Instruct.jinja"})
+    sources.push_back(read_file(std::string(KILN_SOURCE_DIR) + "/tests/fixtures/chat-templates/" + name));
+  const std::string shared =
+      read_file(std::string(KILN_SHARED_DIR) + "/chat-templates/llama.cpp/meta-llama-Llama-3.1-8B-Instruct.jinja");
+  if (!shared.empty()) sources.push_back(shared);
+  ChatTemplateInputs in;
+  in.messages = ojson::parse(R"([{"role":"system","content":"s"},{"role":"user","content":"u"},
+                                 {"role":"assistant","content":"a"},{"role":"user","content":"v"}])");
+  jinja::RenderOptions opts = pinned_clock();
+  opts.max_output_bytes = 1 << 20;
+  uint64_t state = 12345;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<size_t>(state >> 33);
+  };
+  const char kBytes[] = "{}%#-+()[]'\".,|~ \n0aZ_";
+  int rendered = 0, refused = 0;
+  for (const std::string& src : sources) {
+    ASSERT_FALSE(src.empty());
+    for (int i = 0; i < 400; ++i) {
+      std::string m = src;
+      if (i % 4 == 0) {
+        m.resize(next() % m.size());
+      } else {
+        for (int k = 0, n = 1 + static_cast<int>(next() % 4); k < n; ++k)
+          m[next() % m.size()] = kBytes[next() % (sizeof kBytes - 1)];
+      }
+      try {
+        ChatTemplate t(m, "<s>", "</s>");
+        t.apply(in, opts);
+        ++rendered;
+      } catch (const jinja::TemplateError&) {
+        ++refused;
+      }
+    }
+  }
+  EXPECT_GT(rendered, 0);
+  EXPECT_GT(refused, 0);
+}
+
 TEST(ChatTemplate, FromTokenizerVariables) {
   ChatTemplate t(
       "{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"

@@ -360,6 +360,23 @@ TEST_F(ServerHttp, CompletionsStreamedAndNot) {
   EXPECT_EQ(ev[ev.size() - 2]["usage"]["completion_tokens"], 5);  // the usage chunk
   EXPECT_TRUE(ev[ev.size() - 2]["choices"].empty());
 
+  // A streamed n=2 interleaves both choices, each with its own finish.
+  const std::vector<ojson> two =
+      sse_events(post("/v1/chat/completions",
+                      R"({"messages": [{"role": "user", "content": "x"}], "n": 2, "max_tokens": 3, "stream": true})")
+                     .body);
+  std::map<int, std::string> finishes;
+  std::map<int, int> roles;
+  for (const ojson& e : two) {
+    if (!e.is_object()) continue;
+    const ojson& c = e["choices"][0];
+    if (c["delta"].contains("role")) ++roles[c["index"].get<int>()];
+    if (!c["finish_reason"].is_null()) finishes[c["index"].get<int>()] = c["finish_reason"];
+  }
+  EXPECT_EQ(roles, (std::map<int, int>{{0, 1}, {1, 1}}));
+  EXPECT_EQ(finishes, (std::map<int, std::string>{{0, "length"}, {1, "length"}}));
+  EXPECT_EQ(two.back(), "[DONE]");
+
   // n and a batch of prompts: one choice each, indexed in order.
   const ojson b = ojson::parse(post("/v1/completions", R"({"prompt": ["a", "b"], "n": 2, "max_tokens": 2,
                                                            "seed": 3, "logprobs": 1})")
