@@ -106,8 +106,9 @@ namespace {
 bool is_continuation_byte_token(const Tokenizer& tok, int32_t id) {
   std::string t = tok.id_to_token(id);
   if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return false;
+  const std::string hex = t.substr(3, 2);  // kept alive: `end` points into it
   char* end = nullptr;
-  long v = std::strtol(t.substr(3, 2).c_str(), &end, 16);
+  long v = std::strtol(hex.c_str(), &end, 16);
   return end != nullptr && *end == '\0' && (v & 0xC0) == 0x80;
 }
 }  // namespace
