@@ -51,7 +51,7 @@ TEST(ExecutorSoak, TwoThousandRequestsEndExactlyOnce) {
   c.block_size = 8;
   c.max_batch_size = 16;
   c.max_num_tokens = 96;
-  c.kv_cache_bytes = 30 * model->kv_block_bytes(c.block_size);  // 240 tokens for up to 16 requests of <= 88
+  c.kv_cache_bytes = 24 * model->kv_block_bytes(c.block_size);  // 192 tokens for up to 16 requests of <= 74
   c.max_queue = 0;
   Executor ex(model, tok, c);
 
@@ -70,9 +70,9 @@ TEST(ExecutorSoak, TwoThousandRequestsEndExactlyOnce) {
       const int32_t which = static_cast<int32_t>(rng() % 4);
       for (int k = 0; k < 17; ++k) r.prompt_ids.push_back(10 + which * 50 + k);
     }
-    const int n = static_cast<int>(r.prompt_ids.size()) + static_cast<int>(rng() % 40);
+    const int n = static_cast<int>(r.prompt_ids.size()) + static_cast<int>(rng() % 32);
     while (static_cast<int>(r.prompt_ids.size()) < n) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % 400));
-    r.max_tokens = 1 + static_cast<int64_t>(rng() % 32);
+    r.max_tokens = 1 + static_cast<int64_t>(rng() % 24);
     r.ignore_eos = rng() % 2 == 0;
     r.priority = static_cast<int32_t>(rng() % 3);
     r.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
