@@ -1,33 +1,32 @@
 // Casts between f32 and the 16-bit float types on the GPU.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include <algorithm>
 
-#include "kernels/cuda/cuda_ops.h"
-#include "kiln/error.h"
-
-#define KILN_CUDA_CHECK(expr)                                                                       \
-  do {                                                                                              \
-    cudaError_t err_ = (expr);                                                                      \
-    if (err_ != cudaSuccess)                                                                        \
-      KILN_THROW("CUDA error {} ({}) at {}:{}", cudaGetErrorName(err_), cudaGetErrorString(err_), \
-                 __FILE__, __LINE__);                                                               \
-  } while (0)
+#include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
 
 namespace {
 
+// NaNs keep their sign and top payload bits and become quiet, as the CPU conversions do (the intrinsics
+// return one canonical NaN).
+__device__ __forceinline__ __nv_bfloat16 bf16_nan(float f) {
+  return __ushort_as_bfloat16(static_cast<unsigned short>((__float_as_uint(f) >> 16) | 0x40u));
+}
+__device__ __forceinline__ __half f16_nan(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return __ushort_as_half(static_cast<unsigned short>(((u >> 16) & 0x8000u) | 0x7e00u | ((u >> 13) & 0x3ffu)));
+}
+
 __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    out[i] = __float2bfloat16_rn(in[i]);
+    out[i] = isnan(in[i]) ? bf16_nan(in[i]) : __float2bfloat16_rn(in[i]);
 }
 
 __global__ void f32_to_f16_kernel(const float* in, __half* out, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    out[i] = __float2half_rn(in[i]);
+    out[i] = isnan(in[i]) ? f16_nan(in[i]) : __float2half_rn(in[i]);
 }
 
 template <typename Out, typename Kernel>
@@ -62,6 +61,13 @@ int device_count() {
     cudaGetLastError();
     return 0;
   }
+  return n;
+}
+
+int num_sms() {
+  int dev = 0, n = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
   return n;
 }
 

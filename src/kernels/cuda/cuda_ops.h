@@ -1,16 +1,180 @@
-// The first CUDA ops: device discovery and dtype casts (checked against the CPU conversions).
+// The CUDA ops of the forward pass on raw device pointers: plan on the host, run on a stream, never
+// allocate inside a run. C++17-clean (included by .cu files); every op is checked against kernels/cpu.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+
+// cudaStream_t without the CUDA headers (the same typedef cuda_runtime.h makes).
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;
 
 namespace kiln::cuda {
 
 // Number of CUDA devices usable now (0 when there is no driver or GPU).
 int device_count();
+// Multiprocessors of the current device (for planning grids).
+int num_sms();
 
 // Converts n floats on the host to bf16 / f16 bits on the host through the GPU (round to nearest even).
 void cast_f32_to_bf16(const float* host_in, uint16_t* host_out, size_t n);
 void cast_f32_to_f16(const float* host_in, uint16_t* host_out, size_t n);
+
+// Element type of activations, weights and the KV cache (fp32 accumulation everywhere).
+enum class ElemType : uint8_t { BF16, F16, F32 };
+
+// ---------------------------------------------------------------------------------------------
+// GEMM (cuBLASLt): y[t, o] = sum_k x[t, k] * w[o, k] (+ bias[o]) (+ residual[t, o]), as cpu::matmul.
+// x, w, bias and residual are `in_type` (bf16/f16); y is in_type or F32 (logits). Row strides in
+// elements (0: dense). residual may equal y (in-place residual add). The algorithm is chosen once per
+// shape by cuBLASLt's heuristic and cached; calls from one thread at a time.
+class Gemm {
+ public:
+  // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
+  Gemm(void* workspace, size_t workspace_bytes);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  void run(ElemType in_type, ElemType out_type, const void* x, int64_t T, int64_t in, const void* w, int64_t out,
+           const void* bias, const void* residual, void* y, cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
+  // Shapes planned so far (for tests and logs).
+  size_t cached_plans() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Norms, activations, embedding. Row strides in elements (0: dense).
+
+// y = x / sqrt(mean(x^2) + eps) * w (or * (1 + w) with add_one); w may be null. As cpu::rms_norm.
+void rms_norm(ElemType t, const void* x, const void* w, void* y, int64_t rows, int64_t dim, float eps, bool add_one,
+              cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
+// residual += x (rounded to t), then y = rms_norm(residual). x and y may alias.
+void add_rms_norm(ElemType t, const void* x, void* residual, const void* w, void* y, int64_t rows, int64_t dim,
+                  float eps, bool add_one, cudaStream_t stream);
+// y = (x - mean) / sqrt(var + eps) * w + b (w, b may be null). As cpu::layer_norm.
+void layer_norm(ElemType t, const void* x, const void* w, const void* b, void* y, int64_t rows, int64_t dim, float eps,
+                cudaStream_t stream);
+// residual += x, then y = layer_norm(residual).
+void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, const void* b, void* y, int64_t rows,
+                    int64_t dim, float eps, cudaStream_t stream);
+
+enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
+
+// out[r, i] = act(gate[r, i]) * up[r, i]; gate/up rows have stride ld_in, out rows stride n. As
+// cpu::gated_activation (a fused gate_up GEMM output gives gate = buf, up = buf + n, ld_in = 2n).
+void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
+                      Act act, cudaStream_t stream);
+
+// out[t, :] = table[ids[t], :]. An id outside [0, vocab) gives a row of zeros (the caller validates
+// ids on the host, where it can throw).
+void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
+               cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// Paged KV cache. Per layer, K and V blocks each [num_kv_heads, block_size, head_dim], block b at
+// k_cache / v_cache + b * block_stride elements (block_stride 0: dense, num_kv_heads * block_size * head_dim;
+// larger strides let K and V, and every layer, share one pool as cpu::PagedKvLayer does). Token slot s lives
+// in block s / block_size at offset s % block_size.
+
+// RoPE on q and k of a fused qkv buffer, fused with writing k and v into their paged slots.
+// qkv: [T, ld_qkv], row t = q (num_heads * head_dim) | k (num_kv_heads * head_dim) | v (same).
+// q is rotated in place (k and v in qkv are left as they were). Optional per-head RMSNorm of q and k
+// before the rotation (Qwen3): q_norm / k_norm [head_dim] of type t, or null.
+struct RopeKvArgs {
+  int64_t num_tokens = 0;
+  int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int32_t rotary_dim = 0;                 // the first rotary_dim dims of each head rotate; the rest pass through
+  bool interleaved = false;               // pairs (2i, 2i+1) instead of (i, i + rotary_dim/2)
+  int64_t ld_qkv = 0;                     // elements between tokens (0: dense)
+  const int32_t* positions = nullptr;     // [T] device
+  const double* inv_freq = nullptr;       // [rotary_dim / 2] device (cpu::rope_inv_freq, scaling included)
+  const int32_t* slot_mapping = nullptr;  // [T] device; < 0: do not write this token
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  int32_t block_size = 16;
+  int64_t block_stride = 0;  // elements between blocks (0: dense)
+  const void* q_norm = nullptr;
+  const void* k_norm = nullptr;
+  float qk_norm_eps = 1e-6f;
+};
+void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// Attention over the paged KV cache. Query i of a sequence with q_len new tokens and kv_len cached
+// tokens (the new ones included, already written) sits at position kv_len - q_len + i and sees keys
+// 0 .. its position (window > 0: only the last `window` of them), as cpu::attention.
+struct PagedKv {
+  const void* k_cache = nullptr;
+  const void* v_cache = nullptr;
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int32_t max_blocks_per_seq = 0;
+  int32_t block_size = 16;
+  int64_t block_stride = 0;          // elements between blocks (0: dense)
+  const int32_t* kv_lens = nullptr;  // [num_seqs]
+};
+
+struct AttentionShape {
+  int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0;  // head_dim 64, 80, 96, 128 or 256
+  float scale = 1.0f;
+  int32_t window = 0;                   // 0: full
+  float softcap = 0.0f;                 // > 0: scores = softcap * tanh(scores / softcap) (Gemma 2)
+  const float* alibi_slopes = nullptr;  // device [num_heads] (cpu::alibi_slopes), or null: no ALiBi
+};
+
+// Decode: one query per sequence, q [num_seqs, ldq] (heads packed, head_dim each), out likewise.
+// Split-K over the context (flash-decoding); each CTA loads a KV tile once for all query heads of its
+// KV group. The plan depends only on sizes (safe to reuse across steps and inside CUDA graphs as long
+// as every kv_len <= max_kv_len).
+struct DecodePlan {
+  int32_t num_seqs = 0;
+  int32_t max_kv_len = 0;
+  int32_t num_splits = 1;
+  int32_t split_tokens = 0;  // context tokens per split
+  int32_t head_chunks = 1;   // query heads of a group are done 16 at a time
+  int32_t variant = 0;       // kernel configuration (0: default; others for benchmarks)
+  size_t workspace_bytes = 0;
+};
+// Kernel configurations selectable through plan_decode_attention's `variant` (head_dim 128 only; others use 0).
+constexpr int kDecodeAttentionVariants = 6;
+DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
+                                 int32_t num_splits = 0 /* 0: choose */, int32_t variant = 0);
+void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
+                      const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream);
+
+// Prefill (and chunked prefill): q [total_q, ldq] holds the new tokens of num_seqs sequences back to back,
+// cu_q_lens [num_seqs + 1] (device) their offsets. Tensor cores (mma.sync), online softmax, causal.
+struct PrefillPlan {
+  int32_t num_seqs = 0;
+  int32_t max_q_len = 0;
+  int32_t row_tiles = 0;  // CTAs per (sequence, KV head)
+};
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len);
+void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
+                       const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// Sampling on fp32 logits [rows, ld]. Per row: the chosen token (greedy argmax, lowest id on ties,
+// when temperature[r] <= 0 or temperature is null; otherwise a draw from softmax(logits / temperature)
+// through the Gumbel-max trick with a counter-based RNG keyed by (seeds[r], steps[r])), its log-prob
+// under the raw distribution, and the top_k (<= 20) log-probs, best first (lower id on ties).
+constexpr int kMaxTopLogprobs = 20;
+struct SampleArgs {
+  const float* logits = nullptr;
+  int64_t rows = 0, vocab = 0, ld = 0;  // ld 0: vocab
+  const float* temperature = nullptr;   // [rows] or null (all greedy)
+  const uint64_t* seeds = nullptr;      // [rows] (with temperature)
+  const uint64_t* steps = nullptr;      // [rows] a per-row counter so each step draws fresh numbers
+  int32_t top_k = 0;                    // how many top log-probs to report (0..20)
+  int32_t* tokens = nullptr;            // [rows]
+  float* token_logprobs = nullptr;      // [rows] or null
+  int32_t* top_ids = nullptr;           // [rows, top_k]
+  float* top_logprobs = nullptr;        // [rows, top_k]
+};
+void sample(const SampleArgs& args, cudaStream_t stream);
 
 }  // namespace kiln::cuda

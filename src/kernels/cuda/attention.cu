@@ -1,0 +1,170 @@
+// Attention plans (split counts, grids, workspace) and dispatch to the per-head_dim kernel instances.
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/attention_impl.h"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace kiln::cuda {
+static_assert(kDecodeAttentionVariants == attn::kNumDecodeVariants, "variant counts disagree");
+namespace {
+
+void check_shape(const AttentionShape& s) {
+  KILN_CHECK(s.head_dim == 64 || s.head_dim == 80 || s.head_dim == 96 || s.head_dim == 128 || s.head_dim == 256,
+             "attention: head_dim {} is not supported (64, 80, 96, 128, 256)", s.head_dim);
+  KILN_CHECK(s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0,
+             "attention: {} query heads are not a multiple of {} KV heads", s.num_heads, s.num_kv_heads);
+  KILN_CHECK(s.window >= 0, "attention: window must be >= 0");
+}
+
+void check_kv(const PagedKv& kv) {
+  KILN_CHECK(kv.k_cache && kv.v_cache && kv.block_tables && kv.kv_lens, "attention: KV cache pointers missing");
+  KILN_CHECK(kv.block_size > 0 && kv.max_blocks_per_seq > 0, "attention: bad block size {} / blocks per sequence {}",
+             kv.block_size, kv.max_blocks_per_seq);
+  KILN_CHECK(aligned16(kv.k_cache) && aligned16(kv.v_cache), "attention: KV caches must be 16-byte aligned");
+}
+
+attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, const PagedKv& kv, void* out,
+                         int64_t ldo) {
+  attn::Params p;
+  p.q = q;
+  p.ldq = ldq ? ldq : static_cast<int64_t>(s.num_heads) * s.head_dim;
+  p.out = out;
+  p.ldo = ldo ? ldo : static_cast<int64_t>(s.num_heads) * s.head_dim;
+  p.k_cache = kv.k_cache;
+  p.v_cache = kv.v_cache;
+  p.block_tables = kv.block_tables;
+  p.max_blocks_per_seq = kv.max_blocks_per_seq;
+  p.block_size = kv.block_size;
+  p.block_stride = kv.block_stride ? kv.block_stride : int64_t{s.num_kv_heads} * kv.block_size * s.head_dim;
+  KILN_CHECK(p.block_stride % 8 == 0 && p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
+             "attention: block stride {} must be a multiple of 8 and hold a block", p.block_stride);
+  p.kv_lens = kv.kv_lens;
+  p.num_heads = s.num_heads;
+  p.num_kv_heads = s.num_kv_heads;
+  p.group = s.num_heads / s.num_kv_heads;
+  p.scale = s.scale;
+  p.scale_log2 = s.scale * 1.4426950408889634f;
+  p.softcap = s.softcap;
+  p.alibi_slopes = s.alibi_slopes;
+  p.window = s.window;
+  KILN_CHECK(p.ldq % 8 == 0 && aligned16(q), "attention: q must be 16-byte aligned with a row stride multiple of 8");
+  KILN_CHECK(p.ldo % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0, "attention: out must be 4-byte aligned");
+  return p;
+}
+
+}  // namespace
+
+DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
+                                 int32_t num_splits, int32_t variant) {
+  check_shape(shape);
+  KILN_CHECK(num_seqs >= 0 && max_kv_len >= 0, "decode attention: negative sizes");
+  KILN_CHECK(variant >= 0 && variant < attn::kNumDecodeVariants, "decode attention: no variant {}", variant);
+  if (shape.head_dim != 128) variant = 0;
+  DecodePlan plan;
+  plan.num_seqs = num_seqs;
+  plan.max_kv_len = max_kv_len;
+  plan.variant = variant;
+  const int group = shape.num_heads / shape.num_kv_heads;
+  plan.head_chunks = (group + 15) / 16;
+  const int64_t len = std::max<int64_t>(1, shape.window > 0 ? std::min(max_kv_len, shape.window) : max_kv_len);
+  const int per_cta = attn::kDecodeConfigs[variant].tok * attn::kDecodeConfigs[variant].warps;
+  if (num_splits <= 0) {
+    // Enough CTAs for two per multiprocessor, but every split keeps at least one tile per warp.
+    const int64_t base = std::max<int64_t>(1, int64_t{num_seqs} * shape.num_kv_heads * plan.head_chunks);
+    const int64_t want = (2 * int64_t{std::max(num_sms, 1)} + base - 1) / base;
+    const int64_t most = (len + per_cta - 1) / per_cta;
+    num_splits = static_cast<int32_t>(std::clamp<int64_t>(want, 1, std::max<int64_t>(1, most)));
+  }
+  num_splits = std::min<int32_t>(num_splits, 65535);
+  plan.num_splits = num_splits;
+  plan.split_tokens = static_cast<int32_t>((len + num_splits - 1) / num_splits);
+  if (num_splits > 1)
+    plan.workspace_bytes =
+        static_cast<size_t>(num_seqs) * shape.num_heads * num_splits * (shape.head_dim + 1) * sizeof(float);
+  return plan;
+}
+
+void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
+                      const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream) {
+  if (plan.num_seqs == 0) return;
+  check_shape(shape);
+  check_kv(kv);
+  attn::Params p = base_params(shape, q, ldq, kv, out, ldo);
+  p.num_seqs = plan.num_seqs;
+  p.num_splits = plan.num_splits;
+  p.split_tokens = std::max(plan.split_tokens, 1);
+  p.head_chunks = plan.head_chunks;
+  KILN_CHECK(plan.num_splits == 1 || workspace, "decode attention: the plan needs {} bytes of workspace",
+             plan.workspace_bytes);
+  KILN_CHECK(plan.num_seqs <= 65535 && int64_t{shape.num_kv_heads} * plan.head_chunks <= 65535,
+             "decode attention: grid too large");
+  if (plan.num_splits > 1) {
+    p.part_o = static_cast<float*>(workspace);
+    p.part_lse = p.part_o + static_cast<size_t>(plan.num_seqs) * shape.num_heads * plan.num_splits * shape.head_dim;
+  }
+  KILN_DISPATCH_16(t, T, {
+    switch (shape.head_dim) {
+      case 64:
+        attn::launch_decode<T, 64>(p, plan.variant, stream);
+        break;
+      case 80:
+        attn::launch_decode<T, 80>(p, plan.variant, stream);
+        break;
+      case 96:
+        attn::launch_decode<T, 96>(p, plan.variant, stream);
+        break;
+      case 128:
+        attn::launch_decode<T, 128>(p, plan.variant, stream);
+        break;
+      case 256:
+        attn::launch_decode<T, 256>(p, plan.variant, stream);
+        break;
+    }
+  });
+}
+
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len) {
+  check_shape(shape);
+  KILN_CHECK(num_seqs >= 0 && max_q_len >= 0, "prefill attention: negative sizes");
+  PrefillPlan plan;
+  plan.num_seqs = num_seqs;
+  plan.max_q_len = max_q_len;
+  const int64_t rows = int64_t{max_q_len} * (shape.num_heads / shape.num_kv_heads);
+  plan.row_tiles = static_cast<int32_t>((rows + 63) / 64);
+  return plan;
+}
+
+void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
+                       const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream) {
+  if (plan.num_seqs == 0 || plan.row_tiles == 0) return;
+  check_shape(shape);
+  check_kv(kv);
+  KILN_CHECK(cu_q_lens, "prefill attention: cu_q_lens missing");
+  KILN_CHECK(plan.num_seqs <= 65535 && shape.num_kv_heads <= 65535, "prefill attention: grid too large");
+  attn::Params p = base_params(shape, q, ldq, kv, out, ldo);
+  p.num_seqs = plan.num_seqs;
+  p.cu_q_lens = cu_q_lens;
+  p.row_tiles = plan.row_tiles;
+  KILN_DISPATCH_16(t, T, {
+    switch (shape.head_dim) {
+      case 64:
+        attn::launch_prefill<T, 64>(p, stream);
+        break;
+      case 80:
+        attn::launch_prefill<T, 80>(p, stream);
+        break;
+      case 96:
+        attn::launch_prefill<T, 96>(p, stream);
+        break;
+      case 128:
+        attn::launch_prefill<T, 128>(p, stream);
+        break;
+      case 256:
+        attn::launch_prefill<T, 256>(p, stream);
+        break;
+    }
+  });
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,6 @@
+// Attention kernel instances for head_dim 96 (bf16 and f16).
+#include "kernels/cuda/attention_kernels.cuh"
+
+namespace kiln::cuda::attn {
+KILN_ATTN_INSTANCES(96)
+}  // namespace kiln::cuda::attn

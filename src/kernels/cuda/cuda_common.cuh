@@ -1,0 +1,123 @@
+// Shared pieces of the CUDA kernels: error checks, element-type traits, vector access, reductions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_ops.h"
+#include "kiln/error.h"
+
+#define KILN_CUDA_CHECK(expr)                                                                                          \
+  do {                                                                                                                 \
+    cudaError_t err_ = (expr);                                                                                         \
+    if (err_ != cudaSuccess)                                                                                           \
+      KILN_THROW("CUDA error {} ({}) at {}:{}", cudaGetErrorName(err_), cudaGetErrorString(err_), __FILE__, __LINE__); \
+  } while (0)
+
+// After a launch: a bad configuration shows here, a fault at the next synchronizing call.
+#define KILN_CUDA_LAUNCH_CHECK() KILN_CUDA_CHECK(cudaGetLastError())
+
+namespace kiln::cuda {
+
+// Element traits for the 16-bit types: conversions and the packed pair type.
+template <typename T>
+struct Elem;
+template <>
+struct Elem<__nv_bfloat16> {
+  using Pair = __nv_bfloat162;
+  static __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+  static __device__ __forceinline__ float2 to_f2(Pair v) { return __bfloat1622float2(v); }
+  static __device__ __forceinline__ Pair from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+template <>
+struct Elem<__half> {
+  using Pair = __half2;
+  static __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+  static __device__ __forceinline__ float2 to_f2(Pair v) { return __half22float2(v); }
+  static __device__ __forceinline__ Pair from_f2(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <>
+struct Elem<float> {
+  static __device__ __forceinline__ float to_f(float v) { return v; }
+  static __device__ __forceinline__ float from_f(float v) { return v; }
+};
+
+template <typename T>
+__device__ __forceinline__ float to_f(T v) {
+  return Elem<T>::to_f(v);
+}
+template <typename T>
+__device__ __forceinline__ T from_f(float v) {
+  return Elem<T>::from_f(v);
+}
+
+// 8 16-bit elements in one 16-byte access.
+template <typename T>
+union Vec8 {
+  uint4 u;
+  T h[8];
+};
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float (&f)[8]) {
+  Vec8<T> v;
+  v.u = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) f[i] = to_f(v.h[i]);
+}
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float (&f)[8]) {
+  Vec8<T> v;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v.h[i] = from_f<T>(f[i]);
+  *reinterpret_cast<uint4*>(p) = v.u;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// `scratch` holds 32 floats; the call synchronizes the block twice.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = lane < nwarps ? scratch[lane] : 0.0f;
+  r = warp_sum(r);
+  __syncthreads();
+  return r;
+}
+
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+// Launches kernel_t<T> for the element type t (bf16 or f16).
+#define KILN_DISPATCH_16(t, T, ...)                            \
+  do {                                                         \
+    if ((t) == ::kiln::cuda::ElemType::BF16) {                 \
+      using T = __nv_bfloat16;                                 \
+      __VA_ARGS__;                                             \
+    } else if ((t) == ::kiln::cuda::ElemType::F16) {           \
+      using T = __half;                                        \
+      __VA_ARGS__;                                             \
+    } else {                                                   \
+      KILN_THROW("CUDA op: element type must be bf16 or f16"); \
+    }                                                          \
+  } while (0)
+
+}  // namespace kiln::cuda

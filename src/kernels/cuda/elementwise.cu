@@ -1,0 +1,113 @@
+// Element-wise ops: gated activations (SwiGLU, GeGLU) and the embedding gather, 16-byte accesses.
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+template <Act kAct>
+__device__ __forceinline__ float act_one(float v) {
+  if constexpr (kAct == Act::SiLU) {
+    return v / (1.0f + __expf(-v));
+  } else if constexpr (kAct == Act::GeluTanh) {
+    constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * v * (1.0f + tanhf(kC * (v + 0.044715f * v * v * v)));
+  } else {
+    return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+  }
+}
+
+// Grid: (rows, column chunks). kVec: 8 elements per thread.
+template <typename T, Act kAct, bool kVec>
+__global__ void gated_kernel(const T* gate, const T* up, T* out, int64_t n, int64_t ld_in) {
+  const int64_t row = blockIdx.x;
+  const T* g = gate + row * ld_in;
+  const T* u = up + row * ld_in;
+  T* o = out + row * n;
+  if constexpr (kVec) {
+    const int64_t c = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (c * 8 >= n) return;
+    float gv[8], uv[8];
+    load8(g + c * 8, gv);
+    load8(u + c * 8, uv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) gv[i] = act_one<kAct>(gv[i]) * uv[i];
+    store8(o + c * 8, gv);
+  } else {
+    const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= n) return;
+    o[i] = from_f<T>(act_one<kAct>(to_f(g[i])) * to_f(u[i]));
+  }
+}
+
+// One CTA per token; 16-byte copies when the row allows.
+template <typename T>
+__global__ void embedding_kernel(const T* table, int64_t vocab, int64_t dim, const int32_t* ids, T* out, bool vec) {
+  const int64_t t = blockIdx.x;
+  const int32_t id = ids[t];
+  T* o = out + t * dim;
+  const bool valid = id >= 0 && id < vocab;
+  const T* src = table + (valid ? static_cast<int64_t>(id) : 0) * dim;
+  if (vec) {
+    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+      uint4 v = valid ? reinterpret_cast<const uint4*>(src)[c] : make_uint4(0, 0, 0, 0);
+      reinterpret_cast<uint4*>(o)[c] = v;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = valid ? src[i] : from_f<T>(0.0f);
+  }
+}
+
+}  // namespace
+
+void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
+                      Act act, cudaStream_t stream) {
+  if (rows <= 0 || n <= 0) return;
+  KILN_CHECK(rows <= 0x7fffffff, "gated activation: {} rows is too many for one launch", rows);
+  const bool vec = n % 8 == 0 && ld_in % 8 == 0 && aligned16(gate) && aligned16(up) && aligned16(out);
+  const int threads = 256;
+  const int64_t work = vec ? n / 8 : n;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((work + threads - 1) / threads));
+  KILN_DISPATCH_16(t, T, {
+    const T* g = static_cast<const T*>(gate);
+    const T* u = static_cast<const T*>(up);
+    T* o = static_cast<T*>(out);
+    switch (act) {
+      case Act::SiLU:
+        if (vec)
+          gated_kernel<T, Act::SiLU, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        else
+          gated_kernel<T, Act::SiLU, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        break;
+      case Act::GeluTanh:
+        if (vec)
+          gated_kernel<T, Act::GeluTanh, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        else
+          gated_kernel<T, Act::GeluTanh, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        break;
+      case Act::GeluErf:
+        if (vec)
+          gated_kernel<T, Act::GeluErf, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        else
+          gated_kernel<T, Act::GeluErf, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+        break;
+    }
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
+               cudaStream_t stream) {
+  if (T <= 0) return;
+  KILN_CHECK(T <= 0x7fffffff, "embedding: {} tokens is too many for one launch", T);
+  const bool vec = dim % 8 == 0 && aligned16(table) && aligned16(out);
+  const int threads = static_cast<int>(std::clamp<int64_t>(((vec ? dim / 8 : dim) + 31) / 32 * 32, 32, 512));
+  KILN_DISPATCH_16(t, E, {
+    embedding_kernel<E><<<static_cast<unsigned>(T), threads, 0, stream>>>(static_cast<const E*>(table), vocab, dim, ids,
+                                                                          static_cast<E*>(out), vec);
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace kiln::cuda

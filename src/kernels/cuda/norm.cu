@@ -1,0 +1,260 @@
+// RMSNorm and LayerNorm, each optionally fused with the residual add: one CTA per row, 16-byte accesses.
+#include <algorithm>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+struct NormArgs {
+  const void* x;
+  void* residual;  // non-null: residual += x, then normalize residual
+  const void* w;
+  const void* b;
+  void* y;
+  int64_t dim, ldx, ldy;
+  float eps;
+  bool add_one;
+};
+
+// kVec: dim, strides and pointers allow 8-element (16-byte) accesses.
+template <typename T, bool kRms, bool kVec>
+__global__ void norm_kernel(NormArgs a) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(a.x) + row * a.ldx;
+  T* res = a.residual ? static_cast<T*>(a.residual) + row * a.dim : nullptr;
+  T* y = static_cast<T*>(a.y) + row * a.ldy;
+  const T* w = static_cast<const T*>(a.w);
+  const T* bias = static_cast<const T*>(a.b);
+  const int64_t dim = a.dim;
+  // The values normalized: x, or the updated residual (rounded to T as it is stored).
+  const T* src = res ? res : x;
+
+  float s1 = 0.0f, s2 = 0.0f;
+  if constexpr (kVec) {
+    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+      float v[8];
+      load8(x + c * 8, v);
+      if (res) {
+        float r[8];
+        load8(res + c * 8, r);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = to_f(from_f<T>(r[i] + v[i]));
+        store8(res + c * 8, v);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        s1 += v[i];
+        s2 += v[i] * v[i];
+      }
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      float v = to_f(x[i]);
+      if (res) {
+        const T r = from_f<T>(to_f(res[i]) + v);
+        res[i] = r;
+        v = to_f(r);
+      }
+      s1 += v;
+      s2 += v * v;
+    }
+  }
+  float inv, mean = 0.0f;
+  if constexpr (kRms) {
+    s2 = block_sum(s2, scratch);
+    inv = rsqrtf(s2 / static_cast<float>(dim) + a.eps);
+  } else {
+    s1 = block_sum(s1, scratch);
+    mean = s1 / static_cast<float>(dim);
+    // Second pass for the variance (as the CPU does): E[x^2] - mean^2 cancels badly.
+    float s3 = 0.0f;
+    if constexpr (kVec) {
+      for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+        float v[8];
+        load8(src + c * 8, v);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s3 += (v[i] - mean) * (v[i] - mean);
+      }
+    } else {
+      for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float d = to_f(src[i]) - mean;
+        s3 += d * d;
+      }
+    }
+    s3 = block_sum(s3, scratch);
+    inv = rsqrtf(s3 / static_cast<float>(dim) + a.eps);
+  }
+
+  const float one = a.add_one ? 1.0f : 0.0f;
+  if constexpr (kVec) {
+    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+      float v[8];
+      load8(src + c * 8, v);
+      float wv[8] = {1, 1, 1, 1, 1, 1, 1, 1}, bv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      if (w) {
+        load8(w + c * 8, wv);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) wv[i] += one;
+      }
+      if (bias) load8(bias + c * 8, bv);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) v[i] = (v[i] - mean) * inv * wv[i] + bv[i];
+      store8(y + c * 8, v);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      float v = (to_f(src[i]) - mean) * inv;
+      if (w) v *= to_f(w[i]) + one;
+      if (bias) v += to_f(bias[i]);
+      y[i] = from_f<T>(v);
+    }
+  }
+}
+
+// Rows of up to 8192 elements: each of 128 threads keeps its kPer 16-byte chunks in registers, so the row
+// is read once and every load is in flight before the first reduction.
+template <typename T, bool kRms, int kPer>
+__global__ void __launch_bounds__(128) norm_reg_kernel(NormArgs a) {
+  __shared__ float scratch[32];
+  const int64_t row = blockIdx.x;
+  const T* x = static_cast<const T*>(a.x) + row * a.ldx;
+  T* res = a.residual ? static_cast<T*>(a.residual) + row * a.dim : nullptr;
+  T* y = static_cast<T*>(a.y) + row * a.ldy;
+  const T* w = static_cast<const T*>(a.w);
+  const T* bias = static_cast<const T*>(a.b);
+  const int chunks = static_cast<int>(a.dim / 8);
+  float v[kPer][8];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int c = threadIdx.x + i * 128;
+    if (c < chunks) load8(x + c * 8, v[i]);
+  }
+  if (res) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int c = threadIdx.x + i * 128;
+      if (c >= chunks) continue;
+      float r[8];
+      load8(res + c * 8, r);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[i][j] = to_f(from_f<T>(r[j] + v[i][j]));
+      store8(res + c * 8, v[i]);
+    }
+  }
+  float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    if (static_cast<int>(threadIdx.x) + i * 128 >= chunks) continue;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s1 += v[i][j], s2 += v[i][j] * v[i][j];
+  }
+  float inv, mean = 0.0f;
+  if constexpr (kRms) {
+    inv = rsqrtf(block_sum(s2, scratch) / static_cast<float>(a.dim) + a.eps);
+  } else {
+    mean = block_sum(s1, scratch) / static_cast<float>(a.dim);
+    float s3 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (static_cast<int>(threadIdx.x) + i * 128 >= chunks) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s3 += (v[i][j] - mean) * (v[i][j] - mean);
+    }
+    inv = rsqrtf(block_sum(s3, scratch) / static_cast<float>(a.dim) + a.eps);
+  }
+  const float one = a.add_one ? 1.0f : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int c = threadIdx.x + i * 128;
+    if (c >= chunks) continue;
+    float wv[8] = {1, 1, 1, 1, 1, 1, 1, 1}, bv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (w) {
+      load8(w + c * 8, wv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) wv[j] += one;
+    }
+    if (bias) load8(bias + c * 8, bv);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) v[i][j] = (v[i][j] - mean) * inv * wv[j] + bv[j];
+    store8(y + c * 8, v[i]);
+  }
+}
+
+template <typename T, int kPer>
+void launch_norm_reg(bool rms, const NormArgs& a, dim3 grid, cudaStream_t stream) {
+  if (rms)
+    norm_reg_kernel<T, true, kPer><<<grid, 128, 0, stream>>>(a);
+  else
+    norm_reg_kernel<T, false, kPer><<<grid, 128, 0, stream>>>(a);
+}
+
+void launch_norm(ElemType t, bool rms, const NormArgs& a, int64_t rows, cudaStream_t stream) {
+  if (rows <= 0) return;
+  KILN_CHECK(a.dim > 0, "norm: dimension must be positive, got {}", a.dim);
+  const bool vec = a.dim % 8 == 0 && a.ldx % 8 == 0 && a.ldy % 8 == 0 && aligned16(a.x) && aligned16(a.y) &&
+                   (!a.residual || aligned16(a.residual)) && (!a.w || aligned16(a.w)) && (!a.b || aligned16(a.b));
+  const int64_t work = vec ? a.dim / 8 : a.dim;
+  int threads = static_cast<int>(std::min<int64_t>(512, (work + 31) / 32 * 32));
+  threads = std::max(threads, 32);
+  KILN_CHECK(rows <= 0x7fffffff, "norm: {} rows is too many for one launch", rows);
+  const dim3 grid(static_cast<unsigned>(rows));
+  if (vec && a.dim <= 8 * 128 * 8) {
+    const int64_t per = (a.dim / 8 + 127) / 128;
+    KILN_DISPATCH_16(t, T, {
+      if (per <= 1)
+        launch_norm_reg<T, 1>(rms, a, grid, stream);
+      else if (per <= 2)
+        launch_norm_reg<T, 2>(rms, a, grid, stream);
+      else if (per <= 4)
+        launch_norm_reg<T, 4>(rms, a, grid, stream);
+      else
+        launch_norm_reg<T, 8>(rms, a, grid, stream);
+    });
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
+  KILN_DISPATCH_16(t, T, {
+    if (rms) {
+      if (vec)
+        norm_kernel<T, true, true><<<grid, threads, 0, stream>>>(a);
+      else
+        norm_kernel<T, true, false><<<grid, threads, 0, stream>>>(a);
+    } else {
+      if (vec)
+        norm_kernel<T, false, true><<<grid, threads, 0, stream>>>(a);
+      else
+        norm_kernel<T, false, false><<<grid, threads, 0, stream>>>(a);
+    }
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void rms_norm(ElemType t, const void* x, const void* w, void* y, int64_t rows, int64_t dim, float eps, bool add_one,
+              cudaStream_t stream, int64_t ldx, int64_t ldy) {
+  NormArgs a{x, nullptr, w, nullptr, y, dim, ldx ? ldx : dim, ldy ? ldy : dim, eps, add_one};
+  launch_norm(t, true, a, rows, stream);
+}
+
+void add_rms_norm(ElemType t, const void* x, void* residual, const void* w, void* y, int64_t rows, int64_t dim,
+                  float eps, bool add_one, cudaStream_t stream) {
+  NormArgs a{x, residual, w, nullptr, y, dim, dim, dim, eps, add_one};
+  launch_norm(t, true, a, rows, stream);
+}
+
+void layer_norm(ElemType t, const void* x, const void* w, const void* b, void* y, int64_t rows, int64_t dim, float eps,
+                cudaStream_t stream) {
+  NormArgs a{x, nullptr, w, b, y, dim, dim, dim, eps, false};
+  launch_norm(t, false, a, rows, stream);
+}
+
+void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, const void* b, void* y, int64_t rows,
+                    int64_t dim, float eps, cudaStream_t stream) {
+  NormArgs a{x, residual, w, b, y, dim, dim, dim, eps, false};
+  launch_norm(t, false, a, rows, stream);
+}
+
+}  // namespace kiln::cuda

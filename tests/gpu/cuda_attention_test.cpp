@@ -1,0 +1,242 @@
+// Paged decode (split-K, GQA-grouped) and prefill (tensor cores, causal, chunked) attention agree with
+// cpu::attention on odd batches, lengths, block sizes, GQA ratios, head dims, windows and both 16-bit types.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "cuda_test_util.h"
+#include "kernels/cpu/ops.h"
+
+namespace kiln {
+namespace {
+
+using cuda::ElemType;
+using testing::DeviceBuffer;
+using testing::Half16;
+
+// Sequences in a shuffled block pool (the rounded values kept as floats for the CPU op). The pool holds K
+// blocks then V blocks, or, with `shared`, K and V of each block side by side (block stride 2 blocks).
+struct Paged {
+  int num_seqs = 0, H = 0, Hkv = 0, D = 0, bs = 0, max_blocks = 0, num_blocks = 0;
+  int64_t block_elems = 0, stride = 0, v_base = 0;
+  std::vector<int32_t> kv_lens, tables;
+  Half16 pool;
+  DeviceBuffer<uint16_t> dpool;
+  DeviceBuffer<int32_t> dtables, dlens;
+
+  Paged(const std::vector<int32_t>& lens, int H_, int Hkv_, int D_, int bs_, ElemType t, std::mt19937& rng,
+        bool shared = false)
+      : num_seqs(static_cast<int>(lens.size())), H(H_), Hkv(Hkv_), D(D_), bs(bs_), kv_lens(lens) {
+    int total = 0;
+    for (int32_t l : lens) {
+      max_blocks = std::max(max_blocks, (l + bs - 1) / bs);
+      total += (l + bs - 1) / bs;
+    }
+    max_blocks += 1;  // a spare entry per row that must never be followed
+    num_blocks = total + 3;
+    std::vector<int32_t> ids(num_blocks);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    tables.assign(static_cast<size_t>(num_seqs) * max_blocks, 0x3fffffff);
+    int next = 0;
+    for (int s = 0; s < num_seqs; ++s)
+      for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
+    block_elems = static_cast<int64_t>(Hkv) * bs * D;
+    stride = shared ? 2 * block_elems : block_elems;
+    v_base = shared ? block_elems : num_blocks * block_elems;
+    pool = testing::round16(testing::randn(static_cast<size_t>(2 * num_blocks * block_elems), rng), t);
+    dpool = DeviceBuffer<uint16_t>(pool.bits);
+    dtables = DeviceBuffer<int32_t>(tables);
+    dlens = DeviceBuffer<int32_t>(kv_lens);
+  }
+  cuda::PagedKv kv() const {
+    cuda::PagedKv p;
+    p.k_cache = dpool.get();
+    p.v_cache = dpool.get() + v_base;
+    p.block_tables = dtables.get();
+    p.max_blocks_per_seq = max_blocks;
+    p.block_size = bs;
+    p.block_stride = stride == block_elems ? 0 : stride;
+    p.kv_lens = dlens.get();
+    return p;
+  }
+  // The CPU op over the same (rounded) pools and tables: q rows [total, ldq], sequences back to back.
+  void reference(const float* q, int64_t ldq, const std::vector<int32_t>& q_lens, int window, float scale,
+                 const float* slopes, float softcap, float* out) const {
+    std::vector<cpu::PagedSeq> seqs(num_seqs);
+    int64_t begin = 0;
+    for (int s = 0; s < num_seqs; ++s) {
+      seqs[s] = {begin, q_lens[s], kv_lens[s], tables.data() + static_cast<size_t>(s) * max_blocks};
+      begin += q_lens[s];
+    }
+    cpu::PagedKvLayer layer{pool.f.data(), pool.f.data() + v_base, stride, bs};
+    cpu::paged_attention(q, ldq, seqs, H, D, layer, Hkv, window, scale, out, static_cast<int64_t>(H) * D, slopes,
+                         softcap);
+  }
+};
+
+struct AttnCase {
+  int H, Hkv, D, bs, window;
+  ElemType t;
+  float softcap = 0.0f;
+  bool alibi = false;
+  bool shared_pool = false;  // K and V of a block side by side
+};
+
+std::string describe(const AttnCase& c) {
+  return std::string(testing::type_name(c.t)) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
+         " D=" + std::to_string(c.D) + " bs=" + std::to_string(c.bs) + " window=" + std::to_string(c.window) +
+         " softcap=" + std::to_string(c.softcap) + (c.alibi ? " alibi" : "") + (c.shared_pool ? " shared-pool" : "");
+}
+
+// Fills the shape; ALiBi slopes (cpu::alibi_slopes) go to `slopes` on the device.
+cuda::AttentionShape make_shape(const AttnCase& c, std::vector<float>& host_slopes, DeviceBuffer<float>& slopes) {
+  cuda::AttentionShape shape;
+  shape.num_heads = c.H;
+  shape.num_kv_heads = c.Hkv;
+  shape.head_dim = c.D;
+  shape.scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+  shape.window = c.window;
+  shape.softcap = c.softcap;
+  if (c.alibi) {
+    host_slopes = cpu::alibi_slopes(c.H, 8.0);
+    slopes = DeviceBuffer<float>(host_slopes);
+    shape.alibi_slopes = slopes.get();
+  }
+  return shape;
+}
+
+void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits, std::mt19937& rng, int variant = 0) {
+  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool);
+  const int S = pg.num_seqs;
+  const int64_t row = static_cast<int64_t>(c.H) * c.D;
+  const Half16 q = testing::round16(testing::randn(S * row, rng, 2.0f), c.t);
+  std::vector<float> hs;
+  DeviceBuffer<float> ds;
+  const cuda::AttentionShape shape = make_shape(c, hs, ds);
+  const int max_len = *std::max_element(lens.begin(), lens.end());
+  const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, S, max_len, 132, splits, variant);
+  DeviceBuffer<uint16_t> dq(q.bits), dout(S * row);
+  DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
+  dout.poison();
+  ws.poison();
+  cuda::decode_attention(c.t, plan, shape, dq.get(), 0, pg.kv(), dout.get(), 0, ws.get(), nullptr);
+  const auto got = testing::to_float(dout.download(), c.t);
+
+  std::vector<float> want(S * row);
+  pg.reference(q.f.data(), row, std::vector<int32_t>(S, 1), c.window, shape.scale, c.alibi ? hs.data() : nullptr,
+               c.softcap, want.data());
+  EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
+      << "decode " << describe(c) << " seqs=" << S << " max_len=" << max_len << " splits=" << plan.num_splits
+      << " variant=" << variant;
+}
+
+void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const std::vector<int32_t>& prefix,
+                 std::mt19937& rng) {
+  const int S = static_cast<int>(q_lens.size());
+  std::vector<int32_t> lens(S), cu(S + 1, 0);
+  for (int s = 0; s < S; ++s) lens[s] = prefix[s] + q_lens[s], cu[s + 1] = cu[s] + q_lens[s];
+  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool);
+  const int64_t row = static_cast<int64_t>(c.H) * c.D;
+  // q rows with a stride wider than the heads (as inside a fused qkv buffer).
+  const int64_t ldq = row + 2 * static_cast<int64_t>(c.Hkv) * c.D;
+  const int total = cu[S];
+  const Half16 q = testing::round16(testing::randn(total * ldq, rng, 2.0f), c.t);
+  std::vector<float> hs;
+  DeviceBuffer<float> ds;
+  const cuda::AttentionShape shape = make_shape(c, hs, ds);
+  const int max_q = *std::max_element(q_lens.begin(), q_lens.end());
+  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, S, max_q);
+  DeviceBuffer<uint16_t> dq(q.bits), dout(total * row);
+  DeviceBuffer<int32_t> dcu(cu);
+  dout.poison();
+  cuda::prefill_attention(c.t, plan, shape, dq.get(), ldq, dcu.get(), pg.kv(), dout.get(), 0, nullptr);
+  const auto got = testing::to_float(dout.download(), c.t);
+
+  std::vector<float> want(total * row);
+  pg.reference(q.f.data(), ldq, q_lens, c.window, shape.scale, c.alibi ? hs.data() : nullptr, c.softcap, want.data());
+  std::string ql;
+  for (int s = 0; s < S; ++s) ql += " " + std::to_string(prefix[s]) + "+" + std::to_string(q_lens[s]);
+  EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t)) << "prefill " << describe(c) << " seqs:" << ql;
+}
+
+// (query heads, KV heads): MHA, GQA 4, GQA 8, MQA, and MQA with more than 16 heads per group.
+const std::pair<int, int> kHeads[] = {{4, 4}, {16, 4}, {32, 4}, {8, 1}, {32, 1}};
+
+TEST(CudaDecodeAttention, MatchesCpuOverShapes) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(21);
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int D : {64, 80, 96, 128, 256})
+      for (auto [H, Hkv] : kHeads)
+        for (int bs : {1, 16}) {
+          const AttnCase c{H, Hkv, D, bs, 0, t};
+          run_decode(c, {1, 97, 300}, 0, rng);
+          if (D == 128 || D == 80) {
+            std::vector<int32_t> lens(17);
+            std::uniform_int_distribution<int32_t> pick(1, 300);
+            for (auto& l : lens) l = pick(rng);
+            run_decode(c, lens, 0, rng);
+            run_decode(c, lens, 1, rng);
+            run_decode(c, lens, 7, rng);
+          }
+        }
+}
+
+TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndVariants) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(22);
+  for (ElemType t : {ElemType::BF16, ElemType::F16}) {
+    run_decode({32, 8, 128, 16, 64, t}, {1, 97, 300}, 0, rng);
+    run_decode({32, 8, 128, 16, 64, t}, {1, 97, 300}, 5, rng);
+    run_decode({8, 2, 96, 1, 33, t}, {30, 97, 300}, 3, rng);
+    run_decode({16, 8, 256, 16, 0, t, 30.0f}, {1, 97, 300}, 0, rng);
+    run_decode({16, 8, 256, 16, 100, t, 50.0f}, {1, 97, 300}, 2, rng);
+    run_decode({12, 12, 64, 16, 0, t, 0.0f, true}, {1, 97, 300}, 0, rng);         // ALiBi (BLOOM-like, 12 heads)
+    run_decode({16, 2, 128, 1, 0, t, 30.0f, true}, {5, 300}, 3, rng);             // ALiBi + soft-capping, GQA
+    run_decode({32, 8, 128, 16, 0, t, 0.0f, false, true}, {1, 97, 300}, 0, rng);  // K|V side by side
+    run_decode({8, 2, 80, 1, 40, t, 0.0f, false, true}, {1, 97, 300}, 4, rng);
+  }
+  std::vector<int32_t> lens(17);
+  std::uniform_int_distribution<int32_t> pick(1, 2100);
+  for (auto& l : lens) l = pick(rng);
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+      for (int splits : {0, 1, 3}) {
+        run_decode({32, 8, 128, 16, 0, t}, lens, splits, rng, variant);
+        run_decode({8, 1, 128, 1, 100, t, 0.0f, true}, {1, 17, 300}, splits, rng, variant);
+      }
+}
+
+TEST(CudaPrefillAttention, MatchesCpuOverShapes) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(31);
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int D : {64, 80, 96, 128, 256})
+      for (auto [H, Hkv] : kHeads)
+        for (int bs : {1, 16}) {
+          const AttnCase c{H, Hkv, D, bs, 0, t};
+          // Plain prefill, a chunk after a cached prefix, a single token after a prefix, a short chunk.
+          run_prefill(c, {97, 17, 1}, {0, 300, 97}, rng);
+          if (D == 128) run_prefill(c, {300, 3}, {0, 5}, rng);
+        }
+}
+
+TEST(CudaPrefillAttention, SlidingWindowSoftcapAndAlibi) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(32);
+  for (ElemType t : {ElemType::BF16, ElemType::F16}) {
+    run_prefill({32, 8, 128, 16, 64, t}, {300, 97, 1}, {0, 200, 300}, rng);
+    run_prefill({8, 1, 64, 1, 17, t}, {97, 40}, {0, 60}, rng);
+    run_prefill({16, 8, 256, 16, 0, t, 30.0f}, {97, 17}, {0, 100}, rng);
+    run_prefill({16, 4, 80, 16, 50, t, 20.0f}, {130}, {70}, rng);
+    run_prefill({12, 12, 64, 16, 0, t, 0.0f, true}, {97, 17}, {0, 40}, rng);
+    run_prefill({16, 2, 128, 1, 33, t, 30.0f, true}, {130, 1}, {20, 99}, rng);
+    run_prefill({32, 8, 128, 16, 0, t, 0.0f, false, true}, {97, 17, 1}, {0, 300, 97}, rng);
+    run_prefill({8, 1, 256, 1, 0, t, 0.0f, false, true}, {70, 3}, {0, 60}, rng);
+  }
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,425 @@
+// Micro-benchmarks of the CUDA ops on Llama-3.1-8B shapes (hidden 4096, 32 heads, 8 KV heads, head_dim 128,
+// intermediate 14336), with the copy and GEMM ceilings measured in the same process. Disabled by default:
+//   cuda_bench_test --gtest_also_run_disabled_tests --gtest_filter='*Bench*'
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+
+#include "core/thread_pool.h"
+#include "cuda_test_util.h"
+#include "model/cuda_decoder_model.h"
+
+namespace kiln {
+namespace {
+
+using cuda::ElemType;
+using testing::DeviceBuffer;
+
+constexpr int kHidden = 4096, kHeads = 32, kKvHeads = 8, kHeadDim = 128, kInter = 14336, kVocab = 128256;
+
+// Median over 7 timings of `iters` back-to-back calls (after a warm-up), in microseconds per call.
+double time_us(const std::function<void()>& f, int iters) {
+  for (int i = 0; i < 3; ++i) f();
+  cudaEvent_t a, b;
+  KILN_TEST_CUDA(cudaEventCreate(&a));
+  KILN_TEST_CUDA(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int rep = 0; rep < 7; ++rep) {
+    KILN_TEST_CUDA(cudaEventRecord(a));
+    for (int i = 0; i < iters; ++i) f();
+    KILN_TEST_CUDA(cudaEventRecord(b));
+    KILN_TEST_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    KILN_TEST_CUDA(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(1000.0 * ms / iters);
+  }
+  KILN_TEST_CUDA(cudaGetLastError());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double g_copy_gbs = 0, g_gemm_tflops = 0;
+
+void report(const char* name, const std::string& shape, double us, double bytes, double flops) {
+  const double gbs = bytes / us / 1e3, tfl = flops / us / 1e6;
+  std::printf("BENCH | %-22s | %-34s | %10.2f us | %8.1f GB/s (%5.1f%% copy) | %7.1f TFLOP/s (%5.1f%% gemm)\n", name,
+              shape.c_str(), us, gbs, g_copy_gbs > 0 ? 100.0 * gbs / g_copy_gbs : 0.0, tfl,
+              g_gemm_tflops > 0 ? 100.0 * tfl / g_gemm_tflops : 0.0);
+  std::fflush(stdout);
+}
+
+std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = f32_to_bf16(d(rng));
+  return v;
+}
+
+// Decode attention over a paged cache of `bs`-token blocks (shuffled or in order; K and V in two pools or
+// side by side in one), Llama-3.1-8B heads.
+void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared) {
+  const int per = (ctx + bs - 1) / bs;
+  const int blocks = batch * per;
+  const size_t block_elems = static_cast<size_t>(kKvHeads) * bs * kHeadDim;
+  DeviceBuffer<uint16_t> pool(2 * blocks * block_elems);
+  KILN_TEST_CUDA(cudaMemset(pool.get(), 0x3c, pool.size() * 2));  // non-zero finite values
+  std::vector<int32_t> table(blocks), lens(batch, ctx);
+  std::iota(table.begin(), table.end(), 0);
+  if (shuffle) std::shuffle(table.begin(), table.end(), std::mt19937(12));
+  DeviceBuffer<int32_t> dt(table), dl(lens);
+  DeviceBuffer<uint16_t> q(random_bf16(batch * kHeads * kHeadDim, 13)), out(batch * kHeads * kHeadDim);
+  cuda::AttentionShape sh;
+  sh.num_heads = kHeads;
+  sh.num_kv_heads = kKvHeads;
+  sh.head_dim = kHeadDim;
+  sh.scale = 0.088f;
+  const cuda::DecodePlan plan = cuda::plan_decode_attention(sh, batch, ctx, cuda::num_sms(), splits, variant);
+  DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
+  cuda::PagedKv kv;
+  kv.k_cache = pool.get();
+  kv.v_cache = pool.get() + (shared ? block_elems : blocks * block_elems);
+  kv.block_stride = shared ? static_cast<int64_t>(2 * block_elems) : 0;
+  kv.block_tables = dt.get();
+  kv.max_blocks_per_seq = per;
+  kv.block_size = bs;
+  kv.kv_lens = dl.get();
+  const double us = time_us(
+      [&] { cuda::decode_attention(ElemType::BF16, plan, sh, q.get(), 0, kv, out.get(), 0, w.get(), nullptr); }, 20);
+  const double bytes = 2.0 * batch * ctx * kKvHeads * kHeadDim * 2;
+  report("decode_attention",
+         "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " v" + std::to_string(variant) +
+             " sp=" + std::to_string(plan.num_splits) + " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") +
+             (shared ? " kv|" : ""),
+         us, bytes, 4.0 * batch * kHeads * ctx * kHeadDim);
+}
+
+void measure_copy() {
+  const size_t n = size_t{2} << 30;
+  DeviceBuffer<uint8_t> a(n), b(n);
+  KILN_TEST_CUDA(cudaMemset(a.get(), 1, n));
+  const double us = time_us([&] { KILN_TEST_CUDA(cudaMemcpyAsync(b.get(), a.get(), n, cudaMemcpyDeviceToDevice)); }, 5);
+  g_copy_gbs = 2.0 * n / us / 1e3;
+  report("copy (ceiling)", "2 GiB D2D", us, 2.0 * n, 0);
+}
+
+TEST(CudaBench, DISABLED_DecodeLayouts) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  for (int bs : {16, 64, 256})
+    for (bool shuffle : {true, false})
+      for (bool shared : {false, true}) bench_decode(64, 2048, 0, 1, bs, shuffle, shared);
+  for (int variant : {0, 2, 4}) bench_decode(64, 2048, variant, 0, 64, true, true);
+}
+
+TEST(CudaBench, DISABLED_All) {
+  KILN_REQUIRE_GPU();
+  cudaDeviceProp prop{};
+  KILN_TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("BENCH device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+
+  // Ceilings: device-to-device copy (bytes read + written) and a large bf16 GEMM.
+  measure_copy();
+  DeviceBuffer<uint8_t> ws(64 << 20);
+  cuda::Gemm gemm(ws.get(), ws.size());
+  {
+    const int64_t n = 8192;
+    DeviceBuffer<uint16_t> a(random_bf16(n * n, 1)), b(random_bf16(n * n, 2)), c(n * n);
+    // Twice: the first run also brings the clocks up from idle; the faster one is the ceiling.
+    double us = 1e30;
+    for (int rep = 0; rep < 2; ++rep)
+      us = std::min(us, time_us(
+                            [&] {
+                              gemm.run(ElemType::BF16, ElemType::BF16, a.get(), n, n, b.get(), n, nullptr, nullptr,
+                                       c.get(), nullptr);
+                            },
+                            20));
+    g_gemm_tflops = 2.0 * n * n * n / us / 1e6;
+    report("gemm (ceiling)", "8192^3 bf16", us, 3.0 * n * n * 2, 2.0 * n * n * n);
+  }
+
+  // GEMMs of one layer and the lm_head; weights rotate over > 256 MB so small-T runs read HBM, not L2.
+  struct G {
+    const char* name;
+    int64_t in, out;
+    bool f32;
+  };
+  const G gs[] = {{"gemm qkv", kHidden, (kHeads + 2 * kKvHeads) * kHeadDim, false},
+                  {"gemm o", kHeads * kHeadDim, kHidden, false},
+                  {"gemm gate_up", kHidden, 2 * kInter, false},
+                  {"gemm down", kInter, kHidden, false},
+                  {"gemm lm_head (f32 out)", kHidden, kVocab, true}};
+  for (const G& g : gs) {
+    const size_t wbytes = static_cast<size_t>(g.in) * g.out * 2;
+    const int nrot = static_cast<int>(std::max<size_t>(1, (size_t{256} << 20) / wbytes + 1));
+    std::vector<DeviceBuffer<uint16_t>> w;
+    for (int i = 0; i < nrot; ++i) w.emplace_back(random_bf16(static_cast<size_t>(g.in) * g.out, 10 + i));
+    for (int64_t T : {1, 64, 4096}) {
+      if (g.f32 && T == 4096) continue;
+      DeviceBuffer<uint16_t> x(random_bf16(T * g.in, 3));
+      DeviceBuffer<uint8_t> y(T * g.out * (g.f32 ? 4 : 2));
+      int r = 0;
+      const double us = time_us(
+          [&] {
+            gemm.run(ElemType::BF16, g.f32 ? ElemType::F32 : ElemType::BF16, x.get(), T, g.in, w[r].get(), g.out,
+                     nullptr, nullptr, y.get(), nullptr);
+            r = (r + 1) % nrot;
+          },
+          20);
+      const double bytes = wbytes + T * g.in * 2.0 + T * g.out * (g.f32 ? 4.0 : 2.0);
+      report(g.name, "T=" + std::to_string(T) + " " + std::to_string(g.in) + "->" + std::to_string(g.out), us, bytes,
+             2.0 * T * g.in * g.out);
+    }
+  }
+
+  // Norms, activation, embedding, RoPE + KV write at T = 4096 tokens.
+  {
+    const int64_t T = 4096;
+    DeviceBuffer<uint16_t> x(random_bf16(T * kHidden, 4)), r(random_bf16(T * kHidden, 5)), y(T * kHidden),
+        w(random_bf16(kHidden, 6));
+    double us = time_us(
+        [&] { cuda::rms_norm(ElemType::BF16, x.get(), w.get(), y.get(), T, kHidden, 1e-5f, false, nullptr); }, 50);
+    report("rms_norm", "4096x4096", us, 2.0 * T * kHidden * 2, 0);
+    us = time_us(
+        [&] {
+          cuda::add_rms_norm(ElemType::BF16, x.get(), r.get(), w.get(), y.get(), T, kHidden, 1e-5f, false, nullptr);
+        },
+        50);
+    report("add_rms_norm", "4096x4096", us, 4.0 * T * kHidden * 2, 0);
+    us = time_us(
+        [&] { cuda::layer_norm(ElemType::BF16, x.get(), w.get(), w.get(), y.get(), T, kHidden, 1e-5f, nullptr); }, 50);
+    report("layer_norm", "4096x4096", us, 2.0 * T * kHidden * 2, 0);
+
+    DeviceBuffer<uint16_t> gu(random_bf16(T * 2 * kInter, 7)), act(T * kInter);
+    us = time_us(
+        [&] {
+          cuda::gated_activation(ElemType::BF16, gu.get(), gu.get() + kInter, act.get(), T, kInter, 2 * kInter,
+                                 cuda::Act::SiLU, nullptr);
+        },
+        20);
+    report("swiglu", "4096x14336", us, 3.0 * T * kInter * 2, 0);
+
+    DeviceBuffer<uint16_t> table(random_bf16(static_cast<size_t>(kVocab) * kHidden, 8));
+    std::vector<int32_t> ids(T);
+    std::mt19937 rng(9);
+    for (auto& id : ids) id = static_cast<int32_t>(rng() % kVocab);
+    DeviceBuffer<int32_t> dids(ids);
+    us = time_us(
+        [&] { cuda::embedding(ElemType::BF16, table.get(), kVocab, kHidden, dids.get(), T, y.get(), nullptr); }, 50);
+    report("embedding", "4096 tokens x 4096", us, 2.0 * T * kHidden * 2, 0);
+
+    const int64_t row = (kHeads + 2 * kKvHeads) * kHeadDim;
+    DeviceBuffer<uint16_t> qkv(random_bf16(T * row, 10));
+    const int bs = 16;
+    DeviceBuffer<uint16_t> kc(T * kKvHeads * kHeadDim), vc(T * kKvHeads * kHeadDim);
+    std::vector<int32_t> pos(T), slots(T);
+    std::iota(pos.begin(), pos.end(), 0);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::vector<double> inv(kHeadDim / 2);
+    for (int i = 0; i < kHeadDim / 2; ++i) inv[i] = std::pow(500000.0, -2.0 * i / kHeadDim);
+    DeviceBuffer<int32_t> dpos(pos), dslots(slots);
+    DeviceBuffer<double> dinv(inv);
+    cuda::RopeKvArgs a;
+    a.num_tokens = T;
+    a.num_heads = kHeads;
+    a.num_kv_heads = kKvHeads;
+    a.head_dim = kHeadDim;
+    a.rotary_dim = kHeadDim;
+    a.positions = dpos.get();
+    a.inv_freq = dinv.get();
+    a.slot_mapping = dslots.get();
+    a.k_cache = kc.get();
+    a.v_cache = vc.get();
+    a.block_size = bs;
+    us = time_us([&] { cuda::rope_kv_write(ElemType::BF16, qkv.get(), a, nullptr); }, 50);
+    // reads q, k, v; writes q, k, v
+    report("rope_kv_write", "4096 tokens", us, 2.0 * T * row * 2, 0);
+  }
+
+  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+    for (int splits : {1, 2}) bench_decode(64, 2048, variant, splits, 16, true, false);
+  bench_decode(1, 2048, 0, 0, 16, true, false);
+  bench_decode(1, 32768, 0, 0, 16, true, false);
+  bench_decode(16, 8192, 0, 0, 16, true, false);
+  bench_decode(128, 2048, 0, 0, 16, true, false);
+
+  // Prefill attention (causal, no prefix, and a chunk after a prefix).
+  auto prefill = [&](int seqs, int q_len, int prefix) {
+    const int bs = 16, ctx = q_len + prefix, per = (ctx + bs - 1) / bs, blocks = seqs * per;
+    DeviceBuffer<uint16_t> kc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 14)),
+        vc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 15));
+    std::vector<int32_t> table(blocks), lens(seqs, ctx), cu(seqs + 1);
+    std::iota(table.begin(), table.end(), 0);
+    for (int s = 0; s <= seqs; ++s) cu[s] = s * q_len;
+    DeviceBuffer<int32_t> dt(table), dl(lens), dcu(cu);
+    DeviceBuffer<uint16_t> q(random_bf16(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim, 16)),
+        out(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim);
+    cuda::AttentionShape sh;
+    sh.num_heads = kHeads;
+    sh.num_kv_heads = kKvHeads;
+    sh.head_dim = kHeadDim;
+    sh.scale = 0.088f;
+    const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len);
+    cuda::PagedKv kv;
+    kv.k_cache = kc.get();
+    kv.v_cache = vc.get();
+    kv.block_tables = dt.get();
+    kv.max_blocks_per_seq = per;
+    kv.block_size = bs;
+    kv.kv_lens = dl.get();
+    const double us = time_us(
+        [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); },
+        5);
+    double pairs = 0;  // visible (query, key) pairs per head
+    for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
+    const double flops = 4.0 * seqs * kHeads * kHeadDim * pairs;
+    report("prefill_attention",
+           std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ")", us,
+           2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
+  };
+  prefill(1, 4096, 0);
+  prefill(8, 1024, 0);
+  prefill(1, 512, 3584);
+  prefill(4, 8192, 0);
+
+  // Sampling over a Llama-3 vocabulary.
+  {
+    const int64_t rows = 64;
+    std::mt19937 rng(17);
+    DeviceBuffer<float> lg(testing::randn(rows * kVocab, rng, 3.0f));
+    DeviceBuffer<int32_t> tok(rows), ids(rows * 5);
+    DeviceBuffer<float> lp(rows), tlp(rows * 5), temps(std::vector<float>(rows, 0.8f));
+    DeviceBuffer<uint64_t> seeds(std::vector<uint64_t>(rows, 1)), steps(std::vector<uint64_t>(rows, 0));
+    cuda::SampleArgs a;
+    a.logits = lg.get();
+    a.rows = rows;
+    a.vocab = kVocab;
+    a.tokens = tok.get();
+    a.token_logprobs = lp.get();
+    double us = time_us([&] { cuda::sample(a, nullptr); }, 50);
+    report("sample greedy", "64 x 128256 f32", us, 4.0 * rows * kVocab, 0);
+    a.top_k = 5;
+    a.top_ids = ids.get();
+    a.top_logprobs = tlp.get();
+    a.temperature = temps.get();
+    a.seeds = seeds.get();
+    a.steps = steps.get();
+    us = time_us([&] { cuda::sample(a, nullptr); }, 50);
+    report("sample temp+top5", "64 x 128256 f32", us, 4.0 * rows * kVocab, 0);
+  }
+}
+
+// Uniform weights from a hash (fast enough for 8 B parameters): scale 1/sqrt(fan-in), norms 1.
+class HashSource final : public WeightSource {
+ public:
+  std::string path() const override { return "random-llama-8b"; }
+  std::string name(WeightRole role, int64_t layer) const override {
+    return std::to_string(static_cast<int>(role)) + "." + std::to_string(layer);
+  }
+  bool has(WeightRole role, int64_t) const override {
+    switch (role) {
+      case WeightRole::Embed:
+      case WeightRole::FinalNorm:
+      case WeightRole::LmHead:
+      case WeightRole::AttnNorm:
+      case WeightRole::Q:
+      case WeightRole::K:
+      case WeightRole::V:
+      case WeightRole::O:
+      case WeightRole::MlpNorm:
+      case WeightRole::Gate:
+      case WeightRole::Up:
+      case WeightRole::Down:
+        return true;
+      default:
+        return false;
+    }
+  }
+  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+    const int64_t n = shape_numel(shape);
+    const bool norm = shape.size() == 1;
+    const float a = norm ? 0.0f : std::sqrt(3.0f / static_cast<float>(shape.back()));
+    const uint64_t salt = (static_cast<uint64_t>(role) << 40) ^ (static_cast<uint64_t>(layer) << 20);
+    ThreadPool::global().parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        uint64_t z = (static_cast<uint64_t>(i) ^ salt) * 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
+        z ^= z >> 29;
+        const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+        dst[i] = norm ? 1.0f : a * u;
+      }
+    });
+  }
+};
+
+// End-to-end CudaDecoderModel on the Llama-3.1-8B shape (random bf16 weights): batch-1 prefill and decode
+// (no CUDA graphs yet; each step synchronizes and copies the logits to the host).
+TEST(CudaBench, DISABLED_Llama8BForward) {
+  KILN_REQUIRE_GPU();
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.family = "llama";
+  c.vocab_size = kVocab;
+  c.hidden_size = kHidden;
+  c.intermediate_size = kInter;
+  c.num_layers = 32;
+  c.num_heads = kHeads;
+  c.num_kv_heads = kKvHeads;
+  c.head_dim = kHeadDim;
+  c.max_position_embeddings = 131072;
+  c.norm_eps = 1e-5;
+  c.rope.theta = 500000.0;
+  c.rope.rotary_dim = kHeadDim;
+  c.rope.scaling = RopeScaling::Llama3;
+  c.rope.factor = 8.0;
+  HashSource src;
+  CudaModelOptions opt;
+  opt.max_num_tokens = 2048;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto model = CudaDecoderModel::create(c, src, {}, opt);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("BENCH llama-8b shape: %lld parameters, %.2f GB bf16 on the GPU, created in %.1f s\n",
+              static_cast<long long>(model->num_parameters()), model->weight_bytes() / 1e9, load_s);
+  std::vector<float> logits;
+  auto run_prefill = [&](int n) {
+    std::vector<int32_t> prompt(n);
+    for (int i = 0; i < n; ++i) prompt[i] = (i * 7919) % kVocab;
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto st = model->new_state(n + 1);
+      const auto a = std::chrono::steady_clock::now();
+      model->forward(*st, prompt, logits);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    }
+    std::printf("BENCH | %-22s | %-34s | %10.2f us | %8.0f tok/s\n", "model prefill",
+                ("batch 1, " + std::to_string(n) + " tokens").c_str(), best * 1e6, n / best);
+  };
+  run_prefill(128);
+  run_prefill(2048);
+  auto st = model->new_state(128 + 129);
+  std::vector<int32_t> prompt(128, 1);
+  model->forward(*st, prompt, logits);
+  int32_t next = 0;
+  std::vector<double> step;
+  for (int i = 0; i < 128; ++i) {
+    const std::vector<int32_t> one = {next};
+    const auto a = std::chrono::steady_clock::now();
+    model->forward(*st, one, logits);
+    step.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count());
+    next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  std::sort(step.begin(), step.end());
+  const double med = step[step.size() / 2];
+  std::printf("BENCH | %-22s | %-34s | %10.2f us | %8.1f tok/s (median step; p90 %.2f us)\n", "model decode",
+              "batch 1, ISL 128, 128 steps", med * 1e6, 1.0 / med, step[step.size() * 9 / 10] * 1e6);
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,171 @@
+// CudaDecoderModel agrees with the CPU DecoderModel on random Llama-family checkpoints (bf16-representable
+// weights, so both run the same model): logits of a prefill, of chunked prefills, and of greedy decode steps.
+#include "model/cuda_decoder_model.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cuda_test_util.h"
+#include "kiln/error.h"
+#include "model/decoder_model.h"
+
+namespace kiln {
+namespace {
+
+// Random weights by role and layer, rounded to bf16; norms near 1.
+class RandomSource final : public WeightSource {
+ public:
+  explicit RandomSource(const ModelConfig& c) : c_(c) {}
+  std::string path() const override { return "random"; }
+  std::string name(WeightRole role, int64_t layer) const override {
+    return "role" + std::to_string(static_cast<int>(role)) + ".layer" + std::to_string(layer);
+  }
+  bool has(WeightRole role, int64_t) const override {
+    switch (role) {
+      case WeightRole::QBias:
+      case WeightRole::KBias:
+      case WeightRole::VBias:
+        return c_.qkv_bias;
+      case WeightRole::QNorm:
+      case WeightRole::KNorm:
+        return c_.qk_norm;
+      case WeightRole::LmHead:
+        return !c_.tie_word_embeddings;
+      case WeightRole::Embed:
+      case WeightRole::FinalNorm:
+      case WeightRole::AttnNorm:
+      case WeightRole::Q:
+      case WeightRole::K:
+      case WeightRole::V:
+      case WeightRole::O:
+      case WeightRole::MlpNorm:
+      case WeightRole::Gate:
+      case WeightRole::Up:
+      case WeightRole::Down:
+        return true;
+      default:
+        return false;
+    }
+  }
+  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+    std::mt19937 rng(static_cast<uint32_t>(1000 * static_cast<int>(role) + layer + 7));
+    const int64_t n = shape_numel(shape);
+    const bool norm = role == WeightRole::FinalNorm || role == WeightRole::AttnNorm || role == WeightRole::MlpNorm ||
+                      role == WeightRole::QNorm || role == WeightRole::KNorm;
+    const float scale = norm                        ? 0.1f
+                        : role == WeightRole::Embed ? 1.0f
+                                                    : 1.0f / std::sqrt(static_cast<float>(shape.back()));
+    std::normal_distribution<float> d(0.0f, scale);
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16((norm ? 1.0f : 0.0f) + d(rng)));
+  }
+
+ private:
+  ModelConfig c_;
+};
+
+ModelConfig llama_like(int64_t hd, int64_t heads, int64_t kv_heads) {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.family = "llama";
+  c.vocab_size = 1000;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_layers = 2;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.head_dim = hd;
+  c.max_position_embeddings = 4096;
+  c.norm_eps = 1e-5;
+  c.rope.theta = 500000.0;
+  c.rope.rotary_dim = hd;
+  c.rope.scaling = RopeScaling::Llama3;
+  c.rope.factor = 8.0;
+  c.checkpoint_dtype = DType::BF16;
+  return c;
+}
+
+double rel(const std::vector<float>& a, const std::vector<float>& b) {
+  return testing::rel_err(a, b);
+}
+
+void compare(const ModelConfig& c, const char* what) {
+  RandomSource src(c);
+  auto cpu_model = DecoderModel::create(c, src, {});
+  CudaModelOptions opt;
+  opt.max_num_tokens = 32;  // prompts longer than this run as chunks
+  opt.max_logit_rows = 16;
+  auto gpu_model = CudaDecoderModel::create(c, src, {}, opt);
+  EXPECT_EQ(gpu_model->num_parameters(), cpu_model->num_parameters()) << what;
+
+  std::mt19937 rng(3);
+  std::vector<int32_t> prompt(77);
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % c.vocab_size);
+  auto cs = cpu_model->new_state(200);
+  auto gs = gpu_model->new_state(200);
+  std::vector<float> cl, gl;
+  // All logits of a 77-token prompt (three chunks on the GPU).
+  cpu_model->forward(*cs, prompt, cl, true);
+  gpu_model->forward(*gs, prompt, gl, true);
+  ASSERT_EQ(gl.size(), cl.size());
+  EXPECT_LT(rel(gl, cl), 3e-2) << what << ": prefill logits";
+  EXPECT_EQ(gs->length(), 77);
+  // Greedy decode steps, both fed the CPU's choice.
+  std::vector<float> last(cl.end() - c.vocab_size, cl.end());
+  for (int step = 0; step < 8; ++step) {
+    const int32_t next = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+    const std::vector<int32_t> one = {next};
+    cpu_model->forward(*cs, one, cl);
+    gpu_model->forward(*gs, one, gl);
+    EXPECT_LT(rel(gl, cl), 3e-2) << what << ": decode step " << step;
+    std::vector<float> sorted = cl;
+    std::sort(sorted.rbegin(), sorted.rend());
+    const int32_t g_best = static_cast<int32_t>(std::max_element(gl.begin(), gl.end()) - gl.begin());
+    const int32_t c_best = static_cast<int32_t>(std::max_element(cl.begin(), cl.end()) - cl.begin());
+    if (sorted[0] - sorted[1] > 0.1f) EXPECT_EQ(g_best, c_best) << what << ": decode step " << step;
+    last = cl;
+  }
+  // Truncation then a chunk after a cached prefix equals the CPU doing the same.
+  cs->truncate(40);
+  gs->truncate(40);
+  const std::vector<int32_t> chunk(prompt.begin() + 10, prompt.begin() + 50);
+  cpu_model->forward(*cs, chunk, cl);
+  gpu_model->forward(*gs, chunk, gl);
+  EXPECT_LT(rel(gl, cl), 3e-2) << what << ": chunk after truncation";
+}
+
+TEST(CudaDecoderModel, MatchesCpuDecoderModel) {
+  KILN_REQUIRE_GPU();
+  compare(llama_like(64, 4, 2), "llama hd64 gqa2");
+  {
+    ModelConfig c = llama_like(128, 4, 1);  // Qwen-like: q/k norms, qkv bias, tied embeddings, MQA
+    c.family = "qwen3";
+    c.qk_norm = true;
+    c.qkv_bias = true;
+    c.tie_word_embeddings = true;
+    c.rope.scaling = RopeScaling::None;
+    compare(c, "qwen-like hd128 mqa");
+  }
+  {
+    ModelConfig c = llama_like(80, 4, 4);  // Mistral-like sliding window, partial rotary, MHA
+    c.family = "mistral";
+    c.sliding_window = 24;
+    c.rope.rotary_dim = 40;
+    c.rope.scaling = RopeScaling::None;
+    compare(c, "mistral-like hd80 window");
+  }
+}
+
+TEST(CudaDecoderModel, RefusesUnsupportedTraits) {
+  KILN_REQUIRE_GPU();
+  ModelConfig c = llama_like(16, 4, 2);
+  RandomSource src(c);
+  EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);
+  c = llama_like(64, 4, 2);
+  c.norm = NormKind::LayerNorm;
+  EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);
+}
+
+}  // namespace
+}  // namespace kiln
