@@ -206,7 +206,7 @@ TEST(ServerProtocol, ResponsesAndChunks) {
   c.finish_reason = FinishReason::Length;
   c.prompt_tokens = 3;
   c.generated_tokens = 2;
-  auto text = [](int32_t id) { return "t" + std::to_string(id); };
+  auto text = [](int32_t, int32_t id) { return "t" + std::to_string(id); };
   const ojson comp = completion_response(h, {c}, {"hello"}, 1, Usage{3, 2, 1}, text);
   EXPECT_EQ(comp["object"], "text_completion");
   EXPECT_EQ(comp["choices"][0]["text"], "hello world");  // echo

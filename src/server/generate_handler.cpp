@@ -261,6 +261,7 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
     for (size_t p = 0; p < prompts.size(); ++p) {
       for (int j = 0; j < g.n; ++j) {
         gen->prompt_of_choice.push_back(p);
+        gen->out[gen->prompt_of_choice.size() - 1].context_token = prompts[p].back();
         gen->echo_texts.push_back(g.echo ? prompt_texts[p] : std::string());
       }
     }
@@ -303,7 +304,7 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
       }
       gen->record(false);
       if (auto f = failure_of(gen->out)) throw *f;
-      auto text = [this](int32_t id) { return token_text(id); };
+      auto text = [this](int32_t prev, int32_t id) { return token_text(prev, id); };
       const ojson body_out =
           g.endpoint == Endpoint::ChatCompletions
               ? chat_response(gen->header, gen->out, g.logprobs, gen->usage(), text)
@@ -330,7 +331,7 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
           const bool chat = gen->chat();
           const ResponseHeader& h = gen->header;
           auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-          auto text = [this](int32_t id) { return token_text(id); };
+          auto text = [this](int32_t prev, int32_t id) { return token_text(prev, id); };
           if (!st->started) {
             st->started = true;
             for (size_t i = 0; i < gen->out.size(); ++i) {
@@ -356,6 +357,8 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
             events.insert(events.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
           }
           for (const Job::Event& ev : events) {
+            const ChoiceOutput& before = gen->out[ev.choice];
+            const int32_t prev = before.token_ids.empty() ? before.context_token : before.token_ids.back();
             gen->apply(ev);
             const Response& r = ev.response;
             const int index = static_cast<int>(ev.choice);
@@ -367,8 +370,8 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
             }
             ojson lp = nullptr;
             if (g.logprobs >= 0 && !r.logprobs.empty()) {
-              lp = chat ? chat_logprobs(r.logprobs, text)
-                        : completion_logprobs(r.logprobs, text, gen->text_offsets[ev.choice]);
+              lp = chat ? chat_logprobs(r.logprobs, text, prev)
+                        : completion_logprobs(r.logprobs, text, gen->text_offsets[ev.choice], prev);
             }
             gen->text_offsets[ev.choice] += static_cast<int64_t>(r.text.size());
             const char* fr = r.finished ? finish_reason_text(r.finish_reason) : nullptr;

@@ -407,20 +407,22 @@ ojson usage_json(const Usage& u) {
   return j;
 }
 
-ojson completion_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int64_t text_offset) {
+ojson completion_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int64_t text_offset,
+                          int32_t prev) {
   ojson tokens = ojson::array(), token_lps = ojson::array(), tops = ojson::array(), offsets = ojson::array();
   for (const TokenLogprobs& lp : lps) {
-    const std::string t = text(lp.token_id);
+    const std::string t = text(prev, lp.token_id);
     tokens.push_back(t);
     token_lps.push_back(lp.logprob);
     ojson top = ojson::object();
     for (const auto& [id, v] : lp.top) {
-      const std::string k = text(id);
+      const std::string k = text(prev, id);
       if (!top.contains(k)) top[k] = v;
     }
     tops.push_back(std::move(top));
     offsets.push_back(text_offset);
     text_offset += static_cast<int64_t>(t.size());
+    prev = lp.token_id;
   }
   ojson j;
   j["tokens"] = std::move(tokens);
@@ -430,21 +432,22 @@ ojson completion_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText
   return j;
 }
 
-ojson chat_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text) {
+ojson chat_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int32_t prev) {
   ojson content = ojson::array();
   for (const TokenLogprobs& lp : lps) {
     ojson e;
-    const std::string t = text(lp.token_id);
+    const std::string t = text(prev, lp.token_id);
     e["token"] = t;
     e["logprob"] = lp.logprob;
     e["bytes"] = bytes_of(t);
     ojson top = ojson::array();
     for (const auto& [id, v] : lp.top) {
-      const std::string s = text(id);
+      const std::string s = text(prev, id);
       top.push_back({{"token", s}, {"logprob", v}, {"bytes", bytes_of(s)}});
     }
     e["top_logprobs"] = std::move(top);
     content.push_back(std::move(e));
+    prev = lp.token_id;
   }
   return {{"content", std::move(content)}};
 }
@@ -460,8 +463,9 @@ ojson completion_response(const ResponseHeader& h, const std::vector<ChoiceOutpu
     ojson ch;
     ch["index"] = static_cast<int>(i);
     ch["text"] = prefix + c.text;
-    ch["logprobs"] =
-        logprobs >= 0 ? completion_logprobs(c.logprobs, text, static_cast<int64_t>(prefix.size())) : ojson(nullptr);
+    ch["logprobs"] = logprobs >= 0
+                         ? completion_logprobs(c.logprobs, text, static_cast<int64_t>(prefix.size()), c.context_token)
+                         : ojson(nullptr);
     const char* fr = finish_reason_text(c.finish_reason);
     ch["finish_reason"] = fr ? ojson(fr) : ojson(nullptr);
     arr.push_back(std::move(ch));
@@ -480,7 +484,7 @@ ojson chat_response(const ResponseHeader& h, const std::vector<ChoiceOutput>& ch
     ojson ch;
     ch["index"] = static_cast<int>(i);
     ch["message"] = {{"role", "assistant"}, {"content", c.text}};
-    ch["logprobs"] = logprobs >= 0 ? chat_logprobs(c.logprobs, text) : ojson(nullptr);
+    ch["logprobs"] = logprobs >= 0 ? chat_logprobs(c.logprobs, text, c.context_token) : ojson(nullptr);
     const char* fr = finish_reason_text(c.finish_reason);
     ch["finish_reason"] = fr ? ojson(fr) : ojson(nullptr);
     arr.push_back(std::move(ch));

@@ -100,6 +100,7 @@ struct ChoiceOutput {
   int64_t prompt_tokens = 0;
   int64_t cached_prompt_tokens = 0;
   int64_t generated_tokens = 0;
+  int32_t context_token = -1;  // the prompt's last token: what the first generated token follows
 };
 
 struct Usage {
@@ -109,13 +110,16 @@ struct Usage {
 };
 ojson usage_json(const Usage& u);
 
-// The text of one token as logprobs report it.
-using TokenText = std::function<std::string(int32_t)>;
+// The text of token `id` as logprobs report it, following token `prev` (-1: none), so that the
+// leading space SentencePiece tokens carry only after other text is kept.
+using TokenText = std::function<std::string(int32_t prev, int32_t id)>;
 
 // Logprobs bodies: completions ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}) and
-// chat ({"content": [{"token", "logprob", "bytes", "top_logprobs"}]}).
-ojson completion_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int64_t text_offset);
-ojson chat_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text);
+// chat ({"content": [{"token", "logprob", "bytes", "top_logprobs"}]}). prev: the token before the
+// first one (the prompt's last), -1 when none.
+ojson completion_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int64_t text_offset,
+                          int32_t prev = -1);
+ojson chat_logprobs(const std::vector<TokenLogprobs>& lps, const TokenText& text, int32_t prev = -1);
 
 struct ResponseHeader {
   std::string id;  // cmpl-... or chatcmpl-...

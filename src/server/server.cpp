@@ -61,10 +61,18 @@ const char* status_text(int status) {
 
 }  // namespace
 
-std::string Server::Impl::token_text(int32_t id) const {
+std::string Server::Impl::token_text(int32_t prev, int32_t id) const {
   if (!model.tokenizer) return fmt::format("token_id:{}", id);
+  const Tokenizer& tok = *model.tokenizer;
   const int32_t one[1] = {id};
-  return model.tokenizer->decode(one, /*skip_special=*/false);
+  if (prev < 0) return tok.decode(one, /*skip_special=*/false);
+  // What id adds after prev: decoded alone, a SentencePiece token would lose its leading space.
+  const int32_t ctx[1] = {prev};
+  const int32_t both[2] = {prev, id};
+  const std::string a = tok.decode(ctx, false);
+  const std::string b = tok.decode(both, false);
+  if (b.size() >= a.size() && b.compare(0, a.size(), a) == 0) return b.substr(a.size());
+  return tok.decode(one, false);
 }
 
 void Server::Impl::setup_routes() {

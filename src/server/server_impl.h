@@ -32,7 +32,7 @@ struct Server::Impl {
 
   void setup_routes();
   void handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
-  std::string token_text(int32_t id) const;
+  std::string token_text(int32_t prev, int32_t id) const;
 };
 
 // Counts a generation request in flight for as long as it lives.
