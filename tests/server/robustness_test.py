@@ -38,6 +38,13 @@ def check_correct(t, srv, what):
     t.check(ok, f"{what}: a normal request works ({st} {raw[:200]!r})")
 
 
+def wait_running(srv, thread, timeout=60):
+    """Waits until the engine runs a request (or the request's thread ended, or the timeout)."""
+    deadline = time.time() + timeout
+    while srv.metrics().get("kiln_requests_running", 0) < 1 and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+
+
 def main():
     kiln = sys.argv[1]
     t = Failures("robustness")
@@ -109,13 +116,18 @@ def main():
         # A client that leaves mid-stream: its request is cancelled and its KV blocks come back.
         before = srv.metrics()
         sock = socket.create_connection(("127.0.0.1", srv.port))
-        body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 200, "stream": True})
+        body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 200, "stream": True, "ignore_eos": True})
         sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
         got = b""
+        sock.settimeout(60)
         while got.count(b"data: ") < 3:
-            got += sock.recv(4096)
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            got += piece
         sock.close()
+        t.check(got.count(b"data: ") >= 3, f"the stream to abandon started: {got[:300]!r}")
         m = srv.wait_idle()
         cancelled = m.get('kiln_request_finish_total{reason="cancelled"}', 0) - before.get(
             'kiln_request_finish_total{reason="cancelled"}', 0)
@@ -136,8 +148,7 @@ def main():
 
         th = threading.Thread(target=streaming)
         th.start()
-        while srv.metrics().get("kiln_requests_running", 0) < 1:
-            time.sleep(0.01)
+        wait_running(srv, th)
         srv.proc.send_signal(15)
         time.sleep(0.3)
         try:
@@ -158,6 +169,27 @@ def main():
         t.check(code == 0, f"exit code {code} after SIGTERM")
         log = srv.log_text()
         t.check("stopping" in log and "stopped" in log, "shutdown is logged")
+
+    # A stream longer than --shutdown-timeout is cut at the deadline: an error event, [DONE], exit 0.
+    with KilnServer(kiln, ["--shutdown-timeout", "0.5", "--kv-cache-bytes", str(64 << 20)]) as srv:
+        result = {}
+
+        def long_stream():
+            result["resp"] = srv.request("POST", "/v1/completions", {"prompt": "Once", "max_tokens": 1000,
+                                                                     "stream": True, "ignore_eos": True})
+
+        th = threading.Thread(target=long_stream)
+        th.start()
+        wait_running(srv, th)
+        t0 = time.time()
+        srv.proc.send_signal(15)
+        code = srv.proc.wait(timeout=60)
+        th.join(timeout=60)
+        t.check(code == 0 and time.time() - t0 < 15, f"exit code {code} within the shutdown timeout")
+        st, _, raw = result.get("resp", (None, None, b""))
+        ev = sse_events(raw) if st == 200 else []
+        t.check(ev and ev[-1] == "[DONE]" and any(isinstance(e, dict) and "error" in e for e in ev),
+                f"the cut stream ends with an error event and [DONE] ({ev[-2:] if ev else st})")
     t.finish()
 
 
