@@ -523,6 +523,20 @@ TEST_F(ServerHttp, DrainFinishesRunningAndRefusesNew) {
   EXPECT_EQ(ev[ev.size() - 2]["choices"][0]["finish_reason"], "length");
 }
 
+TEST_F(ServerHttp, IdleStreamSendsComments) {
+  start();
+  engine_->pause(true);
+  HttpResult r;
+  std::thread t([&] { r = post("/v1/completions", R"({"prompt": "x", "max_tokens": 2, "stream": true})"); });
+  std::this_thread::sleep_for(300ms);  // several keep-alive intervals of 50 ms
+  engine_->pause(false);
+  t.join();
+  EXPECT_NE(r.body.find("\n: keep-alive\n\n"), std::string::npos) << r.body;
+  const std::vector<ojson> ev = sse_events(r.body);
+  ASSERT_EQ(ev.size(), 3u);  // two tokens (the last with its finish), [DONE]
+  EXPECT_EQ(ev.back(), "[DONE]");
+}
+
 TEST_F(ServerHttp, ConcurrentStreams) {
   start();
   std::vector<std::thread> clients;
