@@ -10,8 +10,8 @@
 #
 # The GPU image has no fmt/CLI11/pcre2/utf8proc, so kiln is built where they are (prepare) and carried with
 # the shared libraries it needs; without .peers/bin/kiln, run tries to build kiln in place and says so
-# when it cannot. Until the CUDA backend runs models, kiln's rows read "cuda backend not available" and
-# the peers' rows are still measured.
+# when it cannot. Where kiln cannot use the GPU (no CUDA backend in the build, no GPU) its rows read
+# "cuda backend not available", other failures give their one-line error, and the peers are measured anyway.
 #
 # Environment: BATCHES (kiln and the eager peer, "1 32 64 128"), COMPILED_BATCHES (the torch.compile peer,
 # which compiles once per batch size: "1 64"), PEERS ("eager compiled"), ISL/OSL (kiln's: 128/128, the
