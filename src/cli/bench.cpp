@@ -428,6 +428,7 @@ Setup load(const BenchFlags& f) {
   lo.random_weights = f.random_weights;
   lo.random_seed = f.seed;
   lo.random_dtype = parse_dtype_flag(f.dtype);
+  lo.device = check_device(f.device);
   const auto t0 = Clock::now();
   s.model = Model::load(s.path, lo);
   s.load_s = secs(Clock::now() - t0);

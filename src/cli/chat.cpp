@@ -36,13 +36,14 @@ std::string render_turn(const std::string& role, const std::string& content) {
 }
 
 int run(const ChatFlags& f) {
-  check_device(f.device);
+  const Device device = check_device(f.device);
   SamplingParams sp{f.temperature, f.top_k, f.top_p, f.min_p, f.seed, 0};
   Sampler::validate(sp);
   set_num_threads(f.threads);
   const std::string path = resolve_model_path(f.model);
   LoadOptions lo;
   lo.progress = isatty(STDERR_FILENO);
+  lo.device = device;
   std::unique_ptr<Model> model = Model::load(path, lo);
   std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
   KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer, which chat needs", path);

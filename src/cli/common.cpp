@@ -7,6 +7,9 @@
 #include <filesystem>
 
 #include "kiln/error.h"
+#ifdef KILN_HAVE_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 namespace kiln::cli {
 
@@ -78,10 +81,16 @@ std::vector<int32_t> parse_id_list(const std::string& text) {
   return ids;
 }
 
-void check_device(const std::string& device) {
+Device check_device(const std::string& device) {
   KILN_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
-  KILN_CHECK(device == "cpu",
-             "--device cuda: the CUDA backend does not run models yet in this build; use --device cpu");
+  if (device == "cpu") return Device::CPU;
+#ifdef KILN_HAVE_CUDA
+  KILN_CHECK(cuda::device_count() > 0,
+             "--device cuda: the CUDA backend found no GPU (no device or driver visible); use --device cpu");
+  return Device::CUDA;
+#else
+  KILN_THROW("--device cuda: this kiln was built without the CUDA backend (no nvcc when configured); use --device cpu");
+#endif
 }
 
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config) {

@@ -27,8 +27,9 @@ std::unique_ptr<Tokenizer> load_tokenizer_if_any(const std::string& model_path);
 // Parses "1,2,3" into ids; throws kiln::Error on anything else.
 std::vector<int32_t> parse_id_list(const std::string& text);
 
-// Checks `--device`; only the CPU backend runs models so far.
-void check_device(const std::string& device);
+// Checks `--device` and returns it: cpu, or cuda when this build has the CUDA backend and a GPU is present
+// (otherwise a one-line error saying which is missing).
+Device check_device(const std::string& device);
 
 // The ids that end generation: the tokenizer's eos ids and the model config's.
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config);

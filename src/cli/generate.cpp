@@ -83,7 +83,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   KILN_CHECK(f.max_num_tokens >= 1, "--max-num-tokens must be >= 1, got {}", f.max_num_tokens);
   KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
   KILN_CHECK(f.kv_cache_bytes >= 0, "--kv-cache-bytes must be >= 0, got {}", f.kv_cache_bytes);
-  check_device(f.device);
+  const Device device = check_device(f.device);
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> texts;
   if (prompt_ids_given) prompts.push_back(parse_id_list(f.prompt_ids));
@@ -95,13 +95,14 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   const std::string path = resolve_model_path(f.model);
   LoadOptions lo;
   lo.progress = !f.quiet && isatty(STDERR_FILENO);
+  lo.device = device;
   const auto t_load = std::chrono::steady_clock::now();
   std::shared_ptr<const Model> model = Model::load(path, lo);
   std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
   const ModelConfig& cfg = model->config();
   if (!f.quiet && !lo.progress)
-    std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) in %.2f s\n", path.c_str(), cfg.architecture.c_str(),
-                 model->num_parameters() / 1e6,
+    std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) on %s in %.2f s\n", path.c_str(),
+                 cfg.architecture.c_str(), model->num_parameters() / 1e6, device == Device::CUDA ? "cuda" : "cpu",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
 
   if (prompt_ids_given) {

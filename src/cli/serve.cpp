@@ -106,7 +106,7 @@ std::string default_model_name(const std::string& path) {
 }
 
 int run(const ServeFlags& f) {
-  check_device(f.device);
+  const Device device = check_device(f.device);
   KILN_CHECK(f.port >= 0 && f.port < 65536, "--port must be in [0, 65535], got {}", f.port);
   KILN_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got {}", f.max_queue);
   KILN_CHECK(f.shutdown_timeout >= 0, "--shutdown-timeout must be >= 0, got {}", f.shutdown_timeout);
@@ -142,7 +142,9 @@ int run(const ServeFlags& f) {
   std::unique_ptr<server::ExecutorEngine> engine;
   try {
     const auto t0 = std::chrono::steady_clock::now();
-    std::shared_ptr<const Model> model = Model::load(path, LoadOptions{});
+    LoadOptions lo;
+    lo.device = device;
+    std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
     const ModelConfig& cfg = model->config();
 

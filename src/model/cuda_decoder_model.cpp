@@ -67,35 +67,110 @@ cuda::Act to_cuda(ActKind a) {
   return cuda::Act::SiLU;
 }
 
-// One sequence's KV cache: per layer K and V [blocks, kv_heads, block_size, head_dim], blocks in order.
+// A page-locked host allocation freed on destruction (the per-step metadata is staged here).
+struct PinnedMem {
+  void* p = nullptr;
+  size_t bytes = 0;
+  PinnedMem() = default;
+  explicit PinnedMem(size_t n) : bytes(n) {
+    if (n) KILN_MODEL_CUDA(cudaMallocHost(&p, n));
+  }
+  PinnedMem(PinnedMem&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr, o.bytes = 0; }
+  PinnedMem& operator=(PinnedMem&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~PinnedMem() {
+    if (p) cudaFreeHost(p);
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+// Where the K/V of a pass live: block b of layer l holds K at base + b * block_stride + 2 l * per and V at
+// + (2 l + 1) * per elements, each [kv_head][block_size][head_dim] (per is that size rounded up to 8 elements,
+// so every layer's K and V start 16-byte aligned). The CPU pool's layout, so both pools have one shape.
+struct KvLayout {
+  uint16_t* base = nullptr;
+  int64_t per = 0;
+  int64_t block_stride = 0;
+  int32_t block_size = 0;
+  int64_t num_blocks = 0;
+  void* k(int64_t layer) const { return base + 2 * layer * per; }
+  void* v(int64_t layer) const { return base + (2 * layer + 1) * per; }
+};
+
+int64_t kv_per_layer(const ModelConfig& c, int32_t block_size) {
+  return (c.num_kv_heads * block_size * c.head_dim + 7) / 8 * 8;
+}
+
+// One K/V allocation of num_blocks blocks in KvLayout's layout.
+struct KvStorage {
+  DeviceMem mem;
+  KvLayout layout;
+  KvStorage(const ModelConfig& c, int64_t num_blocks, int32_t block_size) {
+    layout.per = kv_per_layer(c, block_size);
+    layout.block_stride = 2 * c.num_layers * layout.per;
+    layout.block_size = block_size;
+    layout.num_blocks = num_blocks;
+    mem = DeviceMem(static_cast<size_t>(num_blocks * layout.block_stride) * sizeof(uint16_t));
+    layout.base = mem.as<uint16_t>();
+  }
+};
+
+// Block-table entries the metadata buffers are first made with (4 MiB each on the device and pinned host).
+constexpr int64_t kInitialTableEntries = int64_t{1} << 20;
+
+// The activation buffers and staging of one forward pass of up to `tokens` rows whose block tables have up to
+// `table` entries in all (sequences x the longest table). Made once; a pass allocates nothing (but see
+// grow_tables).
+struct CudaWorkspace {
+  int64_t tokens = 0, table = 0;
+  DeviceMem x, h, qkv, att, gate_up, act, logits, decode_ws, meta;
+  PinnedMem host_meta;
+};
+
+// One sequence's KV cache: blocks 0 .. n-1 in order (its block table is the identity).
 class CudaKvState final : public KvState {
  public:
-  CudaKvState(const void* owner, int64_t capacity, int32_t block_size, int64_t layers, int64_t kv_heads,
-              int64_t head_dim)
-      : owner_(owner), block_size_(block_size) {
+  CudaKvState(const void* owner, const ModelConfig& c, int64_t capacity, int32_t block_size)
+      : owner_(owner), kv_(c, (capacity + block_size - 1) / block_size, block_size) {
     capacity_ = capacity;
-    blocks_ = (capacity + block_size - 1) / block_size;
-    layer_elems_ = static_cast<size_t>(blocks_ * kv_heads * block_size * head_dim);
-    kv_ = DeviceMem(layer_elems_ * 2 * static_cast<size_t>(layers) * sizeof(uint16_t));
-    std::vector<int32_t> table(static_cast<size_t>(blocks_));
-    for (int64_t i = 0; i < blocks_; ++i) table[i] = static_cast<int32_t>(i);
-    table_ = DeviceMem(table.size() * sizeof(int32_t));
-    KILN_MODEL_CUDA(cudaMemcpy(table_.p, table.data(), table.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    table_.resize(static_cast<size_t>(kv_.layout.num_blocks));
+    for (size_t i = 0; i < table_.size(); ++i) table_[i] = static_cast<int32_t>(i);
   }
   const void* owner() const { return owner_; }
-  void* k(int64_t layer) const { return kv_.as<uint16_t>() + 2 * layer * layer_elems_; }
-  void* v(int64_t layer) const { return kv_.as<uint16_t>() + (2 * layer + 1) * layer_elems_; }
-  const int32_t* table() const { return table_.as<int32_t>(); }
-  int64_t blocks() const { return blocks_; }
-  int32_t block_size() const { return block_size_; }
+  const KvLayout& layout() const { return kv_.layout; }
+  std::span<const int32_t> table() const { return table_; }
   void set_length(int64_t n) { length_ = n; }
+
+  std::vector<int64_t> positions, slots, logit_rows;
 
  private:
   const void* owner_;
-  int32_t block_size_;
-  int64_t blocks_ = 0;
-  size_t layer_elems_ = 0;
-  DeviceMem kv_, table_;
+  KvStorage kv_;
+  std::vector<int32_t> table_;
+};
+
+// The runtime's pool: K/V blocks on the device and the workspace of forward_batch.
+class CudaKvPool final : public KvPool {
+ public:
+  CudaKvPool(const void* owner, const ModelConfig& c, int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens)
+      : owner_(owner), kv_(c, num_blocks, block_size) {
+    num_blocks_ = num_blocks;
+    block_size_ = block_size;
+    max_batch_tokens_ = max_batch_tokens;
+  }
+  const void* owner() const { return owner_; }
+  const KvLayout& layout() const { return kv_.layout; }
+  CudaWorkspace ws;
+
+ private:
+  const void* owner_;
+  KvStorage kv_;
 };
 
 }  // namespace
@@ -108,6 +183,8 @@ struct CudaDecoderModel::Impl {
   };
   ModelConfig cfg;
   CudaModelOptions opt;
+  DType dtype = DType::BF16;
+  cuda::ElemType et = cuda::ElemType::BF16;
   int64_t num_parameters = 0;
   DeviceMem weights;
   const uint16_t *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
@@ -115,15 +192,19 @@ struct CudaDecoderModel::Impl {
   DeviceMem inv_freq;  // double [rotary_dim / 2]
   cudaStream_t stream = nullptr;
   int num_sms = 0;
-  // Workspace, sized at creation (forward runs from one thread at a time).
-  DeviceMem gemm_ws, x, h, qkv, att, gate_up, act, logits, decode_ws, meta;
+  DeviceMem gemm_ws;
   std::unique_ptr<cuda::Gemm> gemm;
-  std::vector<int32_t> host_meta;
+  // forward()'s workspace, made at its first call (forward runs from one thread at a time).
+  std::unique_ptr<CudaWorkspace> state_ws;
 
   ~Impl() {
     gemm.reset();
     if (stream) cudaStreamDestroy(stream);
   }
+
+  void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;
+  void grow_tables(CudaWorkspace& ws, int64_t table) const;
+  void run(CudaWorkspace& ws, const KvLayout& kv, const ForwardBatch& b, float* logits) const;
 };
 
 CudaDecoderModel::CudaDecoderModel() : impl_(std::make_unique<Impl>()) {}
@@ -136,6 +217,9 @@ int64_t CudaDecoderModel::num_parameters() const {
 }
 size_t CudaDecoderModel::weight_bytes() const {
   return impl_->weights.bytes;
+}
+DType CudaDecoderModel::compute_dtype() const {
+  return impl_->dtype;
 }
 
 std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const WeightSource& src,
@@ -155,22 +239,23 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   need(!c.embed_norm && c.embed_scale == 1.0, "embedding norms or scales");
   need(c.final_logit_softcap == 0 && c.clip_qkv == 0 && !c.lm_head_bias,
        "final logit soft-capping, clip_qkv or an lm_head bias");
-  need(c.head_dim == 64 || c.head_dim == 80 || c.head_dim == 96 || c.head_dim == 128 || c.head_dim == 256,
-       "this head_dim (64, 80, 96, 128, 256 are built)");
+  need(c.head_dim > 0 && c.head_dim <= 256 && c.head_dim % 2 == 0, "a head_dim that is odd or over 256");
   KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_layers > 0 && c.num_heads > 0 &&
                  c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
              "{}: bad model sizes", path);
   if (c.rope.rotary_dim == 0) c.rope.rotary_dim = c.head_dim;
   KILN_CHECK(co.max_num_tokens > 0 && co.max_logit_rows > 0 && co.block_size > 0, "CUDA model: bad options");
+  KILN_CHECK(!co.dtype || *co.dtype == DType::BF16 || *co.dtype == DType::F16,
+             "CUDA model: the compute type must be bf16 or f16");
 
   std::unique_ptr<CudaDecoderModel> m(new CudaDecoderModel());
   Impl& I = *m->impl_;
   I.opt = co;
   KILN_MODEL_CUDA(cudaSetDevice(co.device));
   const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim;
-  const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd, ld_qkv = nq + 2 * nkv;
+  const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd;
 
-  // Plan the bf16 arena: (role, layer, shape, offset in elements); fused tensors back to back.
+  // Plan the 16-bit arena: (role, layer, shape, offset in elements); fused tensors back to back.
   struct Slot {
     WeightRole role;
     int64_t layer;
@@ -224,6 +309,11 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   for (const Slot& s : slots)
     KILN_CHECK(src.has(s.role, s.layer), "{}: missing tensor '{}'", path, src.name(s.role, s.layer));
 
+  // The compute type: asked for, or BF16 for bf16 checkpoints and F16 for f16/f32 ones (more mantissa); a
+  // weight outside the f16 range sends an automatic choice back to BF16.
+  const bool auto_type = !co.dtype.has_value();
+  I.dtype = co.dtype.value_or(c.checkpoint_dtype == DType::BF16 ? DType::BF16 : DType::F16);
+
   // Upload tensor by tensor through one host staging buffer.
   I.weights = DeviceMem(total * sizeof(uint16_t));
   std::vector<float> f32;
@@ -234,8 +324,21 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
     f32.resize(n);
     b16.resize(n);
     src.read(s.role, s.layer, s.shape, f32.data());
+    if (I.dtype == DType::F16) {
+      bool fits = true;
+      for (size_t j = 0; j < n && fits; ++j) fits = !(std::fabs(f32[j]) > 65504.0f);
+      if (!fits) {
+        KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
+                   src.name(s.role, s.layer));
+        I.dtype = DType::BF16;  // and convert again what was uploaded as f16
+        i = static_cast<size_t>(-1);
+        I.num_parameters = 0;
+        continue;
+      }
+    }
+    const bool to_bf16 = I.dtype == DType::BF16;
     ThreadPool::global().parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) b16[j] = f32_to_bf16(f32[j]);
+      for (int64_t j = j0; j < j1; ++j) b16[j] = to_bf16 ? f32_to_bf16(f32[j]) : f32_to_f16(f32[j]);
     });
     KILN_MODEL_CUDA(
         cudaMemcpy(I.weights.as<uint16_t>() + s.offset, b16.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
@@ -243,6 +346,7 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
     if (options.progress && (i + 1 == slots.size() || i % 8 == 0))
       std::fprintf(stderr, "\rkiln: uploading %s: %zu/%zu tensors", path.c_str(), i + 1, slots.size());
   }
+  I.et = I.dtype == DType::BF16 ? cuda::ElemType::BF16 : cuda::ElemType::F16;
   auto at = [&](size_t slot) -> const uint16_t* {
     return slot == SIZE_MAX ? nullptr : I.weights.as<uint16_t>() + slots[slot].offset;
   };
@@ -271,36 +375,56 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   KILN_MODEL_CUDA(cudaMemcpy(I.inv_freq.p, inv.data(), inv.size() * sizeof(double), cudaMemcpyHostToDevice));
   c.tie_word_embeddings = tied;
 
-  // Workspace for max_num_tokens rows.
-  const int64_t T = co.max_num_tokens;
   KILN_MODEL_CUDA(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   I.num_sms = cuda::num_sms();
   I.gemm_ws = DeviceMem(size_t{32} << 20);
   I.gemm = std::make_unique<cuda::Gemm>(I.gemm_ws.p, I.gemm_ws.bytes);
-  I.x = DeviceMem(T * H * 2);
-  I.h = DeviceMem(T * H * 2);
-  I.qkv = DeviceMem(T * ld_qkv * 2);
-  I.att = DeviceMem(T * nq * 2);
-  I.gate_up = DeviceMem(T * 2 * In * 2);
-  I.act = DeviceMem(T * In * 2);
-  I.logits = DeviceMem(static_cast<size_t>(co.max_logit_rows * c.vocab_size) * sizeof(float));
-  // Split-K decode never plans more than two CTAs per multiprocessor for one sequence.
-  I.decode_ws = DeviceMem(static_cast<size_t>(c.num_heads) * (2 * I.num_sms + 1) * (hd + 1) * sizeof(float));
-  I.meta = DeviceMem(static_cast<size_t>(3 * T + 8) * sizeof(int32_t));
-  I.host_meta.resize(static_cast<size_t>(3 * T + 8));
   I.cfg = std::move(c);
   if (options.progress) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    std::fprintf(stderr, "\rkiln: uploaded %s: %lld parameters, %.1f MiB as bf16 on the GPU, in %.2f s\n", path.c_str(),
-                 static_cast<long long>(I.num_parameters), static_cast<double>(I.weights.bytes) / (1 << 20), secs);
+    std::fprintf(stderr, "\rkiln: uploaded %s: %lld parameters, %.1f MiB as %s on the GPU, in %.2f s\n", path.c_str(),
+                 static_cast<long long>(I.num_parameters), static_cast<double>(I.weights.bytes) / (1 << 20),
+                 I.dtype == DType::BF16 ? "bf16" : "f16", secs);
   }
   return m;
 }
 
+void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_t table) const {
+  const ModelConfig& c = cfg;
+  const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim;
+  const int64_t nq = c.num_heads * hd, ld_qkv = nq + 2 * c.num_kv_heads * hd;
+  ws = CudaWorkspace();
+  ws.tokens = T;
+  ws.x = DeviceMem(T * H * 2);
+  ws.h = DeviceMem(T * H * 2);
+  ws.qkv = DeviceMem(T * ld_qkv * 2);
+  ws.att = DeviceMem(T * nq * 2);
+  ws.gate_up = DeviceMem(T * 2 * In * 2);
+  ws.act = DeviceMem(T * In * 2);
+  ws.logits = DeviceMem(static_cast<size_t>(std::min(opt.max_logit_rows, T) * c.vocab_size) * sizeof(float));
+  // Split-K decode plans at most ~two CTAs per multiprocessor beyond one per sequence, and splits only while
+  // sequences x KV heads are under twice the multiprocessors: (4 SMs + 2) x heads x (head_dim + 1) floats cover
+  // it (a plan that would need more runs unsplit).
+  ws.decode_ws = DeviceMem(static_cast<size_t>(c.num_heads) * (4 * num_sms + 2) * (hd + 1) * sizeof(float));
+  grow_tables(ws, std::min<int64_t>(table, kInitialTableEntries));
+}
+
+// The metadata buffers (ids, positions, slots, logit rows, kv lengths and cu_q: at most 6 T + 1 ints) with room
+// for `table` block-table entries. Made at start; only a batch whose tables outgrow the first sizing (more than
+// kInitialTableEntries, e.g. hundreds of sequences at a 128K context) makes them again, once.
+void CudaDecoderModel::Impl::grow_tables(CudaWorkspace& ws, int64_t table) const {
+  const int64_t ints = 6 * ws.tokens + 1 + table;
+  ws.meta = DeviceMem();
+  ws.host_meta = PinnedMem();
+  ws.meta = DeviceMem(static_cast<size_t>(ints) * sizeof(int32_t));
+  ws.host_meta = PinnedMem(static_cast<size_t>(ints) * sizeof(int32_t));
+  ws.table = table;
+}
+
 std::unique_ptr<KvState> CudaDecoderModel::new_state(int64_t capacity) const {
   KILN_CHECK(capacity > 0, "KV state capacity must be positive, got {}", capacity);
-  const ModelConfig& c = impl_->cfg;
-  return std::make_unique<CudaKvState>(this, capacity, impl_->opt.block_size, c.num_layers, c.num_kv_heads, c.head_dim);
+  KILN_MODEL_CUDA(cudaSetDevice(impl_->opt.device));
+  return std::make_unique<CudaKvState>(this, impl_->cfg, capacity, impl_->opt.block_size);
 }
 
 void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
@@ -308,7 +432,7 @@ void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, 
   auto* st = dynamic_cast<CudaKvState*>(&state);
   KILN_CHECK(st != nullptr && st->owner() == this, "forward: the KV state was not made by this model's new_state");
   Impl& I = *impl_;
-  const ModelConfig& c = I.cfg;
+  const int64_t V = I.cfg.vocab_size;
   const int64_t total = static_cast<int64_t>(tokens.size());
   KILN_CHECK(total > 0, "forward: no tokens to run");
   const int64_t pos_start = st->length();
@@ -316,10 +440,173 @@ void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, 
              "forward: {} new tokens after {} cached exceed the KV state capacity of {}", total, pos_start,
              st->capacity());
   for (int64_t t = 0; t < total; ++t)
-    KILN_CHECK(tokens[t] >= 0 && tokens[t] < c.vocab_size,
-               "token id {} at position {} is outside the vocabulary [0, {})", tokens[t], t, c.vocab_size);
+    KILN_CHECK(tokens[t] >= 0 && tokens[t] < V, "token id {} at position {} is outside the vocabulary [0, {})",
+               tokens[t], t, V);
+  KILN_MODEL_CUDA(cudaSetDevice(I.opt.device));
+  const int64_t blocks = st->layout().num_blocks;
+  if (!I.state_ws) {
+    I.state_ws = std::make_unique<CudaWorkspace>();
+    I.make_workspace(*I.state_ws, I.opt.max_num_tokens, blocks);
+  }
+  logits.resize(static_cast<size_t>((all_logits ? total : 1) * V));
 
-  const cuda::ElemType bf = cuda::ElemType::BF16;
+  // Chunks of at most max_num_tokens rows: each is a prefill over the cached prefix (chunked prefill), one
+  // sequence whose block table is the identity (slot == position).
+  const int64_t bs = st->layout().block_size;
+  for (int64_t done = 0; done < total; done += I.opt.max_num_tokens) {
+    const int64_t T = std::min(I.opt.max_num_tokens, total - done);
+    const int64_t pos0 = pos_start + done;
+    st->positions.resize(static_cast<size_t>(T));
+    st->slots.resize(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) st->positions[t] = st->slots[t] = pos0 + t;
+    st->logit_rows.clear();
+    const bool last = done + T == total;
+    for (int64_t t = all_logits ? 0 : (last ? T - 1 : T); t < T; ++t) st->logit_rows.push_back(t);
+    const int64_t ctx = pos0 + T;
+    const BatchSeq seq{0, T, ctx, st->table().first(static_cast<size_t>((ctx + bs - 1) / bs))};
+    const ForwardBatch batch{tokens.subspan(static_cast<size_t>(done), static_cast<size_t>(T)),
+                             st->positions,
+                             st->slots,
+                             {&seq, 1},
+                             st->logit_rows};
+    I.run(*I.state_ws, st->layout(), batch, logits.data() + (all_logits ? done * V : 0));
+  }
+  st->set_length(pos_start + total);
+}
+
+int64_t CudaDecoderModel::kv_block_bytes(int32_t block_size) const {
+  KILN_CHECK(block_size > 0, "KV block size must be positive, got {}", block_size);
+  return 2 * impl_->cfg.num_layers * kv_per_layer(impl_->cfg, block_size) * static_cast<int64_t>(sizeof(uint16_t));
+}
+
+int64_t CudaDecoderModel::kv_memory_available() const {
+  KILN_MODEL_CUDA(cudaSetDevice(impl_->opt.device));
+  size_t free_bytes = 0, total_bytes = 0;
+  KILN_MODEL_CUDA(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
+
+std::unique_ptr<KvPool> CudaDecoderModel::new_kv_pool(int64_t num_blocks, int32_t block_size,
+                                                      int64_t max_batch_tokens) const {
+  KILN_CHECK(num_blocks > 0 && block_size > 0 && max_batch_tokens > 0,
+             "KV pool: blocks ({}), block size ({}) and batch tokens ({}) must be positive", num_blocks, block_size,
+             max_batch_tokens);
+  KILN_CHECK(num_blocks * block_size <= INT32_MAX, "KV pool: {} blocks of {} tokens exceed 2^31 slots", num_blocks,
+             block_size);
+  KILN_MODEL_CUDA(cudaSetDevice(impl_->opt.device));
+  auto pool = std::make_unique<CudaKvPool>(this, impl_->cfg, num_blocks, block_size, max_batch_tokens);
+  // Block tables: up to max_batch_tokens sequences x the longest table a sequence can have (the context, and
+  // never more than the pool), or kInitialTableEntries if that is less.
+  int64_t longest = num_blocks;
+  if (impl_->cfg.max_position_embeddings > 0)
+    longest = std::min(longest, (impl_->cfg.max_position_embeddings + block_size - 1) / block_size);
+  impl_->make_workspace(pool->ws, max_batch_tokens, max_batch_tokens * longest);
+  return pool;
+}
+
+void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std::vector<float>& logits) const {
+  auto* pool = dynamic_cast<CudaKvPool*>(&kv_pool);
+  KILN_CHECK(pool != nullptr && pool->owner() == this, "forward_batch: the KV pool was not made by this model");
+  const Impl& I = *impl_;
+  const int64_t T = static_cast<int64_t>(b.tokens.size());
+  const int64_t bs = pool->block_size(), nb = pool->num_blocks(), V = I.cfg.vocab_size;
+  KILN_CHECK(T > 0 && b.positions.size() == b.tokens.size() && b.slots.size() == b.tokens.size(),
+             "forward_batch: {} tokens, {} positions and {} slots must be equal and non-zero", T, b.positions.size(),
+             b.slots.size());
+  KILN_CHECK(T <= pool->max_batch_tokens(), "forward_batch: {} rows exceed the pool's {} batch tokens", T,
+             pool->max_batch_tokens());
+  int64_t row = 0;
+  for (const BatchSeq& s : b.seqs) {
+    KILN_CHECK(s.query_start == row && s.query_len > 0 && s.query_len <= s.context_len &&
+                   s.context_len <= static_cast<int64_t>(s.block_table.size()) * bs,
+               "forward_batch: sequence at row {} has {} rows, {} context tokens and {} blocks of {}", s.query_start,
+               s.query_len, s.context_len, s.block_table.size(), bs);
+    for (int64_t i = 0; i < (s.context_len + bs - 1) / bs; ++i)
+      KILN_CHECK(s.block_table[i] >= 0 && s.block_table[i] < nb, "forward_batch: block {} is outside the pool of {}",
+                 s.block_table[i], nb);
+    for (int64_t t = 0; t < s.query_len; ++t) {
+      const int64_t p = s.context_len - s.query_len + t;
+      KILN_CHECK(b.positions[row + t] == p && b.slots[row + t] == s.block_table[p / bs] * bs + p % bs,
+                 "forward_batch: row {} has position {} and slot {}, expected {} and {}", row + t, b.positions[row + t],
+                 b.slots[row + t], p, s.block_table[p / bs] * bs + p % bs);
+    }
+    row += s.query_len;
+  }
+  KILN_CHECK(row == T, "forward_batch: the sequences cover {} of {} rows", row, T);
+  for (size_t i = 0; i < b.logit_rows.size(); ++i)
+    KILN_CHECK(b.logit_rows[i] >= 0 && b.logit_rows[i] < T && (i == 0 || b.logit_rows[i] > b.logit_rows[i - 1]),
+               "forward_batch: logit rows must be ascending rows of the batch");
+  for (int64_t t = 0; t < T; ++t)
+    KILN_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "token id {} at row {} is outside the vocabulary [0, {})",
+               b.tokens[t], t, V);
+  KILN_MODEL_CUDA(cudaSetDevice(I.opt.device));
+  logits.resize(b.logit_rows.size() * static_cast<size_t>(V));
+  I.run(pool->ws, pool->layout(), b, logits.data());
+}
+
+// One pass over a validated packed batch. The leading sequences with one row each (the scheduler puts decodes
+// first) run through split-K decode attention; the rest, back to back, through prefill attention.
+void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, const ForwardBatch& b,
+                                 float* logits_out) const {
+  const ModelConfig& c = cfg;
+  const int64_t T = static_cast<int64_t>(b.tokens.size());
+  const int64_t ns = static_cast<int64_t>(b.seqs.size());
+  const int64_t R = static_cast<int64_t>(b.logit_rows.size());
+  const int64_t bs = kv_layout.block_size;
+  KILN_CHECK(T <= ws.tokens, "forward: {} rows exceed the workspace's {}", T, ws.tokens);
+  int64_t nd = 0;
+  while (nd < ns && b.seqs[nd].query_len == 1 && b.seqs[nd].query_start == nd) ++nd;
+  const int64_t np = ns - nd;
+  int64_t mb = 1, max_q = 0, max_kv_decode = 0;
+  for (int64_t i = 0; i < ns; ++i) {
+    const BatchSeq& s = b.seqs[i];
+    mb = std::max(mb, (s.context_len + bs - 1) / bs);
+    if (i < nd)
+      max_kv_decode = std::max(max_kv_decode, s.context_len);
+    else
+      max_q = std::max(max_q, s.query_len);
+  }
+  if (ns * mb > ws.table) grow_tables(ws, ns * mb);
+
+  // Metadata in one upload: ids, positions, slots [T]; logit rows [R]; kv lengths [ns]; cu_q [np + 1]; tables.
+  int32_t* hm = ws.host_meta.as<int32_t>();
+  int32_t* h_ids = hm;
+  int32_t* h_pos = h_ids + T;
+  int32_t* h_slots = h_pos + T;
+  int32_t* h_rows = h_slots + T;
+  int32_t* h_lens = h_rows + R;
+  int32_t* h_cu = h_lens + ns;
+  int32_t* h_tab = h_cu + np + 1;
+  for (int64_t t = 0; t < T; ++t) {
+    h_ids[t] = b.tokens[t];
+    h_pos[t] = static_cast<int32_t>(b.positions[t]);
+    h_slots[t] = static_cast<int32_t>(b.slots[t]);
+  }
+  for (int64_t r = 0; r < R; ++r) h_rows[r] = static_cast<int32_t>(b.logit_rows[r]);
+  const int64_t row0_p = np > 0 ? b.seqs[nd].query_start : 0;
+  h_cu[0] = 0;
+  for (int64_t i = 0; i < ns; ++i) {
+    const BatchSeq& s = b.seqs[i];
+    h_lens[i] = static_cast<int32_t>(s.context_len);
+    if (i >= nd) h_cu[i - nd + 1] = static_cast<int32_t>(s.query_start + s.query_len - row0_p);
+    const int64_t n = (s.context_len + bs - 1) / bs;
+    int32_t* row = h_tab + i * mb;
+    std::copy(s.block_table.begin(), s.block_table.begin() + n, row);
+    std::fill(row + n, row + mb, 0);
+  }
+  const int64_t ints = (h_tab + ns * mb) - hm;
+  cudaStream_t s = stream;
+  KILN_MODEL_CUDA(
+      cudaMemcpyAsync(ws.meta.p, hm, static_cast<size_t>(ints) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  const int32_t* d_ids = ws.meta.as<int32_t>();
+  const int32_t* d_pos = d_ids + T;
+  const int32_t* d_slots = d_pos + T;
+  const int32_t* d_rows = d_slots + T;
+  const int32_t* d_lens = d_rows + R;
+  const int32_t* d_cu = d_lens + ns;
+  const int32_t* d_tab = d_cu + np + 1;
+
+  const cuda::ElemType et = this->et;
   const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim, V = c.vocab_size;
   const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd, ld_qkv = nq + 2 * nkv;
   const float eps = static_cast<float>(c.norm_eps);
@@ -329,98 +616,83 @@ void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, 
   shape.head_dim = static_cast<int32_t>(hd);
   shape.scale = c.attn_scale > 0 ? static_cast<float>(c.attn_scale) : 1.0f / std::sqrt(static_cast<float>(hd));
   shape.softcap = static_cast<float>(c.attn_logit_softcap);
-  cudaStream_t s = I.stream;
-  uint16_t* x = I.x.as<uint16_t>();
-  uint16_t* h = I.h.as<uint16_t>();
-  uint16_t* qkv = I.qkv.as<uint16_t>();
-  uint16_t* att = I.att.as<uint16_t>();
-  uint16_t* gu = I.gate_up.as<uint16_t>();
-  uint16_t* act = I.act.as<uint16_t>();
-  if (all_logits)
-    logits.resize(static_cast<size_t>(total * V));
-  else
-    logits.resize(static_cast<size_t>(V));
+  uint16_t* x = ws.x.as<uint16_t>();
+  uint16_t* h = ws.h.as<uint16_t>();
+  uint16_t* qkv = ws.qkv.as<uint16_t>();
+  uint16_t* att = ws.att.as<uint16_t>();
+  uint16_t* gu = ws.gate_up.as<uint16_t>();
+  uint16_t* act = ws.act.as<uint16_t>();
 
-  // Chunks of at most max_num_tokens rows: each is a prefill over the cached prefix (chunked prefill).
-  for (int64_t done = 0; done < total; done += I.opt.max_num_tokens) {
-    const int64_t T = std::min(I.opt.max_num_tokens, total - done);
-    const int64_t pos0 = pos_start + done;
-    // Metadata: ids, positions, slots (identity block tables: slot == position), cu_q, kv_len.
-    int32_t* hm = I.host_meta.data();
-    for (int64_t t = 0; t < T; ++t) {
-      hm[t] = tokens[done + t];
-      hm[T + t] = static_cast<int32_t>(pos0 + t);
-    }
-    hm[2 * T] = 0;
-    hm[2 * T + 1] = static_cast<int32_t>(T);
-    hm[2 * T + 2] = static_cast<int32_t>(pos0 + T);
-    KILN_MODEL_CUDA(cudaMemcpyAsync(I.meta.p, hm, (2 * T + 3) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-    const int32_t* d_ids = I.meta.as<int32_t>();
-    const int32_t* d_pos = d_ids + T;
-    const int32_t* d_cu = d_ids + 2 * T;
-    const int32_t* d_kvlen = d_cu + 2;
+  cuda::embedding(et, embed, V, H, d_ids, T, x, s);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& L = layers[l];
+    cuda::rms_norm(et, x, L.attn_norm, h, T, H, eps, c.norm_add_one, s);
+    gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, qkv, s);
+    cuda::RopeKvArgs r;
+    r.num_tokens = T;
+    r.num_heads = static_cast<int32_t>(c.num_heads);
+    r.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
+    r.head_dim = static_cast<int32_t>(hd);
+    r.rotary_dim = static_cast<int32_t>(c.rope.rotary_dim);
+    r.interleaved = c.rope.interleaved;
+    r.ld_qkv = ld_qkv;
+    r.positions = d_pos;
+    r.inv_freq = inv_freq.as<double>();
+    r.slot_mapping = d_slots;
+    r.k_cache = kv_layout.k(l);
+    r.v_cache = kv_layout.v(l);
+    r.block_size = static_cast<int32_t>(bs);
+    r.block_stride = kv_layout.block_stride;
+    r.q_norm = L.q_norm;
+    r.k_norm = L.k_norm;
+    r.qk_norm_eps = eps;
+    cuda::rope_kv_write(et, qkv, r, s);
 
     cuda::PagedKv kv;
-    kv.block_tables = st->table();
-    kv.max_blocks_per_seq = static_cast<int32_t>(st->blocks());
-    kv.block_size = st->block_size();
-    kv.kv_lens = d_kvlen;
-
-    cuda::embedding(bf, I.embed, V, H, d_ids, T, x, s);
-    for (int64_t l = 0; l < c.num_layers; ++l) {
-      const Impl::Layer& L = I.layers[l];
-      cuda::rms_norm(bf, x, L.attn_norm, h, T, H, eps, c.norm_add_one, s);
-      I.gemm->run(bf, bf, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, qkv, s);
-      cuda::RopeKvArgs r;
-      r.num_tokens = T;
-      r.num_heads = static_cast<int32_t>(c.num_heads);
-      r.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
-      r.head_dim = static_cast<int32_t>(hd);
-      r.rotary_dim = static_cast<int32_t>(c.rope.rotary_dim);
-      r.interleaved = c.rope.interleaved;
-      r.ld_qkv = ld_qkv;
-      r.positions = d_pos;
-      r.inv_freq = I.inv_freq.as<double>();
-      r.slot_mapping = d_pos;  // identity block table
-      r.k_cache = st->k(l);
-      r.v_cache = st->v(l);
-      r.block_size = st->block_size();
-      r.q_norm = L.q_norm;
-      r.k_norm = L.k_norm;
-      r.qk_norm_eps = eps;
-      cuda::rope_kv_write(bf, qkv, r, s);
-
-      kv.k_cache = st->k(l);
-      kv.v_cache = st->v(l);
-      shape.window = static_cast<int32_t>(c.window_for_layer(l));
-      if (T == 1) {
-        const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 1, static_cast<int32_t>(pos0 + 1), I.num_sms);
-        KILN_CHECK(plan.workspace_bytes <= I.decode_ws.bytes, "forward: decode workspace too small");
-        cuda::decode_attention(bf, plan, shape, qkv, ld_qkv, kv, att, nq, I.decode_ws.p, s);
-      } else {
-        const cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, 1, static_cast<int32_t>(T));
-        cuda::prefill_attention(bf, plan, shape, qkv, ld_qkv, d_cu, kv, att, nq, s);
-      }
-      // x += att · Woᵀ (+ bo), the residual add in the GEMM epilogue.
-      I.gemm->run(bf, bf, att, T, nq, L.wo, H, L.bo, x, x, s);
-      cuda::rms_norm(bf, x, L.mlp_norm, h, T, H, eps, c.norm_add_one, s);
-      I.gemm->run(bf, bf, h, T, H, L.w_in, 2 * In, L.b_in, nullptr, gu, s);
-      cuda::gated_activation(bf, gu, gu + In, act, T, In, 2 * In, to_cuda(c.act), s);
-      I.gemm->run(bf, bf, act, T, In, L.w_down, H, L.b_down, x, x, s);
+    kv.k_cache = kv_layout.k(l);
+    kv.v_cache = kv_layout.v(l);
+    kv.max_blocks_per_seq = static_cast<int32_t>(mb);
+    kv.block_size = static_cast<int32_t>(bs);
+    kv.block_stride = kv_layout.block_stride;
+    shape.window = static_cast<int32_t>(c.window_for_layer(l));
+    if (nd > 0) {
+      cuda::DecodePlan plan =
+          cuda::plan_decode_attention(shape, static_cast<int32_t>(nd), static_cast<int32_t>(max_kv_decode), num_sms);
+      if (plan.workspace_bytes > ws.decode_ws.bytes)
+        plan = cuda::plan_decode_attention(shape, static_cast<int32_t>(nd), static_cast<int32_t>(max_kv_decode),
+                                           num_sms, 1);
+      kv.block_tables = d_tab;
+      kv.kv_lens = d_lens;
+      cuda::decode_attention(et, plan, shape, qkv, ld_qkv, kv, att, nq, ws.decode_ws.p, s);
     }
+    if (np > 0) {
+      const cuda::PrefillPlan plan =
+          cuda::plan_prefill_attention(shape, static_cast<int32_t>(np), static_cast<int32_t>(max_q));
+      kv.block_tables = d_tab + nd * mb;
+      kv.kv_lens = d_lens + nd;
+      cuda::prefill_attention(et, plan, shape, qkv + row0_p * ld_qkv, ld_qkv, d_cu, kv, att + row0_p * nq, nq, s);
+    }
+    // x += att · Woᵀ (+ bo), the residual add in the GEMM epilogue.
+    gemm->run(et, et, att, T, nq, L.wo, H, L.bo, x, x, s);
+    cuda::rms_norm(et, x, L.mlp_norm, h, T, H, eps, c.norm_add_one, s);
+    gemm->run(et, et, h, T, H, L.w_in, 2 * In, L.b_in, nullptr, gu, s);
+    cuda::gated_activation(et, gu, gu + In, act, T, In, 2 * In, to_cuda(c.act), s);
+    gemm->run(et, et, act, T, In, L.w_down, H, L.b_down, x, x, s);
+  }
 
-    // Logits of the rows wanted (the last of the whole call, or all), max_logit_rows at a time.
-    const int64_t first = all_logits ? 0 : (done + T == total ? T - 1 : T);
-    for (int64_t r0 = first; r0 < T; r0 += I.opt.max_logit_rows) {
-      const int64_t rows = std::min(I.opt.max_logit_rows, T - r0);
-      cuda::rms_norm(bf, x + r0 * H, I.final_norm, h, rows, H, eps, c.norm_add_one, s);
-      I.gemm->run(bf, cuda::ElemType::F32, h, rows, H, I.lm_head, V, nullptr, nullptr, I.logits.p, s);
-      float* dst = logits.data() + (all_logits ? (done + r0) * V : 0);
-      KILN_MODEL_CUDA(cudaMemcpyAsync(dst, I.logits.p, rows * V * sizeof(float), cudaMemcpyDeviceToHost, s));
+  // Logits of the wanted rows only: gather them, norm, then lm_head in slices of max_logit_rows.
+  if (R > 0) {
+    cuda::embedding(et, x, T, H, d_rows, R, h, s);
+    cuda::rms_norm(et, h, final_norm, x, R, H, eps, c.norm_add_one, s);
+    const int64_t slice = std::min(opt.max_logit_rows, ws.tokens);
+    for (int64_t r0 = 0; r0 < R; r0 += slice) {
+      const int64_t rows = std::min(slice, R - r0);
+      gemm->run(et, cuda::ElemType::F32, x + r0 * H, rows, H, lm_head, V, nullptr, nullptr, ws.logits.p, s);
+      KILN_MODEL_CUDA(cudaMemcpyAsync(logits_out + r0 * V, ws.logits.p, static_cast<size_t>(rows * V) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, s));
     }
   }
   KILN_MODEL_CUDA(cudaStreamSynchronize(s));
-  st->set_length(pos_start + total);
 }
 
 }  // namespace kiln

@@ -1,10 +1,11 @@
-// CudaDecoderModel: the decoder forward of the Llama family on the GPU (bf16 weights and activations, fp32
+// CudaDecoderModel: the decoder forward of the Llama family on the GPU (bf16 or f16 weights and activations, fp32
 // accumulation), behind the same Model interface as the CPU DecoderModel. Only in CUDA builds.
 #pragma once
 
 #ifdef KILN_HAVE_CUDA
 
 #include <memory>
+#include <optional>
 
 #include "model/model.h"
 #include "model/weights.h"
@@ -13,13 +14,16 @@ namespace kiln {
 
 struct CudaModelOptions {
   int device = 0;
-  // Rows one pass of the forward handles; longer prompts run as chunks (chunked prefill). The activation
-  // workspace is sized for this at creation, so no forward allocates.
+  // Rows one pass of forward() (the KvState path) handles; longer prompts run as chunks (chunked prefill). Its
+  // activation workspace is made at the first forward(); a KvPool holds its own, sized for its max_batch_tokens.
   int64_t max_num_tokens = 2048;
   // Rows of logits computed per lm_head GEMM (all_logits runs in slices of this many).
   int64_t max_logit_rows = 64;
   // Tokens per KV block of the states this model makes.
   int32_t block_size = 16;
+  // Weights, activations and KV cache: BF16 or F16. Unset: BF16 for bf16 checkpoints, F16 for f16 and f32 ones
+  // (falling back to BF16 when a weight is outside the f16 range).
+  std::optional<DType> dtype;
 };
 
 class CudaDecoderModel final : public Model {
@@ -38,6 +42,14 @@ class CudaDecoderModel final : public Model {
   std::unique_ptr<KvState> new_state(int64_t capacity) const override;
   void forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
                bool all_logits = false) const override;
+  // The paged path (the runtime's): blocks of [layer][k|v][kv_head][block_size][head_dim] on the device, block
+  // tables and batch metadata uploaded once per step, logits copied back for the wanted rows only.
+  int64_t kv_block_bytes(int32_t block_size) const override;
+  std::unique_ptr<KvPool> new_kv_pool(int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens) const override;
+  void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const override;
+  int64_t kv_memory_available() const override;  // free device memory
+  // What weights, activations and the KV cache are stored as (BF16 or F16).
+  DType compute_dtype() const;
 
   struct Impl;
 

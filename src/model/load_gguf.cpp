@@ -169,7 +169,7 @@ std::unique_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
   if (g.has("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {g.get_int("tokenizer.ggml.eos_token_id")};
 
   const GgufSource src(g, c.num_heads, c.num_kv_heads, c.head_dim);
-  return DecoderModel::create(std::move(c), src, options);
+  return make_decoder_model(std::move(c), src, options);
 }
 
 }  // namespace kiln

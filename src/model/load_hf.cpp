@@ -134,7 +134,7 @@ std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions&
       c.checkpoint_storage += fmt::format("{}{} x{}", c.checkpoint_storage.empty() ? "" : ", ", name, n);
   }
   if (c.embed_scale_in_checkpoint_dtype) c.embed_scale = round_to_dtype(c.embed_scale, c.checkpoint_dtype);
-  return DecoderModel::create(std::move(c), src, options);
+  return make_decoder_model(std::move(c), src, options);
 }
 
 }  // namespace kiln

@@ -138,7 +138,7 @@ std::unique_ptr<Model> load_llama2c(const std::string& path, const LoadOptions& 
   c.checkpoint_storage = "f32 (llama2.c)";
   c.bos_token_id = 1;
   c.eos_token_ids = {2};
-  return DecoderModel::create(std::move(c), src, options);
+  return make_decoder_model(std::move(c), src, options);
 }
 
 }  // namespace kiln

@@ -125,7 +125,7 @@ std::unique_ptr<Model> load_random(const std::string& path, const LoadOptions& o
   c.checkpoint_storage = fmt::format("random {} (seed {})", dtype_name(dtype), options.random_seed);
   if (c.embed_scale_in_checkpoint_dtype) c.embed_scale = round_to_dtype(c.embed_scale, c.checkpoint_dtype);
   const RandomSource src(config_path, c, options.random_seed, dtype);
-  return DecoderModel::create(std::move(c), src, options);
+  return make_decoder_model(std::move(c), src, options);
 }
 
 }  // namespace kiln

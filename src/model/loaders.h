@@ -9,6 +9,11 @@
 namespace kiln {
 
 struct Family;
+class WeightSource;
+
+// The decoder of `config` on options.device: DecoderModel on the CPU, CudaDecoderModel on CUDA (CUDA builds;
+// refused by name otherwise).
+std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource& source, const LoadOptions& options);
 
 // A folder with config.json and model.safetensors (or a sharded index).
 std::unique_ptr<Model> load_hf_folder(const std::string& dir, const LoadOptions& options);

@@ -4,6 +4,8 @@
 #include <filesystem>
 
 #include "kiln/error.h"
+#include "model/cuda_decoder_model.h"
+#include "model/decoder_model.h"
 #include "model/loaders.h"
 
 namespace kiln {
@@ -24,6 +26,19 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     return load_hf_folder(folder.empty() ? std::string(".") : folder.string(), options);
   }
   KILN_THROW("{}: not a model: expected an HF checkpoint folder, a .gguf file or a llama2.c .bin file", path);
+}
+
+std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource& source, const LoadOptions& options) {
+  if (options.device == Device::CUDA) {
+#ifdef KILN_HAVE_CUDA
+    CudaModelOptions cuda;
+    cuda.dtype = options.compute_dtype;
+    return CudaDecoderModel::create(std::move(config), source, options, cuda);
+#else
+    KILN_THROW("{}: this kiln was built without the CUDA backend; use the CPU", source.path());
+#endif
+  }
+  return DecoderModel::create(std::move(config), source, options);
 }
 
 // Backends without a paged forward refuse it by name; the runtime needs one.

@@ -1,4 +1,4 @@
-// Model: a loaded decoder-only LLM and its forward pass on the CPU backend.
+// Model: a loaded decoder-only LLM and its forward pass (CPU backend; CUDA in CudaDecoderModel).
 #pragma once
 
 #include <cstdint>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/tensor.h"
 #include "model/model_config.h"
 
 namespace kiln {
@@ -66,6 +67,11 @@ struct ForwardBatch {
 struct LoadOptions {
   // Print loading progress on stderr.
   bool progress = false;
+  // CUDA: the Llama-family decoder on the GPU (CudaDecoderModel; CUDA builds only, refused by name otherwise).
+  Device device = Device::CPU;
+  // CUDA: what weights, activations and the KV cache are stored as (BF16 or F16); unset: BF16 for bf16
+  // checkpoints, F16 for f16 and f32 ones. The CPU backend computes in f32 whatever this says.
+  std::optional<DType> compute_dtype;
   // Build the model from an HF config.json (the path is the file, or a folder holding it) with
   // deterministic random weights instead of reading a checkpoint: matrices and embeddings normal(0, 0.02),
   // norm scales 1, biases 0, the same for the same seed on every machine and thread count.
@@ -108,6 +114,9 @@ class Model {
   // Throws kiln::Error for an id out of range or a malformed batch; the pool's blocks not written by this
   // batch are unchanged. Same threading contract as forward.
   virtual void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const;
+  // Bytes free now where this backend's KV pool would live: the GPU's free memory for a device backend; -1 for
+  // host memory (the executor then reads MemAvailable).
+  virtual int64_t kv_memory_available() const { return -1; }
 };
 
 }  // namespace kiln

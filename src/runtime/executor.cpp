@@ -196,7 +196,9 @@ Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Token
   const int64_t block_bytes = model_->kv_block_bytes(c.block_size);
   int64_t budget = c.kv_cache_bytes;
   if (budget == 0) {
-    const int64_t avail = mem_available_bytes();
+    // A device backend's pool comes from the device's free memory (the weights are already there).
+    const int64_t device_free = model_->kv_memory_available();
+    const int64_t avail = device_free >= 0 ? device_free : mem_available_bytes();
     KILN_CHECK(avail > 0, "executor: cannot read MemAvailable from /proc/meminfo; set kv_cache_bytes");
     budget = static_cast<int64_t>(static_cast<double>(avail) * c.kv_cache_fraction);
   }

@@ -238,5 +238,30 @@ TEST(CudaPrefillAttention, SlidingWindowSoftcapAndAlibi) {
   }
 }
 
+// Head dims without a tensor-core instance (the tiny fixtures' 8, 12, 16, and others) take the generic kernel:
+// decode and prefill, odd block sizes, GQA/MQA, windows, soft-capping, ALiBi.
+TEST(CudaGenericAttention, SmallAndOddHeadDimsMatchCpu) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(41);
+  const std::pair<int, int> heads[] = {{4, 4}, {4, 2}, {6, 1}, {16, 4}};
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int D : {8, 12, 16, 24, 40, 72})
+      for (auto [H, Hkv] : heads)
+        for (int bs : {3, 16}) {
+          const AttnCase c{H, Hkv, D, bs, 0, t};
+          run_decode(c, {1, 97, 300}, 0, rng);
+          run_prefill(c, {97, 17, 1}, {0, 300, 97}, rng);
+        }
+  for (ElemType t : {ElemType::BF16, ElemType::F16}) {
+    run_decode({4, 2, 16, 4, 8, t}, {1, 7, 40}, 0, rng);                     // Mistral-like window
+    run_prefill({4, 2, 16, 4, 8, t}, {33, 7, 1}, {0, 20, 40}, rng);
+    run_decode({4, 2, 16, 1, 6, t, 4.0f}, {1, 30}, 0, rng);                  // Gemma 2-like window + soft-cap
+    run_prefill({4, 2, 16, 1, 6, t, 4.0f}, {33, 5}, {0, 9}, rng);
+    run_decode({6, 6, 8, 16, 0, t, 0.0f, true}, {1, 97, 300}, 0, rng);      // ALiBi over 6 heads
+    run_prefill({6, 6, 12, 3, 0, t, 0.0f, true}, {97, 17}, {0, 40}, rng);
+    run_prefill({4, 2, 12, 5, 0, t, 0.0f, false, true}, {50, 3}, {0, 21}, rng);  // K|V side by side
+  }
+}
+
 }  // namespace
 }  // namespace kiln

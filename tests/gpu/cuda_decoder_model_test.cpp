@@ -90,12 +90,13 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
   return testing::rel_err(a, b);
 }
 
-void compare(const ModelConfig& c, const char* what) {
+void compare(const ModelConfig& c, const char* what, std::optional<DType> dtype = std::nullopt) {
   RandomSource src(c);
   auto cpu_model = DecoderModel::create(c, src, {});
   CudaModelOptions opt;
   opt.max_num_tokens = 32;  // prompts longer than this run as chunks
   opt.max_logit_rows = 16;
+  opt.dtype = dtype;
   auto gpu_model = CudaDecoderModel::create(c, src, {}, opt);
   EXPECT_EQ(gpu_model->num_parameters(), cpu_model->num_parameters()) << what;
 
@@ -155,13 +156,26 @@ TEST(CudaDecoderModel, MatchesCpuDecoderModel) {
     c.rope.scaling = RopeScaling::None;
     compare(c, "mistral-like hd80 window");
   }
+  // Head dims of the generic attention kernel, and f16 compute.
+  compare(llama_like(16, 4, 2), "llama hd16 gqa2 (generic attention)");
+  compare(llama_like(12, 6, 1), "llama hd12 mqa (generic attention)");
+  compare(llama_like(64, 4, 2), "llama hd64 gqa2 f16", DType::F16);
+  {
+    ModelConfig c = llama_like(16, 4, 4);
+    c.sliding_window = 9;
+    compare(c, "llama hd16 window f16", DType::F16);
+  }
 }
 
 TEST(CudaDecoderModel, RefusesUnsupportedTraits) {
   KILN_REQUIRE_GPU();
-  ModelConfig c = llama_like(16, 4, 2);
+  ModelConfig c = llama_like(15, 4, 2);  // odd head_dim (RoPE rotates pairs)
   RandomSource src(c);
   EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);
+  c = llama_like(64, 4, 2);
+  CudaModelOptions f32;
+  f32.dtype = DType::F32;
+  EXPECT_THROW(CudaDecoderModel::create(c, src, {}, f32), Error);
   c = llama_like(64, 4, 2);
   c.norm = NormKind::LayerNorm;
   EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);

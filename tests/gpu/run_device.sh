@@ -8,8 +8,14 @@ OUT=${OUT:-/tmp/kiln-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PATH="/usr/local/cuda/bin:$PATH"
-TESTS=(cuda_cast_test cuda_gemm_test cuda_norm_act_test cuda_rope_kv_test cuda_sampling_test cuda_attention_test cuda_decoder_model_test)
+# The fixture-based tests read tests/fixtures/models from this checkout, wherever it sits.
+export KILN_MODEL_FIXTURES=${KILN_MODEL_FIXTURES:-$(cd "$(dirname "$0")/../.." && pwd)/tests/fixtures/models}
+TESTS=(cuda_cast_test cuda_gemm_test cuda_norm_act_test cuda_rope_kv_test cuda_sampling_test cuda_attention_test cuda_decoder_model_test
+  cuda_fixtures_test cuda_runtime_test)
 [[ -n "${KILN_EXTRA_TESTS:-}" ]] && TESTS+=(${KILN_EXTRA_TESTS})
+# Binaries memcheck runs on: all of TESTS, or KILN_SANITIZER_TESTS ("name" or "name:gtest-filter" words).
+SANITIZE=("${TESTS[@]}")
+[[ -n "${KILN_SANITIZER_TESTS:-}" ]] && SANITIZE=(${KILN_SANITIZER_TESTS})
 {
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
   nvcc --version | tail -2
@@ -38,16 +44,19 @@ fi
 
 if [[ "${KILN_SKIP_SANITIZER:-0}" != 1 ]]; then
   # One compute-sanitizer per test binary, in parallel (one GPU, many cores).
-  for t in "${TESTS[@]}"; do
+  for spec in "${SANITIZE[@]}"; do
+    t=${spec%%:*}
+    filter='*'
+    [[ "$spec" == *:* ]] && filter=${spec#*:}
     (
-      echo "=== compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 $t"
+      echo "=== compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 $t --gtest_filter=$filter"
       timeout "${KILN_SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-        "$BIN/$t" --gtest_color=no 2>&1
+        "$BIN/$t" --gtest_color=no --gtest_filter="$filter" 2>&1
       echo "exit $? ($t)"
     ) >"/tmp/sanitizer.$t.log" 2>&1 &
   done
   wait
-  for t in "${TESTS[@]}"; do cat "/tmp/sanitizer.$t.log" >>"$OUT/sanitizer.log"; done
+  for spec in "${SANITIZE[@]}"; do cat "/tmp/sanitizer.${spec%%:*}.log" >>"$OUT/sanitizer.log"; done
   grep -E "^=== |ERROR SUMMARY|^exit |^\[  (PASSED|FAILED) " "$OUT/sanitizer.log"
 fi
 exit $status

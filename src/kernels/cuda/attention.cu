@@ -10,18 +10,20 @@ static_assert(kDecodeAttentionVariants == attn::kNumDecodeVariants, "variant cou
 namespace {
 
 void check_shape(const AttentionShape& s) {
-  KILN_CHECK(s.head_dim == 64 || s.head_dim == 80 || s.head_dim == 96 || s.head_dim == 128 || s.head_dim == 256,
-             "attention: head_dim {} is not supported (64, 80, 96, 128, 256)", s.head_dim);
+  KILN_CHECK(s.head_dim > 0 && s.head_dim <= attn::kGenericMaxHeadDim,
+             "attention: head_dim {} is not supported (1 to {}; 64, 80, 96, 128 and 256 on tensor cores)", s.head_dim,
+             attn::kGenericMaxHeadDim);
   KILN_CHECK(s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0,
              "attention: {} query heads are not a multiple of {} KV heads", s.num_heads, s.num_kv_heads);
   KILN_CHECK(s.window >= 0, "attention: window must be >= 0");
 }
 
-void check_kv(const PagedKv& kv) {
+void check_kv(const AttentionShape& s, const PagedKv& kv) {
   KILN_CHECK(kv.k_cache && kv.v_cache && kv.block_tables && kv.kv_lens, "attention: KV cache pointers missing");
   KILN_CHECK(kv.block_size > 0 && kv.max_blocks_per_seq > 0, "attention: bad block size {} / blocks per sequence {}",
              kv.block_size, kv.max_blocks_per_seq);
-  KILN_CHECK(aligned16(kv.k_cache) && aligned16(kv.v_cache), "attention: KV caches must be 16-byte aligned");
+  KILN_CHECK(!attn::has_tensor_core_instance(s.head_dim) || (aligned16(kv.k_cache) && aligned16(kv.v_cache)),
+             "attention: KV caches must be 16-byte aligned");
 }
 
 attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, const PagedKv& kv, void* out,
@@ -37,19 +39,23 @@ attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, co
   p.max_blocks_per_seq = kv.max_blocks_per_seq;
   p.block_size = kv.block_size;
   p.block_stride = kv.block_stride ? kv.block_stride : int64_t{s.num_kv_heads} * kv.block_size * s.head_dim;
-  KILN_CHECK(p.block_stride % 8 == 0 && p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
+  const bool tc = attn::has_tensor_core_instance(s.head_dim);
+  KILN_CHECK((!tc || p.block_stride % 8 == 0) && p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
              "attention: block stride {} must be a multiple of 8 and hold a block", p.block_stride);
   p.kv_lens = kv.kv_lens;
   p.num_heads = s.num_heads;
   p.num_kv_heads = s.num_kv_heads;
   p.group = s.num_heads / s.num_kv_heads;
+  p.head_dim = s.head_dim;
   p.scale = s.scale;
   p.scale_log2 = s.scale * 1.4426950408889634f;
   p.softcap = s.softcap;
   p.alibi_slopes = s.alibi_slopes;
   p.window = s.window;
-  KILN_CHECK(p.ldq % 8 == 0 && aligned16(q), "attention: q must be 16-byte aligned with a row stride multiple of 8");
-  KILN_CHECK(p.ldo % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0, "attention: out must be 4-byte aligned");
+  if (tc) {
+    KILN_CHECK(p.ldq % 8 == 0 && aligned16(q), "attention: q must be 16-byte aligned with a row stride multiple of 8");
+    KILN_CHECK(p.ldo % 2 == 0 && (reinterpret_cast<uintptr_t>(out) & 3) == 0, "attention: out must be 4-byte aligned");
+  }
   return p;
 }
 
@@ -65,6 +71,11 @@ DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, 
   plan.num_seqs = num_seqs;
   plan.max_kv_len = max_kv_len;
   plan.variant = variant;
+  if (!attn::has_tensor_core_instance(shape.head_dim)) {
+    // The generic kernel walks a row's whole context in one warp: no splits, no workspace.
+    plan.split_tokens = std::max(max_kv_len, 1);
+    return plan;
+  }
   const int group = shape.num_heads / shape.num_kv_heads;
   plan.head_chunks = (group + 15) / 16;
   const int64_t len = std::max<int64_t>(1, shape.window > 0 ? std::min(max_kv_len, shape.window) : max_kv_len);
@@ -89,7 +100,7 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
                       const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream) {
   if (plan.num_seqs == 0) return;
   check_shape(shape);
-  check_kv(kv);
+  check_kv(shape, kv);
   attn::Params p = base_params(shape, q, ldq, kv, out, ldo);
   p.num_seqs = plan.num_seqs;
   p.num_splits = plan.num_splits;
@@ -102,6 +113,11 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
   if (plan.num_splits > 1) {
     p.part_o = static_cast<float*>(workspace);
     p.part_lse = p.part_o + static_cast<size_t>(plan.num_seqs) * shape.num_heads * plan.num_splits * shape.head_dim;
+  }
+  if (!attn::has_tensor_core_instance(shape.head_dim)) {
+    p.num_splits = 1;
+    KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, 1, stream));
+    return;
   }
   KILN_DISPATCH_16(t, T, {
     switch (shape.head_dim) {
@@ -139,13 +155,17 @@ void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream) {
   if (plan.num_seqs == 0 || plan.row_tiles == 0) return;
   check_shape(shape);
-  check_kv(kv);
+  check_kv(shape, kv);
   KILN_CHECK(cu_q_lens, "prefill attention: cu_q_lens missing");
   KILN_CHECK(plan.num_seqs <= 65535 && shape.num_kv_heads <= 65535, "prefill attention: grid too large");
   attn::Params p = base_params(shape, q, ldq, kv, out, ldo);
   p.num_seqs = plan.num_seqs;
   p.cu_q_lens = cu_q_lens;
   p.row_tiles = plan.row_tiles;
+  if (!attn::has_tensor_core_instance(shape.head_dim)) {
+    KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, plan.max_q_len, stream));
+    return;
+  }
   KILN_DISPATCH_16(t, T, {
     switch (shape.head_dim) {
       case 64:

@@ -22,6 +22,7 @@ struct Params {
   const int32_t* cu_q_lens = nullptr;  // prefill only
   int32_t num_seqs = 0;
   int32_t num_heads = 0, num_kv_heads = 0, group = 0;
+  int32_t head_dim = 0;
   float scale_log2 = 0.0f;  // softmax scale times log2(e)
   float scale = 0.0f;
   float softcap = 0.0f;
@@ -49,5 +50,12 @@ template <typename T, int D>
 void launch_decode(const Params& p, int variant, cudaStream_t stream);
 template <typename T, int D>
 void launch_prefill(const Params& p, cudaStream_t stream);
+
+// Head dims without a tensor-core instance (any head_dim up to kGenericMaxHeadDim): one warp per (query row,
+// head), scalar fp32 math. Decode when p.cu_q_lens is null (one query per sequence, q row = sequence).
+constexpr int kGenericMaxHeadDim = 256;
+bool has_tensor_core_instance(int head_dim);
+template <typename T>
+void launch_generic(const Params& p, int32_t max_q_len, cudaStream_t stream);
 
 }  // namespace kiln::cuda::attn

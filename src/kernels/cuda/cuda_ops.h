@@ -119,7 +119,9 @@ struct PagedKv {
 };
 
 struct AttentionShape {
-  int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0;  // head_dim 64, 80, 96, 128 or 256
+  // head_dim 64, 80, 96, 128, 256 run on tensor cores; any other up to 256 on a generic scalar kernel (decode
+  // and prefill alike, one warp per query row and head, no splits).
+  int32_t num_heads = 0, num_kv_heads = 0, head_dim = 0;
   float scale = 1.0f;
   int32_t window = 0;                   // 0: full
   float softcap = 0.0f;                 // > 0: scores = softcap * tanh(scores / softcap) (Gemma 2)
