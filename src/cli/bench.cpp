@@ -28,6 +28,9 @@
 #include "core/thread_pool.h"
 #include "kiln/error.h"
 #include "kiln/executor.h"
+#ifdef KILN_HAVE_CUDA
+#include "model/cuda_decoder_model.h"
+#endif
 
 namespace kiln::cli {
 
@@ -114,6 +117,29 @@ std::optional<int64_t> gpu_used_bytes(const std::string& device) {
 #endif
   (void)device;
   return std::nullopt;
+}
+
+// What the report names the device by: the CPU's model name, or the GPU's.
+std::string device_name(const std::string& device) {
+#ifdef KILN_HAVE_CUDA
+  if (device == "cuda") {
+    int dev = 0;
+    cudaDeviceProp prop{};
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) return prop.name;
+    return "unknown GPU";
+  }
+#endif
+  (void)device;
+  return cpu_name();
+}
+
+// What the forward pass computes in: f32 on the CPU backend, the CUDA backend's bf16 or f16.
+std::string compute_dtype(const Model& model) {
+#ifdef KILN_HAVE_CUDA
+  if (const auto* m = dynamic_cast<const CudaDecoderModel*>(&model)) return std::string(dtype_name(m->compute_dtype()));
+#endif
+  (void)model;
+  return "f32";
 }
 
 std::string utc_timestamp() {
@@ -411,9 +437,9 @@ void check_common(const BenchFlags& f) {
   KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
   KILN_CHECK(f.threads >= 0, "--threads must be >= 0, got {}", f.threads);
   KILN_CHECK(f.warmup >= -1, "--warmup must be >= 0, got {}", f.warmup);
-  KILN_CHECK(f.random_weights || f.dtype == "auto" || parse_dtype_flag(f.dtype) == DType::F32,
-             "--dtype {}: the CPU backend runs checkpoints in f32 as loaded; --dtype sets the dtype of "
-             "--random-weights",
+  KILN_CHECK(f.random_weights || f.dtype == "auto" || (f.device == "cpu" && parse_dtype_flag(f.dtype) == DType::F32),
+             "--dtype {}: a checkpoint runs in the dtype its backend picks for it (the CPU's: f32); --dtype sets "
+             "the dtype of --random-weights",
              f.dtype);
 }
 
@@ -496,9 +522,9 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["num_parameters"] = s.model->num_parameters();
   j["weight_bytes"] = s.model->weight_bytes();
   j["dtype"] = std::string(dtype_name(c.checkpoint_dtype));
-  j["compute_dtype"] = "f32";
+  j["compute_dtype"] = compute_dtype(*s.model);
   j["device"] = f.device;
-  j["device_name"] = f.device == "cpu" ? cpu_name() : f.device;
+  j["device_name"] = device_name(f.device);
   j["threads"] = ThreadPool::global().size();
   j["seed"] = f.seed;
   j["timestamp"] = utc_timestamp();
@@ -522,11 +548,13 @@ void memory_json(json& j, const RunOutcome& agg, int64_t kv_blocks_total) {
 void print_header(const char* mode, const BenchFlags& f, const Setup& s) {
   const ModelConfig& c = s.model->config();
   std::printf("kiln bench %s\n", mode);
-  std::printf("  %-14s %s (%s, %.1fM parameters, %s%s weights, f32 compute)\n", "model", s.path.c_str(),
+  std::printf("  %-14s %s (%s, %.1fM parameters, %s%s weights, %s compute)\n", "model", s.path.c_str(),
               c.architecture.c_str(), s.model->num_parameters() / 1e6, f.random_weights ? "random " : "",
-              std::string(dtype_name(c.checkpoint_dtype)).c_str());
-  std::printf("  %-14s %s (%s, %d threads)\n", "device", f.device.c_str(), cpu_name().c_str(),
-              ThreadPool::global().size());
+              std::string(dtype_name(c.checkpoint_dtype)).c_str(), compute_dtype(*s.model).c_str());
+  if (f.device == "cpu")
+    std::printf("  %-14s cpu (%s, %d threads)\n", "device", cpu_name().c_str(), ThreadPool::global().size());
+  else
+    std::printf("  %-14s %s (%s)\n", "device", f.device.c_str(), device_name(f.device).c_str());
 }
 
 void print_engine(const Executor& ex, const RunOutcome& agg) {
