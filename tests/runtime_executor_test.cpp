@@ -3,6 +3,8 @@
 // token boundaries; cancellation; the queue limit; refusals with clear messages; the LLM wrapper.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
@@ -23,8 +25,16 @@ using namespace std::chrono_literals;
 
 const std::string kModelPath = std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin";
 
+// KILN_TEST_DEVICE=cuda runs these tests on the GPU backend (ctest label gpu; the bitwise batch-invariance
+// tests are excluded there, tests/gpu/cuda_runtime_test.cpp checks their greedy ids on the GPU).
+LoadOptions test_load_options() {
+  LoadOptions o;
+  if (const char* d = std::getenv("KILN_TEST_DEVICE"); d != nullptr && std::string(d) == "cuda") o.device = Device::CUDA;
+  return o;
+}
+
 struct Fixture {
-  std::shared_ptr<const Model> model = Model::load(kModelPath);
+  std::shared_ptr<const Model> model = Model::load(kModelPath, test_load_options());
   std::shared_ptr<const Tokenizer> tok =
       Tokenizer::from_path(std::string(KILN_SHARED_DIR) + "/models/stories260K/tok512.bin");
 };

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
@@ -45,7 +46,10 @@ struct Record {
 
 TEST(ExecutorSoak, TwoThousandRequestsEndExactlyOnce) {
   const std::string dir = std::string(KILN_SHARED_DIR) + "/models/stories260K/";
-  std::shared_ptr<const Model> model = Model::load(dir + "stories260K.bin");
+  // KILN_TEST_DEVICE=cuda runs the same soak on the GPU backend (ctest label gpu).
+  LoadOptions options;
+  if (const char* d = std::getenv("KILN_TEST_DEVICE"); d != nullptr && std::string(d) == "cuda") options.device = Device::CUDA;
+  std::shared_ptr<const Model> model = Model::load(dir + "stories260K.bin", options);
   std::shared_ptr<const Tokenizer> tok = Tokenizer::from_path(dir + "tok512.bin");
   ExecutorConfig c;
   c.block_size = 8;
