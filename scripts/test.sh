@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds kiln with its tests, runs every CPU test,
-# then runs the file-parser corruption tests again under AddressSanitizer + UBSan.
+# then runs the file-parser corruption tests and the executor soak again under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
@@ -20,7 +20,9 @@ ctest --test-dir build -L cpu --output-on-failure -j "$jobs" --timeout 600
 
 if [[ "${KILN_SKIP_ASAN:-0}" != 1 ]]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON -DKILN_CUDA=OFF >/dev/null
-  ninja -C build-asan -j "$jobs" io_corruption_test
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/tests/io_corruption_test
+  ninja -C build-asan -j "$jobs" io_corruption_test runtime_soak_test
+  export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+  build-asan/tests/io_corruption_test
+  build-asan/tests/runtime_soak_test
 fi
 echo "test.sh: all tests passed"
