@@ -52,6 +52,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     return;
   }
   const int64_t chunk = (n + max_chunks - 1) / max_chunks;
+  std::lock_guard call(call_mu_);
   {
     std::lock_guard lock(mu_);
     job_ = &fn;

@@ -22,6 +22,7 @@ class ThreadPool {
 
   // Splits [0, n) into contiguous chunks of at least `grain` and runs fn(begin, end) on them, the
   // calling thread included; returns when all are done. Not reentrant: fn must not call parallel_for.
+  // Callers on different threads (two executors, say) are served one at a time.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
   // The process-wide pool used by the CPU kernels (size from KILN_NUM_THREADS or the hardware).
@@ -31,6 +32,7 @@ class ThreadPool {
   void worker_loop(int index);
 
   std::vector<std::thread> workers_;
+  std::mutex call_mu_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;

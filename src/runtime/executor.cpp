@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/thread_pool.h"
 #include "kiln/tokenizer.h"
 #include "model/model.h"
 #include "runtime/batch_builder.h"
@@ -142,6 +143,8 @@ struct Executor::Impl {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<BatchBuilder> builder_;
   std::unordered_map<RequestId, std::unique_ptr<Active>> active_;
+  std::vector<Active*> step_actives_;        // the rows of this step's logits (reused across steps)
+  std::vector<SampleResult> step_samples_;
   std::vector<RequestId> finished_now_;
   // Responses of this iteration, handed out after its bookkeeping (so stats() agree with a final response).
   struct Outgoing {
@@ -425,14 +428,22 @@ void Executor::Impl::step() {
     return;
   }
   scheduler_->finish_step(out);
+  // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
+  // the same result as one after another; tokens are then applied in row order.
   const std::vector<Sequence*>& seqs = builder_->logit_seqs();
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    Active& a = *active_.at(seqs[i]->id);
-    const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
-    const std::span<const int32_t> all(a.seq.tokens);
-    on_token(a, a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
-                                 all.subspan(static_cast<size_t>(a.seq.prompt_len))));
-  }
+  step_actives_.resize(seqs.size());
+  step_samples_.resize(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) step_actives_[i] = active_.at(seqs[i]->id).get();
+  ThreadPool::global().parallel_for(static_cast<int64_t>(seqs.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      Active& a = *step_actives_[i];
+      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
+      const std::span<const int32_t> all(a.seq.tokens);
+      step_samples_[i] = a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
+                                          all.subspan(static_cast<size_t>(a.seq.prompt_len)));
+    }
+  });
+  for (size_t i = 0; i < seqs.size(); ++i) on_token(*step_actives_[i], step_samples_[i]);
   std::lock_guard lk(mu_);
   ++stats_.steps;
   stats_.tokens_last_step = out.num_tokens;

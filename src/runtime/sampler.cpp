@@ -10,13 +10,17 @@
 
 namespace kiln {
 
-std::vector<double> log_softmax(std::span<const float> logits) {
-  std::vector<double> out(logits.size());
+double log_sum_exp(std::span<const float> logits) {
   double mx = -std::numeric_limits<double>::infinity();
   for (float v : logits) mx = std::max(mx, static_cast<double>(v));
   double sum = 0.0;
   for (float v : logits) sum += std::exp(static_cast<double>(v) - mx);
-  const double lse = mx + std::log(sum);
+  return mx + std::log(sum);
+}
+
+std::vector<double> log_softmax(std::span<const float> logits) {
+  std::vector<double> out(logits.size());
+  const double lse = log_sum_exp(logits);
   for (size_t i = 0; i < logits.size(); ++i) out[i] = static_cast<double>(logits[i]) - lse;
   return out;
 }
@@ -78,16 +82,20 @@ SampleResult Sampler::sample(std::span<const float> logits) { return sample_from
 SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const float> logits) {
   const int32_t n = static_cast<int32_t>(logits.size());
   KILN_ASSERT(n > 0 && raw.size() == logits.size());
-  const std::vector<double> lp = log_softmax(raw);
+  // Logprobs of the raw distribution: raw[i] - logsumexp(raw), in double, computed only for the tokens
+  // reported (a full-vocabulary double row per token was most of a large batch's sampling time).
+  const double lse = log_sum_exp(raw);
+  auto lp = [&](int32_t i) { return static_cast<double>(raw[i]) - lse; };
   SampleResult r;
 
   if (params_.logprobs > 0) {
+    // Ordering by raw logit is ordering by logprob (the same double subtraction for every token).
     const int32_t k = std::min(params_.logprobs, n);
     order_.resize(n);
     std::iota(order_.begin(), order_.end(), 0);
     std::partial_sort(order_.begin(), order_.begin() + k, order_.end(),
-                      [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
-    for (int32_t i = 0; i < k; ++i) r.top.push_back({order_[i], lp[order_[i]]});
+                      [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); });
+    for (int32_t i = 0; i < k; ++i) r.top.push_back({order_[i], lp(order_[i])});
   }
 
   if (params_.temperature == 0.0f || params_.top_k == 1) {
@@ -96,7 +104,7 @@ SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const fl
     for (int32_t i = 1; i < n; ++i)
       if (logits[i] > logits[best]) best = i;
     r.token = best;
-    r.logprob = lp[best];
+    r.logprob = lp(best);
     return r;
   }
 
@@ -152,7 +160,7 @@ SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const fl
     }
   }
   r.token = order_[pick];
-  r.logprob = lp[r.token];
+  r.logprob = lp(r.token);
   return r;
 }
 

@@ -56,6 +56,8 @@ class Sampler {
   std::vector<int32_t> counts_;   // per vocabulary id, zero outside a call
 };
 
+// log(sum(exp(row))) in double precision, max-shifted.
+double log_sum_exp(std::span<const float> logits);
 // log_softmax of a row, in double precision.
 std::vector<double> log_softmax(std::span<const float> logits);
 
