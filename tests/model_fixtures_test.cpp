@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/sampler.h"
 
 namespace kiln {
 namespace {
@@ -35,18 +37,6 @@ std::vector<std::string> fixture_names() {
 nlohmann::json read_reference(const std::string& name) {
   std::ifstream f(kFixtures / name / "reference.json");
   return nlohmann::json::parse(f);
-}
-
-// log_softmax of fp32 logits, computed in double.
-std::vector<double> log_softmax(const float* logits, size_t n) {
-  double mx = -INFINITY;
-  for (size_t i = 0; i < n; ++i) mx = std::max<double>(mx, logits[i]);
-  double sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
-  const double lse = mx + std::log(sum);
-  std::vector<double> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = logits[i] - lse;
-  return out;
 }
 
 TEST(ModelFixtures, FixturesExist) {
@@ -76,7 +66,7 @@ TEST_P(FixtureTest, GreedyAndLogprobsMatchFloat64Reference) {
     for (size_t s = 0; s < steps.size(); ++s) {
       const auto& step = steps[s];
       ASSERT_EQ(static_cast<int64_t>(logits.size()), vocab);
-      const auto lp = log_softmax(logits.data(), logits.size());
+      const auto lp = log_softmax(std::span<const float>(logits.data(), logits.size()));
       const int32_t mine = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
       const int32_t theirs = step["token_id"].get<int32_t>();
       got.push_back(mine);
