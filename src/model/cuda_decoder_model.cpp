@@ -1,5 +1,7 @@
-// CudaDecoderModel: weights uploaded once as bf16 (fused q|k|v and gate|up), a workspace sized at start,
-// and the Llama-family forward on the CUDA ops (cuBLASLt GEMMs, fused RoPE + paged KV write, paged attention).
+// CudaDecoderModel: weights uploaded once as bf16/f16 (fused q|k|v and gate|up; norm weights and the biases of
+// fp32 GEMM outputs as fp32), a workspace sized at start, and the decoder forward of every family DecoderModel
+// runs, driven by the same ModelConfig traits, on the CUDA ops (cuBLASLt GEMMs, fused RoPE + paged KV write,
+// paged attention with ALiBi / soft-cap / windows). The residual stream stays in fp32.
 #include "model/cuda_decoder_model.h"
 
 #ifdef KILN_HAVE_CUDA
@@ -16,6 +18,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/dtype.h"
 #include "kiln/error.h"
+#include "model/weight_plan.h"
 
 namespace kiln {
 namespace {
@@ -129,7 +132,9 @@ constexpr int64_t kInitialTableEntries = int64_t{1} << 20;
 // grow_tables).
 struct CudaWorkspace {
   int64_t tokens = 0, table = 0;
-  DeviceMem x, h, qkv, att, gate_up, act, logits, decode_ws, meta;
+  // x: the fp32 residual stream [T, H]; h: its 16-bit norm [T, H]; mlp_in: the fp32 up (or gate|up) GEMM
+  // output; act: the 16-bit activation; y: fp32 [T, H] for a block output before its post-norm (PrePost only).
+  DeviceMem x, h, qkv, att, mlp_in, act, y, logits, decode_ws, meta;
   PinnedMem host_meta;
 };
 
@@ -176,20 +181,32 @@ class CudaKvPool final : public KvPool {
 }  // namespace
 
 struct CudaDecoderModel::Impl {
+  // 16-bit: matrices, the qkv bias (a 16-bit GEMM output's) and q/k norms (read by rope_kv). fp32: norm
+  // weights and biases, and the biases of the fp32 GEMM outputs (o_proj, up / gate|up, down).
   struct Layer {
-    const uint16_t *attn_norm = nullptr, *wqkv = nullptr, *bqkv = nullptr, *q_norm = nullptr, *k_norm = nullptr,
-                   *wo = nullptr, *bo = nullptr, *mlp_norm = nullptr, *w_in = nullptr, *b_in = nullptr,
-                   *w_down = nullptr, *b_down = nullptr;
+    const uint16_t *wqkv = nullptr, *bqkv = nullptr, *q_norm = nullptr, *k_norm = nullptr, *wo = nullptr,
+                   *w_in = nullptr, *w_down = nullptr;
+    const float *attn_norm = nullptr, *attn_norm_b = nullptr, *mlp_norm = nullptr, *mlp_norm_b = nullptr,
+                *post_attn = nullptr, *post_attn_b = nullptr, *post_mlp = nullptr, *post_mlp_b = nullptr,
+                *bo = nullptr, *b_in = nullptr, *b_down = nullptr;
+  };
+  // What one pass's layers read: its sizes, the split into decodes and prefills, and the device metadata.
+  struct Pass {
+    int64_t T = 0, nd = 0, np = 0, mb = 1, max_q = 0, max_kv_decode = 0, row0_p = 0;
+    const int32_t *pos = nullptr, *slots = nullptr, *lens = nullptr, *cu = nullptr, *tab = nullptr;
   };
   ModelConfig cfg;
   CudaModelOptions opt;
   DType dtype = DType::BF16;
   cuda::ElemType et = cuda::ElemType::BF16;
   int64_t num_parameters = 0;
-  DeviceMem weights;
-  const uint16_t *embed = nullptr, *final_norm = nullptr, *lm_head = nullptr;
+  DeviceMem weights, weights_f32;
+  const uint16_t *embed = nullptr, *lm_head = nullptr, *pos_embed = nullptr;
+  const float *final_norm = nullptr, *final_norm_b = nullptr, *embed_norm = nullptr, *embed_norm_b = nullptr,
+              *lm_head_b = nullptr;
   std::vector<Layer> layers;
-  DeviceMem inv_freq;  // double [rotary_dim / 2]
+  DeviceMem inv_freq;      // double [rotary_dim / 2]
+  DeviceMem alibi_slopes;  // float [num_heads] (ALiBi models)
   cudaStream_t stream = nullptr;
   int num_sms = 0;
   DeviceMem gemm_ws;
@@ -205,6 +222,11 @@ struct CudaDecoderModel::Impl {
   void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;
   void grow_tables(CudaWorkspace& ws, int64_t table) const;
   void run(CudaWorkspace& ws, const KvLayout& kv, const ForwardBatch& b, float* logits) const;
+  // The embedding into the fp32 residual (scale, learned positions, embedding norm), one layer, and the final
+  // norm of the logit rows into ws.h: device work only, enqueued on `stream` (no host sync or allocation).
+  void embed_rows(CudaWorkspace& ws, const int32_t* ids, const Pass& p) const;
+  void layer(CudaWorkspace& ws, const KvLayout& kv, const Pass& p, int64_t l) const;
+  void final_norm_rows(CudaWorkspace& ws, const int32_t* rows, int64_t R) const;
 };
 
 CudaDecoderModel::CudaDecoderModel() : impl_(std::make_unique<Impl>()) {}
@@ -216,7 +238,7 @@ int64_t CudaDecoderModel::num_parameters() const {
   return impl_->num_parameters;
 }
 size_t CudaDecoderModel::weight_bytes() const {
-  return impl_->weights.bytes;
+  return impl_->weights.bytes + impl_->weights_f32.bytes;
 }
 DType CudaDecoderModel::compute_dtype() const {
   return impl_->dtype;
@@ -227,23 +249,23 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   const auto t_start = std::chrono::steady_clock::now();
   const std::string& path = src.path();
   KILN_CHECK(cuda::device_count() > 0, "{}: no CUDA device for the CUDA backend", path);
-  // The traits this backend runs today (the Llama family); anything else is refused by name.
-  auto need = [&](bool ok, const char* what) {
-    KILN_CHECK(ok, "{}: the CUDA backend does not support {} yet (family '{}')", path, what, c.family);
-  };
-  need(c.norm == NormKind::RMSNorm, "LayerNorm models");
-  need(c.position == PositionKind::Rope, "learned or ALiBi positions");
-  need(c.norm_layout == NormLayout::Pre, "shared or pre+post norm layouts");
-  need(!c.parallel_residual, "parallel residuals");
-  need(c.gated_mlp, "non-gated MLPs");
-  need(!c.embed_norm && c.embed_scale == 1.0, "embedding norms or scales");
-  need(c.final_logit_softcap == 0 && c.clip_qkv == 0 && !c.lm_head_bias,
-       "final logit soft-capping, clip_qkv or an lm_head bias");
-  need(c.head_dim > 0 && c.head_dim <= 256 && c.head_dim % 2 == 0, "a head_dim that is odd or over 256");
+  // Every DecoderModel trait runs here; what is refused is a one-line reason.
   KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_layers > 0 && c.num_heads > 0 &&
-                 c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
+                 c.num_kv_heads > 0 && c.head_dim > 0 && c.num_heads % c.num_kv_heads == 0,
              "{}: bad model sizes", path);
+  KILN_CHECK(c.head_dim <= 256 && c.head_dim % 2 == 0,
+             "{}: the CUDA backend does not support head_dim {} (it must be even and at most 256)", path, c.head_dim);
   if (c.rope.rotary_dim == 0) c.rope.rotary_dim = c.head_dim;
+  KILN_CHECK(c.rope.rotary_dim > 0 && c.rope.rotary_dim <= c.head_dim && c.rope.rotary_dim % 2 == 0,
+             "{}: rotary dimension {} must be even and at most head_dim {}", path, c.rope.rotary_dim, c.head_dim);
+  KILN_CHECK(c.layer_sliding_window.empty() || static_cast<int64_t>(c.layer_sliding_window.size()) == c.num_layers,
+             "{}: {} per-layer windows for {} layers", path, c.layer_sliding_window.size(), c.num_layers);
+  KILN_CHECK(c.norm_layout != NormLayout::Shared || c.parallel_residual,
+             "{}: one norm shared by attention and MLP needs a parallel residual", path);
+  KILN_CHECK(c.norm_layout != NormLayout::PrePost || !c.parallel_residual,
+             "{}: post-norms with a parallel residual are not supported", path);
+  KILN_CHECK(c.position != PositionKind::Learned || c.max_position_embeddings > 0,
+             "{}: learned positions need max_position_embeddings > 0", path);
   KILN_CHECK(co.max_num_tokens > 0 && co.max_logit_rows > 0 && co.block_size > 0, "CUDA model: bad options");
   KILN_CHECK(!co.dtype || *co.dtype == DType::BF16 || *co.dtype == DType::F16,
              "CUDA model: the compute type must be bf16 or f16");
@@ -252,59 +274,50 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   Impl& I = *m->impl_;
   I.opt = co;
   KILN_MODEL_CUDA(cudaSetDevice(co.device));
-  const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim;
-  const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd;
 
-  // Plan the 16-bit arena: (role, layer, shape, offset in elements); fused tensors back to back.
+  // Place the planned tensors (model/weight_plan.h, shared with DecoderModel) in two arenas: 16-bit for the
+  // matrices (GEMM operands), the qkv bias and q/k norms; fp32 for norm weights and biases and the biases of
+  // the fp32 GEMM outputs. 256-byte aligned starts for cuBLASLt; fused tensors back to back.
+  auto in_f32 = [](WeightRole r) {
+    switch (r) {
+      case WeightRole::FinalNorm:
+      case WeightRole::FinalNormBias:
+      case WeightRole::AttnNorm:
+      case WeightRole::AttnNormBias:
+      case WeightRole::MlpNorm:
+      case WeightRole::MlpNormBias:
+      case WeightRole::PostAttnNorm:
+      case WeightRole::PostAttnNormBias:
+      case WeightRole::PostMlpNorm:
+      case WeightRole::PostMlpNormBias:
+      case WeightRole::EmbedNorm:
+      case WeightRole::EmbedNormBias:
+      case WeightRole::OBias:
+      case WeightRole::GateBias:
+      case WeightRole::UpBias:
+      case WeightRole::DownBias:
+      case WeightRole::LmHeadBias:
+        return true;
+      default:
+        return false;
+    }
+  };
   struct Slot {
     WeightRole role;
     int64_t layer;
     Shape shape;
-    size_t offset;
+    bool f32;
+    size_t offset;  // in elements of its arena
   };
+  const WeightPlan wp = plan_weights(c, src);
   std::vector<Slot> slots;
-  size_t total = 0;
-  auto plan = [&](WeightRole role, int64_t layer, Shape shape, bool align = true) {
-    if (align) total = (total + 127) / 128 * 128;  // 256-byte aligned starts for cuBLASLt
-    slots.push_back({role, layer, shape, total});
-    total += static_cast<size_t>(shape_numel(shape));
-    return slots.size() - 1;
-  };
-  const size_t s_embed = plan(WeightRole::Embed, 0, {c.vocab_size, H});
-  const size_t s_fnorm = plan(WeightRole::FinalNorm, 0, {H});
-  const bool tied = c.tie_word_embeddings || !src.has(WeightRole::LmHead, 0);
-  const size_t s_lm = tied ? SIZE_MAX : plan(WeightRole::LmHead, 0, {c.vocab_size, H});
-  struct LayerSlots {
-    size_t attn_norm, q, bq = SIZE_MAX, q_norm = SIZE_MAX, k_norm = SIZE_MAX, o, bo = SIZE_MAX, mlp_norm, w_in,
-                         b_in = SIZE_MAX, down, b_down = SIZE_MAX;
-  };
-  std::vector<LayerSlots> ls(static_cast<size_t>(c.num_layers));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerSlots& s = ls[l];
-    s.attn_norm = plan(WeightRole::AttnNorm, l, {H});
-    s.q = plan(WeightRole::Q, l, {nq, H});
-    plan(WeightRole::K, l, {nkv, H}, false);
-    plan(WeightRole::V, l, {nkv, H}, false);
-    if (c.qkv_bias) {
-      s.bq = plan(WeightRole::QBias, l, {nq});
-      plan(WeightRole::KBias, l, {nkv}, false);
-      plan(WeightRole::VBias, l, {nkv}, false);
-    }
-    if (c.qk_norm) {
-      s.q_norm = plan(WeightRole::QNorm, l, {hd});
-      s.k_norm = plan(WeightRole::KNorm, l, {hd});
-    }
-    s.o = plan(WeightRole::O, l, {H, nq});
-    if (c.o_bias) s.bo = plan(WeightRole::OBias, l, {H});
-    s.mlp_norm = plan(WeightRole::MlpNorm, l, {H});
-    s.w_in = plan(WeightRole::Gate, l, {In, H});
-    plan(WeightRole::Up, l, {In, H}, false);
-    if (c.mlp_bias) {
-      s.b_in = plan(WeightRole::GateBias, l, {In});
-      plan(WeightRole::UpBias, l, {In}, false);
-    }
-    s.down = plan(WeightRole::Down, l, {H, In});
-    if (c.mlp_bias) s.b_down = plan(WeightRole::DownBias, l, {H});
+  size_t total = 0, total_f32 = 0;
+  for (const PlannedTensor& t : wp.tensors) {
+    const bool f32 = in_f32(t.role);
+    size_t& end = f32 ? total_f32 : total;
+    if (!t.fused) end = (end + (f32 ? 63 : 127)) / (f32 ? 64 : 128) * (f32 ? 64 : 128);
+    slots.push_back({t.role, t.layer, t.shape, f32, end});
+    end += static_cast<size_t>(shape_numel(t.shape));
   }
   for (const Slot& s : slots)
     KILN_CHECK(src.has(s.role, s.layer), "{}: missing tensor '{}'", path, src.name(s.role, s.layer));
@@ -316,64 +329,94 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
 
   // Upload tensor by tensor through one host staging buffer.
   I.weights = DeviceMem(total * sizeof(uint16_t));
+  I.weights_f32 = DeviceMem(total_f32 * sizeof(float));
   std::vector<float> f32;
   std::vector<uint16_t> b16;
   for (size_t i = 0; i < slots.size(); ++i) {
     const Slot& s = slots[i];
     const size_t n = static_cast<size_t>(shape_numel(s.shape));
     f32.resize(n);
-    b16.resize(n);
     src.read(s.role, s.layer, s.shape, f32.data());
-    if (I.dtype == DType::F16) {
-      bool fits = true;
-      for (size_t j = 0; j < n && fits; ++j) fits = !(std::fabs(f32[j]) > 65504.0f);
-      if (!fits) {
-        KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
-                   src.name(s.role, s.layer));
-        I.dtype = DType::BF16;  // and convert again what was uploaded as f16
-        i = static_cast<size_t>(-1);
-        I.num_parameters = 0;
-        continue;
+    if (s.f32) {
+      KILN_MODEL_CUDA(
+          cudaMemcpy(I.weights_f32.as<float>() + s.offset, f32.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    } else {
+      if (I.dtype == DType::F16) {
+        bool fits = true;
+        for (size_t j = 0; j < n && fits; ++j) fits = !(std::fabs(f32[j]) > 65504.0f);
+        if (!fits) {
+          KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
+                     src.name(s.role, s.layer));
+          I.dtype = DType::BF16;  // and convert again what was uploaded as f16
+          i = static_cast<size_t>(-1);
+          I.num_parameters = 0;
+          continue;
+        }
       }
+      b16.resize(n);
+      const bool to_bf16 = I.dtype == DType::BF16;
+      ThreadPool::global().parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t j0, int64_t j1) {
+        for (int64_t j = j0; j < j1; ++j) b16[j] = to_bf16 ? f32_to_bf16(f32[j]) : f32_to_f16(f32[j]);
+      });
+      KILN_MODEL_CUDA(
+          cudaMemcpy(I.weights.as<uint16_t>() + s.offset, b16.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
     }
-    const bool to_bf16 = I.dtype == DType::BF16;
-    ThreadPool::global().parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) b16[j] = to_bf16 ? f32_to_bf16(f32[j]) : f32_to_f16(f32[j]);
-    });
-    KILN_MODEL_CUDA(
-        cudaMemcpy(I.weights.as<uint16_t>() + s.offset, b16.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
     I.num_parameters += static_cast<int64_t>(n);
     if (options.progress && (i + 1 == slots.size() || i % 8 == 0))
       std::fprintf(stderr, "\rkiln: uploading %s: %zu/%zu tensors", path.c_str(), i + 1, slots.size());
   }
   I.et = I.dtype == DType::BF16 ? cuda::ElemType::BF16 : cuda::ElemType::F16;
   auto at = [&](size_t slot) -> const uint16_t* {
-    return slot == SIZE_MAX ? nullptr : I.weights.as<uint16_t>() + slots[slot].offset;
+    if (slot == kNoTensor) return nullptr;
+    KILN_CHECK(!slots[slot].f32, "CUDA model: tensor {} is not 16-bit", slot);
+    return I.weights.as<uint16_t>() + slots[slot].offset;
   };
-  I.embed = at(s_embed);
-  I.final_norm = at(s_fnorm);
-  I.lm_head = tied ? I.embed : at(s_lm);
+  auto at32 = [&](size_t slot) -> const float* {
+    if (slot == kNoTensor) return nullptr;
+    KILN_CHECK(slots[slot].f32, "CUDA model: tensor {} is not fp32", slot);
+    return I.weights_f32.as<float>() + slots[slot].offset;
+  };
+  I.embed = at(wp.embed);
+  I.lm_head = wp.tied ? I.embed : at(wp.lm_head);
+  I.pos_embed = at(wp.pos_embed);
+  I.final_norm = at32(wp.final_norm);
+  I.final_norm_b = at32(wp.final_norm_b);
+  I.embed_norm = at32(wp.embed_norm);
+  I.embed_norm_b = at32(wp.embed_norm_b);
+  I.lm_head_b = at32(wp.lm_head_b);
   I.layers.resize(static_cast<size_t>(c.num_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerSlots& s = ls[l];
+    const WeightPlan::Layer& s = wp.layers[static_cast<size_t>(l)];
     Impl::Layer& L = I.layers[l];
-    L.attn_norm = at(s.attn_norm);
     L.wqkv = at(s.q);
     L.bqkv = at(s.bq);
     L.q_norm = at(s.q_norm);
     L.k_norm = at(s.k_norm);
     L.wo = at(s.o);
-    L.bo = at(s.bo);
-    L.mlp_norm = at(s.mlp_norm);
     L.w_in = at(s.w_in);
-    L.b_in = at(s.b_in);
     L.w_down = at(s.down);
-    L.b_down = at(s.b_down);
+    L.attn_norm = at32(s.attn_norm);
+    L.attn_norm_b = at32(s.attn_norm_b);
+    L.mlp_norm = at32(s.mlp_norm);
+    L.mlp_norm_b = at32(s.mlp_norm_b);
+    L.post_attn = at32(s.post_attn);
+    L.post_attn_b = at32(s.post_attn_b);
+    L.post_mlp = at32(s.post_mlp);
+    L.post_mlp_b = at32(s.post_mlp_b);
+    L.bo = at32(s.bo);
+    L.b_in = at32(s.b_in);
+    L.b_down = at32(s.b_down);
+  }
+  if (c.position == PositionKind::Alibi) {
+    const std::vector<float> slopes = cpu::alibi_slopes(c.num_heads, c.alibi_bias_max);
+    I.alibi_slopes = DeviceMem(slopes.size() * sizeof(float));
+    KILN_MODEL_CUDA(
+        cudaMemcpy(I.alibi_slopes.p, slopes.data(), slopes.size() * sizeof(float), cudaMemcpyHostToDevice));
   }
   const std::vector<double> inv = cpu::rope_inv_freq(c.rope, c.rope.rotary_dim);
   I.inv_freq = DeviceMem(inv.size() * sizeof(double));
   KILN_MODEL_CUDA(cudaMemcpy(I.inv_freq.p, inv.data(), inv.size() * sizeof(double), cudaMemcpyHostToDevice));
-  c.tie_word_embeddings = tied;
+  c.tie_word_embeddings = wp.tied;
 
   KILN_MODEL_CUDA(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   I.num_sms = cuda::num_sms();
@@ -383,7 +426,7 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   if (options.progress) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     std::fprintf(stderr, "\rkiln: uploaded %s: %lld parameters, %.1f MiB as %s on the GPU, in %.2f s\n", path.c_str(),
-                 static_cast<long long>(I.num_parameters), static_cast<double>(I.weights.bytes) / (1 << 20),
+                 static_cast<long long>(I.num_parameters), static_cast<double>(I.weights.bytes + I.weights_f32.bytes) / (1 << 20),
                  I.dtype == DType::BF16 ? "bf16" : "f16", secs);
   }
   return m;
@@ -395,12 +438,13 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
   const int64_t nq = c.num_heads * hd, ld_qkv = nq + 2 * c.num_kv_heads * hd;
   ws = CudaWorkspace();
   ws.tokens = T;
-  ws.x = DeviceMem(T * H * 2);
+  ws.x = DeviceMem(T * H * sizeof(float));
   ws.h = DeviceMem(T * H * 2);
   ws.qkv = DeviceMem(T * ld_qkv * 2);
   ws.att = DeviceMem(T * nq * 2);
-  ws.gate_up = DeviceMem(T * 2 * In * 2);
+  ws.mlp_in = DeviceMem(T * (c.gated_mlp ? 2 * In : In) * sizeof(float));
   ws.act = DeviceMem(T * In * 2);
+  if (c.norm_layout == NormLayout::PrePost) ws.y = DeviceMem(T * H * sizeof(float));
   ws.logits = DeviceMem(static_cast<size_t>(std::min(opt.max_logit_rows, T) * c.vocab_size) * sizeof(float));
   // Split-K decode plans at most ~two CTAs per multiprocessor beyond one per sequence, and splits only while
   // sequences x KV heads are under twice the multiprocessors: (4 SMs + 2) x heads x (head_dim + 1) floats cover
@@ -439,6 +483,9 @@ void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, 
   KILN_CHECK(pos_start + total <= st->capacity(),
              "forward: {} new tokens after {} cached exceed the KV state capacity of {}", total, pos_start,
              st->capacity());
+  KILN_CHECK(I.cfg.position != PositionKind::Learned || pos_start + total <= I.cfg.max_position_embeddings,
+             "forward: position {} exceeds the model's {} learned positions", pos_start + total - 1,
+             I.cfg.max_position_embeddings);
   for (int64_t t = 0; t < total; ++t)
     KILN_CHECK(tokens[t] >= 0 && tokens[t] < V, "token id {} at position {} is outside the vocabulary [0, {})",
                tokens[t], t, V);
@@ -529,6 +576,9 @@ void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std
       KILN_CHECK(b.positions[row + t] == p && b.slots[row + t] == s.block_table[p / bs] * bs + p % bs,
                  "forward_batch: row {} has position {} and slot {}, expected {} and {}", row + t, b.positions[row + t],
                  b.slots[row + t], p, s.block_table[p / bs] * bs + p % bs);
+      KILN_CHECK(I.cfg.position != PositionKind::Learned || p < I.cfg.max_position_embeddings,
+                 "forward_batch: position {} exceeds the model's {} learned positions", p,
+                 I.cfg.max_position_embeddings);
     }
     row += s.query_len;
   }
@@ -606,93 +656,171 @@ void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, c
   const int32_t* d_cu = d_lens + ns;
   const int32_t* d_tab = d_cu + np + 1;
 
-  const cuda::ElemType et = this->et;
-  const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim, V = c.vocab_size;
+  Pass p;
+  p.T = T;
+  p.nd = nd;
+  p.np = np;
+  p.mb = mb;
+  p.max_q = max_q;
+  p.max_kv_decode = max_kv_decode;
+  p.row0_p = row0_p;
+  p.pos = d_pos;
+  p.slots = d_slots;
+  p.lens = d_lens;
+  p.cu = d_cu;
+  p.tab = d_tab;
+
+  embed_rows(ws, d_ids, p);
+  for (int64_t l = 0; l < c.num_layers; ++l) layer(ws, kv_layout, p, l);
+
+  // Logits of the wanted rows only: gathered and normed into h, then lm_head (+ bias, soft-cap) in slices of
+  // max_logit_rows.
+  if (R > 0) {
+    const int64_t H = c.hidden_size, V = c.vocab_size;
+    const uint16_t* h = ws.h.as<uint16_t>();
+    final_norm_rows(ws, d_rows, R);
+    const int64_t slice = std::min(opt.max_logit_rows, ws.tokens);
+    for (int64_t r0 = 0; r0 < R; r0 += slice) {
+      const int64_t rows = std::min(slice, R - r0);
+      gemm->run(et, cuda::ElemType::F32, h + r0 * H, rows, H, lm_head, V, lm_head_b, nullptr, ws.logits.p, s);
+      if (c.final_logit_softcap > 0)
+        cuda::softcap(ws.logits.as<float>(), rows * V, static_cast<float>(c.final_logit_softcap), s);
+      KILN_MODEL_CUDA(cudaMemcpyAsync(logits_out + r0 * V, ws.logits.p, static_cast<size_t>(rows * V) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, s));
+    }
+  }
+  KILN_MODEL_CUDA(cudaStreamSynchronize(s));
+}
+
+// x (fp32) = embed[id] * embed_scale (+ learned position row), then the embedding LayerNorm (BLOOM) in place.
+void CudaDecoderModel::Impl::embed_rows(CudaWorkspace& ws, const int32_t* ids, const Pass& p) const {
+  const ModelConfig& c = cfg;
+  float* x = ws.x.as<float>();
+  cuda::embedding_f32(et, embed, c.vocab_size, c.hidden_size, ids, p.T, static_cast<float>(c.embed_scale), pos_embed,
+                      c.max_position_embeddings, p.pos, x, stream);
+  if (embed_norm != nullptr)
+    cuda::norm_f32(cuda::ElemType::F32, true, x, embed_norm, embed_norm_b, x, p.T, c.hidden_size,
+                   static_cast<float>(c.norm_eps), false, false, nullptr, stream);
+}
+
+// h (16-bit) [R, H] = final_norm(x[rows[r]]).
+void CudaDecoderModel::Impl::final_norm_rows(CudaWorkspace& ws, const int32_t* rows, int64_t R) const {
+  const ModelConfig& c = cfg;
+  cuda::norm_f32(et, c.norm == NormKind::LayerNorm, ws.x.as<float>(), final_norm, final_norm_b, ws.h.p, R,
+                 c.hidden_size, static_cast<float>(c.norm_eps), c.norm_add_one, false, rows, stream);
+}
+
+// One decoder layer over the pass, as DecoderModel::run's loop body: norm, qkv (+ clip), RoPE and the K/V write,
+// attention (decodes split-K, prefills flash), then the sequential or parallel residual with its norms; o_proj
+// and down add into the fp32 residual in the GEMM epilogue.
+void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout, const Pass& p, int64_t l) const {
+  const ModelConfig& c = cfg;
+  const Layer& L = layers[l];
+  cudaStream_t s = stream;
+  const cuda::ElemType et = this->et, f32 = cuda::ElemType::F32;
+  const int64_t T = p.T, bs = kv_layout.block_size;
+  const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim;
   const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd, ld_qkv = nq + 2 * nkv;
   const float eps = static_cast<float>(c.norm_eps);
+  const bool ln = c.norm == NormKind::LayerNorm;
+  float* x = ws.x.as<float>();
+  uint16_t* h = ws.h.as<uint16_t>();
+  uint16_t* qkv = ws.qkv.as<uint16_t>();
+  uint16_t* att = ws.att.as<uint16_t>();
+  float* y = ws.y.as<float>();
+  // out (type ot) = norm(in) with this model's norm; accumulate: out (fp32) += norm(in).
+  auto norm = [&](const float* in, const float* w, const float* b, void* out, cuda::ElemType ot, bool accumulate) {
+    cuda::norm_f32(ot, ln, in, w, b, out, T, H, eps, c.norm_add_one, accumulate, nullptr, s);
+  };
+  // out (fp32) = residual + mlp(in): up (or gate|up) into fp32 with its bias, the activation into 16-bit, down
+  // with its bias (and the residual, which may be out).
+  auto mlp = [&](const uint16_t* in, const float* residual, float* out) {
+    float* mi = ws.mlp_in.as<float>();
+    uint16_t* a = ws.act.as<uint16_t>();
+    const int64_t n_in = c.gated_mlp ? 2 * In : In;
+    gemm->run(et, f32, in, T, H, L.w_in, n_in, L.b_in, nullptr, mi, s);
+    cuda::activation_f32(et, mi, n_in, a, T, In, to_cuda(c.act), c.gated_mlp, s);
+    gemm->run(et, f32, a, T, In, L.w_down, H, L.b_down, residual, out, s);
+  };
+
+  norm(x, L.attn_norm, L.attn_norm_b, h, et, false);
+  gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, qkv, s);
+  if (c.clip_qkv > 0)
+    cuda::clamp(et, qkv, T * ld_qkv, static_cast<float>(-c.clip_qkv), static_cast<float>(c.clip_qkv), s);
+  const bool rotary = c.position == PositionKind::Rope;
+  cuda::RopeKvArgs r;
+  r.num_tokens = T;
+  r.num_heads = static_cast<int32_t>(c.num_heads);
+  r.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
+  r.head_dim = static_cast<int32_t>(hd);
+  r.rotary_dim = rotary ? static_cast<int32_t>(c.rope.rotary_dim) : 0;  // 0: only the K/V write
+  r.interleaved = c.rope.interleaved;
+  r.ld_qkv = ld_qkv;
+  r.positions = p.pos;
+  r.inv_freq = rotary ? inv_freq.as<double>() : nullptr;
+  r.slot_mapping = p.slots;
+  r.k_cache = kv_layout.k(l);
+  r.v_cache = kv_layout.v(l);
+  r.block_size = static_cast<int32_t>(bs);
+  r.block_stride = kv_layout.block_stride;
+  r.q_norm = L.q_norm;
+  r.k_norm = L.k_norm;
+  r.qk_norm_eps = eps;
+  cuda::rope_kv_write(et, qkv, r, s);
+
   cuda::AttentionShape shape;
   shape.num_heads = static_cast<int32_t>(c.num_heads);
   shape.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
   shape.head_dim = static_cast<int32_t>(hd);
   shape.scale = c.attn_scale > 0 ? static_cast<float>(c.attn_scale) : 1.0f / std::sqrt(static_cast<float>(hd));
   shape.softcap = static_cast<float>(c.attn_logit_softcap);
-  uint16_t* x = ws.x.as<uint16_t>();
-  uint16_t* h = ws.h.as<uint16_t>();
-  uint16_t* qkv = ws.qkv.as<uint16_t>();
-  uint16_t* att = ws.att.as<uint16_t>();
-  uint16_t* gu = ws.gate_up.as<uint16_t>();
-  uint16_t* act = ws.act.as<uint16_t>();
-
-  cuda::embedding(et, embed, V, H, d_ids, T, x, s);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const Layer& L = layers[l];
-    cuda::rms_norm(et, x, L.attn_norm, h, T, H, eps, c.norm_add_one, s);
-    gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, qkv, s);
-    cuda::RopeKvArgs r;
-    r.num_tokens = T;
-    r.num_heads = static_cast<int32_t>(c.num_heads);
-    r.num_kv_heads = static_cast<int32_t>(c.num_kv_heads);
-    r.head_dim = static_cast<int32_t>(hd);
-    r.rotary_dim = static_cast<int32_t>(c.rope.rotary_dim);
-    r.interleaved = c.rope.interleaved;
-    r.ld_qkv = ld_qkv;
-    r.positions = d_pos;
-    r.inv_freq = inv_freq.as<double>();
-    r.slot_mapping = d_slots;
-    r.k_cache = kv_layout.k(l);
-    r.v_cache = kv_layout.v(l);
-    r.block_size = static_cast<int32_t>(bs);
-    r.block_stride = kv_layout.block_stride;
-    r.q_norm = L.q_norm;
-    r.k_norm = L.k_norm;
-    r.qk_norm_eps = eps;
-    cuda::rope_kv_write(et, qkv, r, s);
-
-    cuda::PagedKv kv;
-    kv.k_cache = kv_layout.k(l);
-    kv.v_cache = kv_layout.v(l);
-    kv.max_blocks_per_seq = static_cast<int32_t>(mb);
-    kv.block_size = static_cast<int32_t>(bs);
-    kv.block_stride = kv_layout.block_stride;
-    shape.window = static_cast<int32_t>(c.window_for_layer(l));
-    if (nd > 0) {
-      cuda::DecodePlan plan =
-          cuda::plan_decode_attention(shape, static_cast<int32_t>(nd), static_cast<int32_t>(max_kv_decode), num_sms);
-      if (plan.workspace_bytes > ws.decode_ws.bytes)
-        plan = cuda::plan_decode_attention(shape, static_cast<int32_t>(nd), static_cast<int32_t>(max_kv_decode),
-                                           num_sms, 1);
-      kv.block_tables = d_tab;
-      kv.kv_lens = d_lens;
-      cuda::decode_attention(et, plan, shape, qkv, ld_qkv, kv, att, nq, ws.decode_ws.p, s);
-    }
-    if (np > 0) {
-      const cuda::PrefillPlan plan =
-          cuda::plan_prefill_attention(shape, static_cast<int32_t>(np), static_cast<int32_t>(max_q));
-      kv.block_tables = d_tab + nd * mb;
-      kv.kv_lens = d_lens + nd;
-      cuda::prefill_attention(et, plan, shape, qkv + row0_p * ld_qkv, ld_qkv, d_cu, kv, att + row0_p * nq, nq, s);
-    }
-    // x += att · Woᵀ (+ bo), the residual add in the GEMM epilogue.
-    gemm->run(et, et, att, T, nq, L.wo, H, L.bo, x, x, s);
-    cuda::rms_norm(et, x, L.mlp_norm, h, T, H, eps, c.norm_add_one, s);
-    gemm->run(et, et, h, T, H, L.w_in, 2 * In, L.b_in, nullptr, gu, s);
-    cuda::gated_activation(et, gu, gu + In, act, T, In, 2 * In, to_cuda(c.act), s);
-    gemm->run(et, et, act, T, In, L.w_down, H, L.b_down, x, x, s);
+  shape.alibi_slopes = alibi_slopes.as<float>();
+  shape.window = static_cast<int32_t>(c.window_for_layer(l));
+  cuda::PagedKv kv;
+  kv.k_cache = kv_layout.k(l);
+  kv.v_cache = kv_layout.v(l);
+  kv.max_blocks_per_seq = static_cast<int32_t>(p.mb);
+  kv.block_size = static_cast<int32_t>(bs);
+  kv.block_stride = kv_layout.block_stride;
+  if (p.nd > 0) {
+    cuda::DecodePlan plan = cuda::plan_decode_attention(shape, static_cast<int32_t>(p.nd),
+                                                        static_cast<int32_t>(p.max_kv_decode), num_sms);
+    if (plan.workspace_bytes > ws.decode_ws.bytes)
+      plan = cuda::plan_decode_attention(shape, static_cast<int32_t>(p.nd), static_cast<int32_t>(p.max_kv_decode),
+                                         num_sms, 1);
+    kv.block_tables = p.tab;
+    kv.kv_lens = p.lens;
+    cuda::decode_attention(et, plan, shape, qkv, ld_qkv, kv, att, nq, ws.decode_ws.p, s);
+  }
+  if (p.np > 0) {
+    const cuda::PrefillPlan plan =
+        cuda::plan_prefill_attention(shape, static_cast<int32_t>(p.np), static_cast<int32_t>(p.max_q));
+    kv.block_tables = p.tab + p.nd * p.mb;
+    kv.kv_lens = p.lens + p.nd;
+    cuda::prefill_attention(et, plan, shape, qkv + p.row0_p * ld_qkv, ld_qkv, p.cu, kv, att + p.row0_p * nq, nq, s);
   }
 
-  // Logits of the wanted rows only: gather them, norm, then lm_head in slices of max_logit_rows.
-  if (R > 0) {
-    cuda::embedding(et, x, T, H, d_rows, R, h, s);
-    cuda::rms_norm(et, h, final_norm, x, R, H, eps, c.norm_add_one, s);
-    const int64_t slice = std::min(opt.max_logit_rows, ws.tokens);
-    for (int64_t r0 = 0; r0 < R; r0 += slice) {
-      const int64_t rows = std::min(slice, R - r0);
-      gemm->run(et, cuda::ElemType::F32, x + r0 * H, rows, H, lm_head, V, nullptr, nullptr, ws.logits.p, s);
-      KILN_MODEL_CUDA(cudaMemcpyAsync(logits_out + r0 * V, ws.logits.p, static_cast<size_t>(rows * V) * sizeof(float),
-                                      cudaMemcpyDeviceToHost, s));
-    }
+  if (c.parallel_residual) {
+    // Attention and MLP both read this layer's input: the MLP's norm (or, shared, the attention's, still in h)
+    // is taken before o_proj adds into x; then x += o_proj(att) and x += mlp(h), in the CPU's order.
+    if (c.norm_layout != NormLayout::Shared) norm(x, L.mlp_norm, L.mlp_norm_b, h, et, false);
+    gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, x, x, s);
+    mlp(h, x, x);
+    return;
   }
-  KILN_MODEL_CUDA(cudaStreamSynchronize(s));
+  if (L.post_attn != nullptr) {
+    gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, nullptr, y, s);
+    norm(y, L.post_attn, L.post_attn_b, x, f32, true);
+  } else {
+    gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, x, x, s);  // x += att · Woᵀ (+ bo)
+  }
+  norm(x, L.mlp_norm, L.mlp_norm_b, h, et, false);
+  if (L.post_mlp != nullptr) {
+    mlp(h, nullptr, y);
+    norm(y, L.post_mlp, L.post_mlp_b, x, f32, true);
+  } else {
+    mlp(h, x, x);
+  }
 }
 
 }  // namespace kiln

@@ -1,5 +1,6 @@
-// CudaDecoderModel: the decoder forward of the Llama family on the GPU (bf16 or f16 weights and activations, fp32
-// accumulation), behind the same Model interface as the CPU DecoderModel. Only in CUDA builds.
+// CudaDecoderModel: the decoder forward of every family DecoderModel runs (the same ModelConfig traits) on the GPU:
+// bf16 or f16 weights, GEMM inputs and KV cache, fp32 accumulation, an fp32 residual stream, fp32 norm weights.
+// Behind the same Model interface as the CPU DecoderModel. Only in CUDA builds.
 #pragma once
 
 #ifdef KILN_HAVE_CUDA
@@ -28,9 +29,10 @@ struct CudaModelOptions {
 
 class CudaDecoderModel final : public Model {
  public:
-  // Reads every tensor from `source` (as DecoderModel does), converts to bf16 and uploads it once, with
-  // q|k|v and gate|up fused. Throws kiln::Error for a configuration this backend does not run yet
-  // (naming the trait) or when the device lacks memory.
+  // Reads every tensor from `source` (the plan DecoderModel uses, model/weight_plan.h), converts the matrices to
+  // bf16/f16 and uploads them once, with q|k|v and gate|up fused (norm weights and the biases of fp32 GEMM
+  // outputs stay fp32). Throws kiln::Error (one line) for what this backend does not run (an odd head_dim or
+  // one over 256, an f32 compute type) or when the device lacks memory.
   static std::unique_ptr<CudaDecoderModel> create(ModelConfig config, const WeightSource& source,
                                                   const LoadOptions& options, const CudaModelOptions& cuda = {});
   ~CudaDecoderModel() override;

@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "kiln/error.h"
+#include "model/weight_plan.h"
 
 namespace kiln {
 namespace {
@@ -126,81 +127,15 @@ std::unique_ptr<DecoderModel> DecoderModel::create(ModelConfig c, const WeightSo
              "{}: learned positions need max_position_embeddings > 0", path);
 
   std::unique_ptr<DecoderModel> m(new DecoderModel());
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t nq = c.num_heads * hd, nkv = c.num_kv_heads * hd;
-  const bool layer_norm = c.norm == NormKind::LayerNorm;
-  const bool norm_biases = layer_norm && c.norm_bias;
-
-  // Plan: every tensor gets a 64-byte aligned place; tensors that are fused (q|k|v, gate|up) are
-  // planned back to back so their rows stack.
+  // Place the planned tensors: each gets a 64-byte aligned start; fused ones (q|k|v, gate|up) follow their
+  // leader so their rows stack.
+  const WeightPlan wp = plan_weights(c, src);
   std::vector<Slot> slots;
   size_t total = 0;
-  auto plan = [&](WeightRole role, int64_t layer, Shape shape, bool align = true) {
-    if (align) total = (total + 15) / 16 * 16;
-    slots.push_back({role, layer, shape, total});
-    total += static_cast<size_t>(shape_numel(shape));
-    return slots.size() - 1;
-  };
-  const size_t s_embed = plan(WeightRole::Embed, 0, {c.vocab_size, H});
-  const size_t s_fnorm = plan(WeightRole::FinalNorm, 0, {H});
-  const size_t s_fnorm_b = norm_biases ? plan(WeightRole::FinalNormBias, 0, {H}) : SIZE_MAX;
-  const bool tied = c.tie_word_embeddings || !src.has(WeightRole::LmHead, 0);
-  const size_t s_lm = tied ? SIZE_MAX : plan(WeightRole::LmHead, 0, {c.vocab_size, H});
-  const size_t s_lm_b = c.lm_head_bias ? plan(WeightRole::LmHeadBias, 0, {c.vocab_size}) : SIZE_MAX;
-  const size_t s_pos =
-      c.position == PositionKind::Learned ? plan(WeightRole::PosEmbed, 0, {c.max_position_embeddings, H}) : SIZE_MAX;
-  const size_t s_enorm = c.embed_norm ? plan(WeightRole::EmbedNorm, 0, {H}) : SIZE_MAX;
-  const size_t s_enorm_b = c.embed_norm && norm_biases ? plan(WeightRole::EmbedNormBias, 0, {H}) : SIZE_MAX;
-  struct LayerSlots {
-    size_t attn_norm, attn_norm_b = SIZE_MAX, q, bq = SIZE_MAX, q_norm = SIZE_MAX, k_norm = SIZE_MAX, o,
-                      bo = SIZE_MAX, mlp_norm = SIZE_MAX, mlp_norm_b = SIZE_MAX, w_in, b_in = SIZE_MAX, down,
-                      b_down = SIZE_MAX, post_attn = SIZE_MAX, post_attn_b = SIZE_MAX, post_mlp = SIZE_MAX,
-                      post_mlp_b = SIZE_MAX;
-  };
-  std::vector<LayerSlots> ls(static_cast<size_t>(c.num_layers));
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    LayerSlots& s = ls[l];
-    s.attn_norm = plan(WeightRole::AttnNorm, l, {H});
-    if (norm_biases) s.attn_norm_b = plan(WeightRole::AttnNormBias, l, {H});
-    s.q = plan(WeightRole::Q, l, {nq, H});
-    plan(WeightRole::K, l, {nkv, H}, false);
-    plan(WeightRole::V, l, {nkv, H}, false);
-    if (c.qkv_bias) {
-      s.bq = plan(WeightRole::QBias, l, {nq});
-      plan(WeightRole::KBias, l, {nkv}, false);
-      plan(WeightRole::VBias, l, {nkv}, false);
-    }
-    if (c.qk_norm) {
-      s.q_norm = plan(WeightRole::QNorm, l, {hd});
-      s.k_norm = plan(WeightRole::KNorm, l, {hd});
-    }
-    s.o = plan(WeightRole::O, l, {H, nq});
-    if (c.o_bias) s.bo = plan(WeightRole::OBias, l, {H});
-    if (c.norm_layout != NormLayout::Shared) {
-      s.mlp_norm = plan(WeightRole::MlpNorm, l, {H});
-      if (norm_biases) s.mlp_norm_b = plan(WeightRole::MlpNormBias, l, {H});
-    }
-    if (c.norm_layout == NormLayout::PrePost) {
-      s.post_attn = plan(WeightRole::PostAttnNorm, l, {H});
-      s.post_mlp = plan(WeightRole::PostMlpNorm, l, {H});
-      if (norm_biases) {
-        s.post_attn_b = plan(WeightRole::PostAttnNormBias, l, {H});
-        s.post_mlp_b = plan(WeightRole::PostMlpNormBias, l, {H});
-      }
-    }
-    if (c.gated_mlp) {
-      s.w_in = plan(WeightRole::Gate, l, {I, H});
-      plan(WeightRole::Up, l, {I, H}, false);
-      if (c.mlp_bias) {
-        s.b_in = plan(WeightRole::GateBias, l, {I});
-        plan(WeightRole::UpBias, l, {I}, false);
-      }
-    } else {
-      s.w_in = plan(WeightRole::Up, l, {I, H});
-      if (c.mlp_bias) s.b_in = plan(WeightRole::UpBias, l, {I});
-    }
-    s.down = plan(WeightRole::Down, l, {H, I});
-    if (c.mlp_bias) s.b_down = plan(WeightRole::DownBias, l, {H});
+  for (const PlannedTensor& t : wp.tensors) {
+    if (!t.fused) total = (total + 15) / 16 * 16;
+    slots.push_back({t.role, t.layer, t.shape, total});
+    total += static_cast<size_t>(shape_numel(t.shape));
   }
 
   // Missing tensors are reported before anything large is allocated or read.
@@ -217,18 +152,18 @@ std::unique_ptr<DecoderModel> DecoderModel::create(ModelConfig c, const WeightSo
     if (options.progress && (i + 1 == slots.size() || i % 8 == 0))
       std::fprintf(stderr, "\rkiln: loading %s: %zu/%zu tensors", path.c_str(), i + 1, slots.size());
   }
-  auto at = [&](size_t slot) -> const float* { return slot == SIZE_MAX ? nullptr : base + slots[slot].offset; };
-  m->embed_ = at(s_embed);
-  m->final_norm_ = at(s_fnorm);
-  m->final_norm_b_ = at(s_fnorm_b);
-  m->lm_head_ = tied ? m->embed_ : at(s_lm);
-  m->lm_head_b_ = at(s_lm_b);
-  m->pos_embed_ = at(s_pos);
-  m->embed_norm_ = at(s_enorm);
-  m->embed_norm_b_ = at(s_enorm_b);
+  auto at = [&](size_t slot) -> const float* { return slot == kNoTensor ? nullptr : base + slots[slot].offset; };
+  m->embed_ = at(wp.embed);
+  m->final_norm_ = at(wp.final_norm);
+  m->final_norm_b_ = at(wp.final_norm_b);
+  m->lm_head_ = wp.tied ? m->embed_ : at(wp.lm_head);
+  m->lm_head_b_ = at(wp.lm_head_b);
+  m->pos_embed_ = at(wp.pos_embed);
+  m->embed_norm_ = at(wp.embed_norm);
+  m->embed_norm_b_ = at(wp.embed_norm_b);
   m->layers_.resize(static_cast<size_t>(c.num_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerSlots& s = ls[l];
+    const WeightPlan::Layer& s = wp.layers[static_cast<size_t>(l)];
     Layer& L = m->layers_[l];
     L.attn_norm = at(s.attn_norm);
     L.attn_norm_b = at(s.attn_norm_b);
@@ -249,7 +184,7 @@ std::unique_ptr<DecoderModel> DecoderModel::create(ModelConfig c, const WeightSo
     L.w_down = at(s.down);
     L.b_down = at(s.b_down);
   }
-  c.tie_word_embeddings = tied;
+  c.tie_word_embeddings = wp.tied;
   m->inv_freq_ = cpu::rope_inv_freq(c.rope, c.rope.rotary_dim);
   if (c.position == PositionKind::Alibi) m->alibi_slopes_ = cpu::alibi_slopes(c.num_heads, c.alibi_bias_max);
   m->num_parameters_ = params;

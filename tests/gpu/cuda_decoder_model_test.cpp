@@ -1,11 +1,16 @@
-// CudaDecoderModel agrees with the CPU DecoderModel on random Llama-family checkpoints (bf16-representable
-// weights, so both run the same model): logits of a prefill, of chunked prefills, and of greedy decode steps.
+// CudaDecoderModel agrees with the CPU DecoderModel on random checkpoints of the Llama family and of every other
+// trait set (LayerNorm, learned / ALiBi positions, parallel residuals, pre+post norms, soft-caps, clip_qkv, MQA;
+// bf16-representable weights, so both run the same model): logits of a prefill, of chunked prefills, and of
+// greedy decode steps.
 #include "model/cuda_decoder_model.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "kiln/error.h"
@@ -22,38 +27,16 @@ class RandomSource final : public WeightSource {
   std::string name(WeightRole role, int64_t layer) const override {
     return "role" + std::to_string(static_cast<int>(role)) + ".layer" + std::to_string(layer);
   }
+  // Every role the config plans exists (both backends plan from the config); lm_head only when untied.
   bool has(WeightRole role, int64_t) const override {
-    switch (role) {
-      case WeightRole::QBias:
-      case WeightRole::KBias:
-      case WeightRole::VBias:
-        return c_.qkv_bias;
-      case WeightRole::QNorm:
-      case WeightRole::KNorm:
-        return c_.qk_norm;
-      case WeightRole::LmHead:
-        return !c_.tie_word_embeddings;
-      case WeightRole::Embed:
-      case WeightRole::FinalNorm:
-      case WeightRole::AttnNorm:
-      case WeightRole::Q:
-      case WeightRole::K:
-      case WeightRole::V:
-      case WeightRole::O:
-      case WeightRole::MlpNorm:
-      case WeightRole::Gate:
-      case WeightRole::Up:
-      case WeightRole::Down:
-        return true;
-      default:
-        return false;
-    }
+    return role != WeightRole::LmHead || !c_.tie_word_embeddings;
   }
   void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
     std::mt19937 rng(static_cast<uint32_t>(1000 * static_cast<int>(role) + layer + 7));
     const int64_t n = shape_numel(shape);
     const bool norm = role == WeightRole::FinalNorm || role == WeightRole::AttnNorm || role == WeightRole::MlpNorm ||
-                      role == WeightRole::QNorm || role == WeightRole::KNorm;
+                      role == WeightRole::QNorm || role == WeightRole::KNorm || role == WeightRole::EmbedNorm ||
+                      role == WeightRole::PostAttnNorm || role == WeightRole::PostMlpNorm;
     const float scale = norm                        ? 0.1f
                         : role == WeightRole::Embed ? 1.0f
                                                     : 1.0f / std::sqrt(static_cast<float>(shape.back()));
@@ -167,18 +150,108 @@ TEST(CudaDecoderModel, MatchesCpuDecoderModel) {
   }
 }
 
+// The families beyond Llama, trait by trait (the fixtures check the real layouts against HF).
+TEST(CudaDecoderModel, MatchesCpuDecoderModelOtherFamilies) {
+  KILN_REQUIRE_GPU();
+  {
+    ModelConfig c = llama_like(64, 4, 4);  // GPT-2: LayerNorm with biases, learned positions, GELU fc1/fc2, biases
+    c.family = "gpt2";
+    c.norm = NormKind::LayerNorm;
+    c.position = PositionKind::Learned;
+    c.max_position_embeddings = 256;
+    c.gated_mlp = false;
+    c.act = ActKind::GeluTanh;
+    c.qkv_bias = c.o_bias = c.mlp_bias = true;
+    c.tie_word_embeddings = true;
+    compare(c, "gpt2-like layernorm learned positions");
+  }
+  {
+    ModelConfig c = llama_like(64, 4, 4);  // GPT-J: one shared LayerNorm, parallel residual, interleaved partial
+    c.family = "gptj";                     // rotary, lm_head bias
+    c.norm = NormKind::LayerNorm;
+    c.norm_layout = NormLayout::Shared;
+    c.parallel_residual = true;
+    c.gated_mlp = false;
+    c.act = ActKind::GeluTanh;
+    c.mlp_bias = true;
+    c.rope.scaling = RopeScaling::None;
+    c.rope.rotary_dim = 32;
+    c.rope.interleaved = true;
+    c.lm_head_bias = true;
+    compare(c, "gptj-like shared norm parallel interleaved rotary", DType::F16);
+  }
+  {
+    ModelConfig c = llama_like(32, 8, 8);  // NeoX: parallel residual with two LayerNorms, half-split partial rotary
+    c.family = "gpt_neox";
+    c.norm = NormKind::LayerNorm;
+    c.parallel_residual = true;
+    c.gated_mlp = false;
+    c.act = ActKind::GeluErf;
+    c.qkv_bias = c.o_bias = c.mlp_bias = true;
+    c.rope.scaling = RopeScaling::None;
+    c.rope.rotary_dim = 8;
+    compare(c, "neox-like parallel two norms partial rotary");
+  }
+  {
+    ModelConfig c = llama_like(32, 6, 6);  // MPT: ALiBi over 6 heads, clip_qkv, bias-free LayerNorms; BLOOM's
+    c.family = "mpt";                      // embedding LayerNorm
+    c.norm = NormKind::LayerNorm;
+    c.norm_bias = false;
+    c.position = PositionKind::Alibi;
+    c.clip_qkv = 0.8;
+    c.gated_mlp = false;
+    c.act = ActKind::GeluErf;
+    c.embed_norm = true;
+    c.hidden_size = 192;
+    compare(c, "mpt-like alibi clip_qkv embed norm");
+  }
+  {
+    ModelConfig c = llama_like(64, 4, 2);  // Gemma 2: pre+post (1 + w) norms, soft-caps, alternating window,
+    c.family = "gemma2";                   // GeGLU, embedding scale, query_pre_attn_scalar
+    c.norm_layout = NormLayout::PrePost;
+    c.norm_add_one = true;
+    c.attn_logit_softcap = 2.0;
+    c.final_logit_softcap = 10.0;
+    c.layer_sliding_window = {9, 0};
+    c.act = ActKind::GeluTanh;
+    c.embed_scale = 16.0;
+    c.attn_scale = 1.0 / std::sqrt(24.0);
+    c.rope.scaling = RopeScaling::None;
+    c.tie_word_embeddings = true;
+    compare(c, "gemma2-like pre+post norms softcaps window");
+  }
+  {
+    ModelConfig c = llama_like(64, 4, 1);  // Falcon-7B: MQA, one shared LayerNorm, parallel residual, no biases
+    c.family = "falcon";
+    c.norm = NormKind::LayerNorm;
+    c.norm_layout = NormLayout::Shared;
+    c.parallel_residual = true;
+    c.gated_mlp = false;
+    c.act = ActKind::GeluErf;
+    c.rope.scaling = RopeScaling::None;
+    c.tie_word_embeddings = true;
+    compare(c, "falcon-like mqa shared norm parallel");
+  }
+}
+
 TEST(CudaDecoderModel, RefusesUnsupportedTraits) {
   KILN_REQUIRE_GPU();
-  ModelConfig c = llama_like(15, 4, 2);  // odd head_dim (RoPE rotates pairs)
-  RandomSource src(c);
-  EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);
-  c = llama_like(64, 4, 2);
+  auto refused = [](const ModelConfig& c, const CudaModelOptions& o) {
+    RandomSource src(c);
+    try {
+      CudaDecoderModel::create(c, src, {}, o);
+      ADD_FAILURE() << "created";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;  // one line
+      std::printf("  refused: %s\n", msg.c_str());
+    }
+  };
+  refused(llama_like(15, 4, 2), {});   // odd head_dim (RoPE rotates pairs)
+  refused(llama_like(288, 2, 2), {});  // head_dim over 256
   CudaModelOptions f32;
   f32.dtype = DType::F32;
-  EXPECT_THROW(CudaDecoderModel::create(c, src, {}, f32), Error);
-  c = llama_like(64, 4, 2);
-  c.norm = NormKind::LayerNorm;
-  EXPECT_THROW(CudaDecoderModel::create(c, src, {}), Error);
+  refused(llama_like(64, 4, 2), f32);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
-// Every tiny HF fixture (tests/fixtures/models/*) loaded with Device::CUDA against its float64 transformers
-// reference: the Llama-family ones (llama*, mistral, qwen2, qwen3, phi3) must load and give the greedy ids
-// wherever the reference's top-2 margin exceeds 0.05 nats (comparison of a case stops at the first divergence
-// where it does not) with top-5 logprobs within 0.05; the other families must be refused by name. Checked
-// through forward() on a KvState and through forward_batch on a shuffled paged pool, the three cases of a
-// fixture staggered so steps mix prefill chunks and decodes.
+// Every tiny HF fixture (tests/fixtures/models/*, all 17 families and layouts) loaded with Device::CUDA against
+// its float64 transformers reference, computing in f16 and in bf16: the greedy ids wherever the reference's top-2
+// margin exceeds 0.05 nats (comparison of a case stops at the first divergence where it does not) and top-5
+// logprobs within 0.05. Checked through forward() on a KvState and through forward_batch on a shuffled paged
+// pool, the three cases of a fixture staggered so steps mix prefill chunks and decodes. Each run prints a
+// `fixture-error` line (the worst top-5 logprob error) on stdout.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,15 +35,18 @@ const fs::path kFixtures = std::getenv("KILN_MODEL_FIXTURES") != nullptr
                                ? fs::path(std::getenv("KILN_MODEL_FIXTURES"))
                                : fs::path(KILN_SOURCE_DIR) / "tests" / "fixtures" / "models";
 constexpr double kMargin = 0.05;      // nats: where the reference's top two are closer, ids may differ
-constexpr double kLogprobTol = 0.05;  // nats, computing in f16 (the default for f16 and f32 checkpoints)
-// bf16 (the default for bf16 checkpoints) keeps 8 bits of mantissa in every activation: its logprobs sit
-// further from float64 (0.05 to 0.09 nats were seen on these fixtures), so they get this bound, and the bf16
-// fixtures are also run in f16 against kLogprobTol.
-constexpr double kLogprobTolBf16 = 0.15;
+constexpr double kLogprobTol = 0.05;  // nats, in f16 and in bf16 (the residual stream is fp32 either way)
+// bf16 compute of an f16 or f32 checkpoint first rounds every weight to 8 bits of mantissa: a model other than
+// the reference's, not only a computation of it. Those runs are held to this bound (and a near tie to twice the
+// margin); their errors are printed as well.
+constexpr double kLogprobTolRoundedBf16 = 0.1;
 
-// The fixtures CudaDecoderModel must run (the Llama family); every other one must be refused by name.
-const std::set<std::string> kSupported = {"llama2-mha-f32",  "llama3-gqa-bf16", "llama-mqa-f16", "mistral-swa",
-                                          "qwen2-tied-bias", "qwen3-qknorm",    "phi3-fused-f16"};
+// Every fixture CudaDecoderModel must run: all of tests/fixtures/models.
+const std::set<std::string> kFixtureNames = {
+    "bloom-alibi-bf16", "falcon-7b-mqa-bf16", "falcon-newarch-gqa-f16", "gemma-mqa-bf16",     "gemma2-gqa-f32",
+    "gpt2-learned-f32", "gptj-rotary-f16",    "llama-mqa-f16",          "llama2-mha-f32",     "llama3-gqa-bf16",
+    "mistral-swa",      "mpt-alibi-clip-f32", "neox-parallel-bf16",     "neox-sequential-f32", "phi3-fused-f16",
+    "qwen2-tied-bias",  "qwen3-qknorm"};
 
 std::vector<std::string> fixture_names() {
   std::vector<std::string> names;
@@ -82,6 +85,7 @@ struct CaseCheck {
   const nlohmann::json& steps;
   std::string what;
   double tol = kLogprobTol;
+  double margin_tol = kMargin;
   size_t step = 0;
   bool done = false;
   int compared = 0;
@@ -95,7 +99,7 @@ struct CaseCheck {
     const auto& top = st["top"];
     const double margin = top[0]["logprob"].get<double>() - top[1]["logprob"].get<double>();
     if (mine != theirs) {
-      EXPECT_LE(margin, kMargin) << what << " step " << step << ": greedy id " << mine << " but the reference's "
+      EXPECT_LE(margin, margin_tol) << what << " step " << step << ": greedy id " << mine << " but the reference's "
                                  << theirs << " leads by " << margin << " nats";
       std::printf("  %s: stops at step %zu (ids %d vs %d, reference margin %.4f)\n", what.c_str(), step, mine, theirs,
                   margin);
@@ -114,16 +118,19 @@ struct CaseCheck {
   }
 };
 
-// The fixture on CUDA computing in `dtype` (unset: the default for its checkpoint type).
-void check_fixture(const std::string& name, std::optional<DType> dtype) {
-  SCOPED_TRACE(dtype ? (*dtype == DType::F16 ? "forced f16" : "forced bf16") : "default type");
+// The fixture on CUDA computing in `dtype`.
+void check_fixture(const std::string& name, DType dtype) {
+  SCOPED_TRACE(dtype == DType::F16 ? "f16" : "bf16");
   const nlohmann::json ref = read_reference(name);
   auto model = load_cuda(name, dtype);
   const auto* cm = dynamic_cast<const CudaDecoderModel*>(model.get());
   ASSERT_NE(cm, nullptr);
+  ASSERT_EQ(cm->compute_dtype(), dtype);
   const int64_t V = model->config().vocab_size;
-  const bool bf16 = cm->compute_dtype() == DType::BF16;
-  const double tol = bf16 ? kLogprobTolBf16 : kLogprobTol;
+  const bool bf16 = dtype == DType::BF16;
+  const bool rounded = bf16 && ref["stored_dtype"].get<std::string>() != "bfloat16";
+  const double tol = rounded ? kLogprobTolRoundedBf16 : kLogprobTol;
+  const double margin_tol = rounded ? 2 * kMargin : kMargin;
 
   // forward() over a KvState: the prompt, then one token at a time.
   int compared = 0, total = 0;
@@ -131,7 +138,7 @@ void check_fixture(const std::string& name, std::optional<DType> dtype) {
   for (size_t ci = 0; ci < ref["cases"].size(); ++ci) {
     const auto& c = ref["cases"][ci];
     const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
-    CaseCheck chk{c["steps"], name + " state case " + std::to_string(ci), tol};
+    CaseCheck chk{c["steps"], name + " state case " + std::to_string(ci), tol, margin_tol};
     auto state = model->new_state(static_cast<int64_t>(prompt.size() + c["steps"].size() + 1));
     std::vector<float> logits;
     model->forward(*state, prompt, logits);
@@ -161,7 +168,8 @@ void check_fixture(const std::string& name, std::optional<DType> dtype) {
     const auto& c = ref["cases"][i];
     seqs[i].tokens = c["prompt_ids"].get<std::vector<int32_t>>();
     seqs[i].prompt_len = seqs[i].tokens.size();
-    seqs[i].chk = std::make_unique<CaseCheck>(CaseCheck{c["steps"], name + " batch case " + std::to_string(i), tol});
+    seqs[i].chk =
+        std::make_unique<CaseCheck>(CaseCheck{c["steps"], name + " batch case " + std::to_string(i), tol, margin_tol});
     blocks_needed += (static_cast<int64_t>(seqs[i].tokens.size() + c["steps"].size()) + bs) / bs;
   }
   std::vector<int32_t> ids(static_cast<size_t>(blocks_needed + 5));
@@ -219,8 +227,11 @@ void check_fixture(const std::string& name, std::optional<DType> dtype) {
     batch_compared += s.chk->compared;
     worst = std::max(worst, s.chk->worst);
   }
-  std::printf("  %s (%s): %d/%d steps compared via forward, %d via forward_batch; worst top-5 logprob error %.4f\n",
-              name.c_str(), bf16 ? "bf16" : "f16", compared, total, batch_compared, worst);
+  std::printf("fixture-error %-24s %-4s worst top-5 logprob error %.4f (bound %.2f%s); %d/%d steps compared via "
+              "forward, %d via forward_batch\n",
+              name.c_str(), bf16 ? "bf16" : "f16", worst, tol, rounded ? ", weights rounded to bf16" : "", compared,
+              total, batch_compared);
+  std::fflush(stdout);
   // Most steps must have been compared (a divergence needs a near tie in the reference).
   EXPECT_GE(compared, total / 2) << name;
   EXPECT_GE(batch_compared, total / 2) << name;
@@ -228,22 +239,19 @@ void check_fixture(const std::string& name, std::optional<DType> dtype) {
 
 class CudaFixtureTest : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(CudaFixtureTest, MatchesFloat64ReferenceOrIsRefusedByName) {
+TEST_P(CudaFixtureTest, MatchesFloat64ReferenceInF16AndBf16) {
   KILN_REQUIRE_GPU();
   const std::string name = GetParam();
-  if (!kSupported.count(name)) {
-    try {
-      load_cuda(name);
-      ADD_FAILURE() << name << ": loaded on CUDA, but this backend should refuse its family (update kSupported)";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("does not support"), std::string::npos) << e.what();
-      std::printf("  %s: refused: %s\n", name.c_str(), e.what());
-    }
-    return;
+  // The automatic type: bf16 for bf16 checkpoints, f16 for the others.
+  {
+    auto m = load_cuda(name);
+    const auto* cm = dynamic_cast<const CudaDecoderModel*>(m.get());
+    ASSERT_NE(cm, nullptr);
+    const bool bf16_ckpt = read_reference(name)["stored_dtype"].get<std::string>() == "bfloat16";
+    EXPECT_EQ(cm->compute_dtype(), bf16_ckpt ? DType::BF16 : DType::F16) << name;
   }
-  check_fixture(name, std::nullopt);
-  // bf16 checkpoints compute in bf16 by default; in f16 they must meet the f16 bound too.
-  if (read_reference(name)["stored_dtype"].get<std::string>() == "bfloat16") check_fixture(name, DType::F16);
+  check_fixture(name, DType::F16);
+  check_fixture(name, DType::BF16);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::ValuesIn(fixture_names()),
@@ -255,10 +263,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtureTest, ::testing::ValuesIn(fixture_
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaFixtureTest);
 
-TEST(CudaFixtures, EverySupportedFixtureExists) {
+TEST(CudaFixtures, EveryFixtureIsListed) {
   const auto names = fixture_names();
-  for (const std::string& s : kSupported)
-    EXPECT_NE(std::find(names.begin(), names.end(), s), names.end()) << s << " is missing";
+  EXPECT_EQ(std::set<std::string>(names.begin(), names.end()), kFixtureNames);
 }
 
 // forward_batch refuses malformed batches before touching the pool, as the CPU backend does.

@@ -1,4 +1,5 @@
-// cuBLASLt GEMM agrees with cpu::matmul (y = x·Wᵀ + bias + residual) on odd shapes, strides and types.
+// cuBLASLt GEMM agrees with cpu::matmul (y = x·Wᵀ + bias + residual) on odd shapes, strides and types, 16-bit
+// or fp32 y (an fp32 y with fp32 bias and residual: the logits and the fp32 residual stream).
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
@@ -79,6 +80,10 @@ TEST(CudaGemm, MatchesCpuMatmul) {
       run_case(gemm, {T, 4096, 264, true, true, t, t}, rng);
       run_case(gemm, {T, 200, 96, false, false, t, t, 8, 24}, rng);         // strided rows
       run_case(gemm, {T, 256, 1000, false, false, t, ElemType::F32}, rng);  // logits in f32
+      run_case(gemm, {T, 256, 1000, true, false, t, ElemType::F32}, rng);   // logits + an f32 lm_head bias
+      // The fp32 residual stream: 16-bit inputs, fp32 bias, y += x·Wᵀ + bias in place (o_proj, down).
+      run_case(gemm, {T, 512, 264, true, true, t, ElemType::F32}, rng);
+      run_case(gemm, {T, 1000, 48, false, true, t, ElemType::F32}, rng);
     }
   }
   EXPECT_GT(gemm.cached_plans(), 0u);

@@ -1,4 +1,5 @@
-// Norms (+ residual), gated activations and the embedding gather agree with the CPU ops on odd shapes.
+// Norms (+ residual), gated activations and the embedding gather agree with the CPU ops on odd shapes; so do the
+// ops of the fp32 residual stream (norm_f32, embedding_f32, activation_f32, clamp, softcap).
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
@@ -142,6 +143,167 @@ TEST(CudaEmbedding, OutOfRangeIdGivesZeros) {
   out.poison();
   cuda::embedding(ElemType::BF16, table.get(), vocab, dim, ids.get(), 2, out.get(), nullptr);
   for (uint16_t b : out.download()) EXPECT_EQ(bf16_to_f32(b), 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fp32 residual stream's ops.
+
+TEST(CudaNormF32, MatchesCpuNorms) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(6);
+  for (ElemType t : {ElemType::BF16, ElemType::F16, ElemType::F32})
+    for (int64_t rows : {1, 5, 17})
+      for (int64_t dim : {48, 100, 4096, 5120})
+        for (int kind = 0; kind < 4; ++kind) {  // rms, rms (1 + w), layer (w, b), layer (no w, no b)
+          const bool layer = kind >= 2;
+          const std::vector<float> x = testing::randn(rows * dim, rng, 30.0f);
+          std::vector<float> w = testing::randn(dim, rng, 0.5f), b = testing::randn(dim, rng, 0.5f);
+          const bool with_w = kind != 3;
+          std::vector<float> want(rows * dim);
+          if (layer)
+            cpu::layer_norm(x.data(), with_w ? w.data() : nullptr, with_w ? b.data() : nullptr, want.data(), rows,
+                            dim, 1e-5f);
+          else
+            cpu::rms_norm(x.data(), w.data(), want.data(), rows, dim, 1e-6f, kind == 1);
+          DeviceBuffer<float> dx(x), dw(w), db(b);
+          std::vector<float> got;
+          if (t == ElemType::F32) {
+            DeviceBuffer<float> dy(rows * dim);
+            dy.poison();
+            cuda::norm_f32(t, layer, dx.get(), with_w ? dw.get() : nullptr, layer && with_w ? db.get() : nullptr,
+                           dy.get(), rows, dim, layer ? 1e-5f : 1e-6f, kind == 1, false, nullptr, nullptr);
+            got = dy.download();
+          } else {
+            DeviceBuffer<uint16_t> dy(rows * dim);
+            dy.poison();
+            cuda::norm_f32(t, layer, dx.get(), with_w ? dw.get() : nullptr, layer && with_w ? db.get() : nullptr,
+                           dy.get(), rows, dim, layer ? 1e-5f : 1e-6f, kind == 1, false, nullptr, nullptr);
+            got = testing::to_float(dy.download(), t);
+          }
+          EXPECT_LT(testing::rel_err(got, want), t == ElemType::F32 ? 1e-5 : testing::tol16(t))
+              << testing::type_name(t) << " rows=" << rows << " dim=" << dim << " kind=" << kind;
+        }
+}
+
+TEST(CudaNormF32, InPlaceGatherAndAccumulate) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(7);
+  const int64_t rows = 9, dim = 200;
+  const std::vector<float> x = testing::randn(rows * dim, rng, 3.0f), w = testing::randn(dim, rng),
+                           b = testing::randn(dim, rng), y0 = testing::randn(rows * dim, rng, 10.0f);
+  std::vector<float> normed(rows * dim);
+  cpu::layer_norm(x.data(), w.data(), b.data(), normed.data(), rows, dim, 1e-5f);
+  // In place (BLOOM's embedding LayerNorm).
+  DeviceBuffer<float> dx(x), dw(w), db(b);
+  cuda::norm_f32(ElemType::F32, true, dx.get(), dw.get(), db.get(), dx.get(), rows, dim, 1e-5f, false, false, nullptr,
+                 nullptr);
+  EXPECT_LT(testing::rel_err(dx.download(), normed), 1e-5) << "in place";
+  // Accumulate into y (Gemma 2's post-norm into the residual), RMS with (1 + w).
+  std::vector<float> rms(rows * dim), want = y0;
+  cpu::rms_norm(x.data(), w.data(), rms.data(), rows, dim, 1e-6f, true);
+  for (size_t i = 0; i < want.size(); ++i) want[i] += rms[i];
+  DeviceBuffer<float> dx2(x), dy(y0);
+  cuda::norm_f32(ElemType::F32, false, dx2.get(), dw.get(), nullptr, dy.get(), rows, dim, 1e-6f, true, true, nullptr,
+                 nullptr);
+  EXPECT_LT(testing::rel_err(dy.download(), want), 1e-5) << "accumulate";
+  // Gather rows 8, 0, 3 into a 16-bit output (the logit rows before lm_head).
+  const std::vector<int32_t> pick = {8, 0, 3};
+  std::vector<float> gwant;
+  for (int32_t r : pick) gwant.insert(gwant.end(), normed.begin() + r * dim, normed.begin() + (r + 1) * dim);
+  DeviceBuffer<int32_t> didx(pick);
+  DeviceBuffer<uint16_t> dg(pick.size() * dim);
+  dg.poison();
+  cuda::norm_f32(ElemType::BF16, true, dx2.get(), dw.get(), db.get(), dg.get(), 3, dim, 1e-5f, false, false, didx.get(),
+                 nullptr);
+  EXPECT_LT(testing::rel_err(testing::to_float(dg.download(), ElemType::BF16), gwant), testing::tol16(ElemType::BF16))
+      << "gather";
+}
+
+TEST(CudaEmbeddingF32, ScaleAndLearnedPositions) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(8);
+  for (ElemType t : kTypes)
+    for (bool positions : {false, true}) {
+      const int64_t vocab = 500, dim = 96, T = 13, n_pos = 40;
+      const Half16 table = testing::round16(testing::randn(vocab * dim, rng), t);
+      const Half16 pos = testing::round16(testing::randn(n_pos * dim, rng), t);
+      std::vector<int32_t> ids(T), ps(T);
+      std::vector<int64_t> ps64(T);
+      for (int64_t i = 0; i < T; ++i) ids[i] = static_cast<int32_t>(rng() % vocab), ps64[i] = ps[i] = 3 * i % n_pos;
+      const float scale = positions ? 1.0f : 6.928203f;
+      std::vector<float> want(T * dim);
+      cpu::embedding(table.f.data(), vocab, dim, ids.data(), T, want.data());
+      cpu::scale_inplace(want.data(), T * dim, scale);
+      if (positions) cpu::add_position_embedding(pos.f.data(), n_pos, dim, ps64.data(), T, want.data());
+      DeviceBuffer<uint16_t> dt(table.bits), dp(pos.bits);
+      DeviceBuffer<int32_t> did(ids), dpos(ps);
+      DeviceBuffer<float> dy(T * dim);
+      dy.poison();
+      cuda::embedding_f32(t, dt.get(), vocab, dim, did.get(), T, scale, positions ? dp.get() : nullptr, n_pos,
+                          dpos.get(), dy.get(), nullptr);
+      EXPECT_EQ(testing::rel_err(dy.download(), want), 0.0) << testing::type_name(t) << " positions=" << positions;
+    }
+}
+
+TEST(CudaActivationF32, GatedAndPlainMatchCpu) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(9);
+  const std::pair<cuda::Act, cpu::Activation> acts[] = {{cuda::Act::SiLU, cpu::Activation::SiLU},
+                                                        {cuda::Act::GeluTanh, cpu::Activation::GeluTanh},
+                                                        {cuda::Act::GeluErf, cpu::Activation::GeluErf}};
+  for (ElemType t : kTypes)
+    for (auto [ga, ca] : acts)
+      for (bool gated : {false, true})
+        for (int64_t rows : {1, 17})
+          for (int64_t n : {100, 1000}) {
+            const int64_t ld = gated ? 2 * n : n;
+            const std::vector<float> in = testing::randn(rows * ld, rng, 2.0f);
+            std::vector<float> want(rows * n);
+            if (gated) {
+              cpu::gated_activation(in.data(), in.data() + n, want.data(), rows, n, ld, ca);
+            } else {
+              want = in;
+              cpu::activation(want.data(), rows * n, ca);
+            }
+            DeviceBuffer<float> din(in);
+            DeviceBuffer<uint16_t> dy(rows * n);
+            dy.poison();
+            cuda::activation_f32(t, din.get(), ld, dy.get(), rows, n, ga, gated, nullptr);
+            EXPECT_LT(testing::rel_err(testing::to_float(dy.download(), t), want), testing::tol16(t))
+                << testing::type_name(t) << " act=" << static_cast<int>(ga) << " gated=" << gated << " n=" << n;
+          }
+}
+
+TEST(CudaClampSoftcap, MatchCpu) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(10);
+  for (ElemType t : kTypes) {
+    const Half16 x = testing::round16(testing::randn(1001, rng, 3.0f), t);
+    std::vector<float> want = x.f;
+    cpu::clamp(want.data(), static_cast<int64_t>(want.size()), -1.5f, 1.5f);
+    DeviceBuffer<uint16_t> dx(x.bits);
+    cuda::clamp(t, dx.get(), static_cast<int64_t>(x.bits.size()), -1.5f, 1.5f, nullptr);
+    EXPECT_EQ(testing::rel_err(testing::to_float(dx.download(), t), want), 0.0) << testing::type_name(t);
+  }
+  const std::vector<float> logits = testing::randn(70001, rng, 40.0f);
+  std::vector<float> want = logits;
+  cpu::softcap(want.data(), static_cast<int64_t>(want.size()), 30.0f);
+  DeviceBuffer<float> dl(logits);
+  cuda::softcap(dl.get(), static_cast<int64_t>(logits.size()), 30.0f, nullptr);
+  EXPECT_LT(testing::rel_err(dl.download(), want), 1e-6);
+}
+
+TEST(CudaAddBiasF32, AddsPerColumn) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(11);
+  const int64_t T = 7, n = 300, ldy = 304;
+  const std::vector<float> y0 = testing::randn(T * ldy, rng), bias = testing::randn(n, rng);
+  std::vector<float> want = y0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t o = 0; o < n; ++o) want[t * ldy + o] += bias[o];
+  DeviceBuffer<float> dy(y0), db(bias);
+  cuda::add_bias_f32(dy.get(), db.get(), T, n, ldy, nullptr);
+  EXPECT_EQ(testing::rel_err(dy.download(), want), 0.0);
 }
 
 }  // namespace

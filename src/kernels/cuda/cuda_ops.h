@@ -26,9 +26,11 @@ enum class ElemType : uint8_t { BF16, F16, F32 };
 
 // ---------------------------------------------------------------------------------------------
 // GEMM (cuBLASLt): y[t, o] = sum_k x[t, k] * w[o, k] (+ bias[o]) (+ residual[t, o]), as cpu::matmul.
-// x, w, bias and residual are `in_type` (bf16/f16); y is in_type or F32 (logits). Row strides in
-// elements (0: dense). residual may equal y (in-place residual add). The algorithm is chosen once per
-// shape by cuBLASLt's heuristic and cached; calls from one thread at a time.
+// x and w are `in_type` (bf16/f16); y is in_type or F32. bias and residual have y's type: 16-bit with a
+// 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
+// through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
+// (in-place residual add). The algorithm is chosen once per shape by cuBLASLt's heuristic and cached; calls
+// from one thread at a time.
 class Gemm {
  public:
   // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
@@ -74,6 +76,42 @@ void gated_activation(ElemType t, const void* gate, const void* up, void* out, i
 // ids on the host, where it can throw).
 void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
                cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// The fp32 residual stream. CudaDecoderModel keeps x in fp32: the embedding writes it, o_proj and down add into
+// it (Gemm::run with an F32 y), and the norms read it and write the 16-bit h the GEMMs read. Norm weights and
+// biases here are fp32.
+
+// y = norm(x) over fp32 rows [rows, dim]: LayerNorm ((x - mean) / sqrt(var + eps) * w + b) with layer_norm, else
+// RMSNorm (x / sqrt(mean(x^2) + eps) * w, or * (1 + w) with add_one); w, b may be null. out_type bf16/f16 (h)
+// or F32. accumulate (F32 only): y += norm(x) (Gemma 2's post-norms into the residual). rows_idx (device, or
+// null): output row r normalizes input row rows_idx[r] (the logit rows' gather). x may equal y only when neither
+// gathers nor accumulates. As cpu::layer_norm / cpu::rms_norm.
+void norm_f32(ElemType out_type, bool layer_norm, const float* x, const float* w, const float* b, void* y,
+              int64_t rows, int64_t dim, float eps, bool add_one, bool accumulate, const int32_t* rows_idx,
+              cudaStream_t stream);
+
+// out[t, :] = table[ids[t], :] * scale (+ pos_table[positions[t], :]) in fp32; table and pos_table are type t
+// (pos_table may be null: no learned positions). An id or position out of range contributes zeros (the caller
+// validates them on the host). As cpu::embedding, cpu::scale_inplace, cpu::add_position_embedding.
+void embedding_f32(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T,
+                   float scale, const void* pos_table, int64_t n_positions, const int32_t* positions, float* out,
+                   cudaStream_t stream);
+
+// out[r, i] (type t, rows of n) = act(in[r, i]) (* in[r, n + i] when gated: a fused gate|up row) from fp32 rows of
+// stride ld_in (an F32 GEMM output, its bias added in the epilogue). As cpu::activation / cpu::gated_activation.
+void activation_f32(ElemType t, const float* in, int64_t ld_in, void* out, int64_t rows, int64_t n, Act act, bool gated,
+                    cudaStream_t stream);
+
+// x[i] = min(max(x[i], lo), hi) over n elements of type t (MPT's clip_qkv on the fused qkv). As cpu::clamp.
+void clamp(ElemType t, void* x, int64_t n, float lo, float hi, cudaStream_t stream);
+
+// x[i] = cap * tanh(x[i] / cap) over n fp32 elements (Gemma 2's final logit soft-cap). As cpu::softcap.
+void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
+
+// y[t, o] += bias[o] over fp32 rows [T, n] of stride ldy (Gemm::run's fallback where cuBLASLt has no fused fp32
+// bias for the type mix; it then says so once per shape on stderr).
+void add_bias_f32(float* y, const float* bias, int64_t T, int64_t n, int64_t ldy, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // Paged KV cache. Per layer, K and V blocks each [num_kv_heads, block_size, head_dim], block b at

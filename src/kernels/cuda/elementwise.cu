@@ -1,4 +1,5 @@
-// Element-wise ops: gated activations (SwiGLU, GeGLU) and the embedding gather, 16-byte accesses.
+// Element-wise ops: gated activations (SwiGLU, GeGLU) and the embedding gather, 16-byte accesses; and the ops
+// around the fp32 residual stream (embedding into fp32, activations of fp32 GEMM outputs, clamp, soft-cap).
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -59,6 +60,61 @@ __global__ void embedding_kernel(const T* table, int64_t vocab, int64_t dim, con
   }
 }
 
+// embedding_f32: one CTA per token.
+template <typename T>
+__global__ void embedding_f32_kernel(const T* table, int64_t vocab, int64_t dim, const int32_t* ids, float scale,
+                                     const T* pos_table, int64_t n_positions, const int32_t* positions, float* out) {
+  const int64_t t = blockIdx.x;
+  const int32_t id = ids[t];
+  const bool valid = id >= 0 && id < vocab;
+  const T* src = table + (valid ? static_cast<int64_t>(id) : 0) * dim;
+  const T* prow = nullptr;
+  if (pos_table) {
+    const int32_t p = positions[t];
+    if (p >= 0 && p < n_positions) prow = pos_table + static_cast<int64_t>(p) * dim;
+  }
+  float* o = out + t * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = valid ? to_f(src[i]) * scale : 0.0f;
+    if (prow) v += to_f(prow[i]);
+    o[i] = v;
+  }
+}
+
+// activation_f32: grid (rows, column chunks).
+template <typename T, Act kAct, bool kGated>
+__global__ void activation_f32_kernel(const float* in, int64_t ld_in, T* out, int64_t n) {
+  const int64_t row = blockIdx.x;
+  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float* r = in + row * ld_in;
+  float v = act_one<kAct>(r[i]);
+  if constexpr (kGated) v *= r[n + i];
+  out[row * n + i] = from_f<T>(v);
+}
+
+template <typename T>
+__global__ void clamp_kernel(T* x, int64_t n, float lo, float hi) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = from_f<T>(fminf(fmaxf(to_f(x[i]), lo), hi));
+}
+
+__global__ void softcap_kernel(float* x, int64_t n, float cap) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = cap * tanhf(x[i] / cap);
+}
+
+__global__ void add_bias_f32_kernel(float* y, const float* bias, int64_t n, int64_t ldy) {
+  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[blockIdx.x * ldy + i] += bias[i];
+}
+
+unsigned grid_1d(int64_t n, int threads) {
+  return static_cast<unsigned>(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
+}
+
 }  // namespace
 
 void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
@@ -107,6 +163,75 @@ void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const 
     embedding_kernel<E><<<static_cast<unsigned>(T), threads, 0, stream>>>(static_cast<const E*>(table), vocab, dim, ids,
                                                                           static_cast<E*>(out), vec);
   });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void embedding_f32(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T,
+                   float scale, const void* pos_table, int64_t n_positions, const int32_t* positions, float* out,
+                   cudaStream_t stream) {
+  if (T <= 0) return;
+  KILN_CHECK(T <= 0x7fffffff, "embedding: {} tokens is too many for one launch", T);
+  KILN_CHECK(!pos_table || positions, "embedding: a position table needs the positions");
+  const int threads = static_cast<int>(std::clamp<int64_t>((dim + 31) / 32 * 32, 32, 512));
+  KILN_DISPATCH_16(t, E, {
+    embedding_f32_kernel<E><<<static_cast<unsigned>(T), threads, 0, stream>>>(
+        static_cast<const E*>(table), vocab, dim, ids, scale, static_cast<const E*>(pos_table), n_positions, positions,
+        out);
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void activation_f32(ElemType t, const float* in, int64_t ld_in, void* out, int64_t rows, int64_t n, Act act, bool gated,
+                    cudaStream_t stream) {
+  if (rows <= 0 || n <= 0) return;
+  KILN_CHECK(rows <= 0x7fffffff, "activation: {} rows is too many for one launch", rows);
+  KILN_CHECK(ld_in >= (gated ? 2 * n : n), "activation: input row stride {} is too small for {} columns", ld_in, n);
+  const int threads = 256;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>((n + threads - 1) / threads));
+  KILN_DISPATCH_16(t, T, {
+    T* o = static_cast<T*>(out);
+    switch (act) {
+      case Act::SiLU:
+        if (gated)
+          activation_f32_kernel<T, Act::SiLU, true><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        else
+          activation_f32_kernel<T, Act::SiLU, false><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        break;
+      case Act::GeluTanh:
+        if (gated)
+          activation_f32_kernel<T, Act::GeluTanh, true><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        else
+          activation_f32_kernel<T, Act::GeluTanh, false><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        break;
+      case Act::GeluErf:
+        if (gated)
+          activation_f32_kernel<T, Act::GeluErf, true><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        else
+          activation_f32_kernel<T, Act::GeluErf, false><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
+        break;
+    }
+  });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void clamp(ElemType t, void* x, int64_t n, float lo, float hi, cudaStream_t stream) {
+  if (n <= 0) return;
+  KILN_DISPATCH_16(t, T, { clamp_kernel<T><<<grid_1d(n, 256), 256, 0, stream>>>(static_cast<T*>(x), n, lo, hi); });
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void softcap(float* x, int64_t n, float cap, cudaStream_t stream) {
+  if (n <= 0) return;
+  KILN_CHECK(cap > 0.0f, "softcap: the cap must be positive, got {}", cap);
+  softcap_kernel<<<grid_1d(n, 256), 256, 0, stream>>>(x, n, cap);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void add_bias_f32(float* y, const float* bias, int64_t T, int64_t n, int64_t ldy, cudaStream_t stream) {
+  if (T <= 0 || n <= 0) return;
+  KILN_CHECK(T <= 0x7fffffff, "bias: {} rows is too many for one launch", T);
+  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>((n + 255) / 256));
+  add_bias_f32_kernel<<<grid, 256, 0, stream>>>(y, bias, n, ldy);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -1,4 +1,5 @@
-// RMSNorm and LayerNorm, each optionally fused with the residual add: one CTA per row, 16-byte accesses.
+// RMSNorm and LayerNorm, each optionally fused with the residual add: one CTA per row, 16-byte accesses; and
+// the norms of the fp32 residual stream (norm_f32).
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -231,6 +232,55 @@ void launch_norm(ElemType t, bool rms, const NormArgs& a, int64_t rows, cudaStre
   KILN_CUDA_LAUNCH_CHECK();
 }
 
+// norm_f32: one CTA per output row; fp32 row in, fp32 statistics, 16-bit or fp32 out.
+template <typename TO, bool kLayer>
+__global__ void norm_f32_kernel(const float* x, const int32_t* rows_idx, const float* w, const float* b, TO* y,
+                                int64_t dim, float eps, float one, bool accumulate) {
+  __shared__ float scratch[32];
+  const int64_t r = blockIdx.x;
+  const float* xr = x + (rows_idx ? static_cast<int64_t>(rows_idx[r]) : r) * dim;
+  TO* yr = y + r * dim;
+  float mean = 0.0f, inv;
+  if constexpr (kLayer) {
+    float s1 = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) s1 += xr[i];
+    mean = block_sum(s1, scratch) / static_cast<float>(dim);
+    float s2 = 0.0f;  // a second pass (E[x^2] - mean^2 cancels badly), as the CPU does
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+      const float d = xr[i] - mean;
+      s2 += d * d;
+    }
+    inv = rsqrtf(block_sum(s2, scratch) / static_cast<float>(dim) + eps);
+  } else {
+    float s2 = 0.0f;
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) s2 += xr[i] * xr[i];
+    inv = rsqrtf(block_sum(s2, scratch) / static_cast<float>(dim) + eps);
+  }
+  // Each thread reads back only the elements it writes, after both reductions: x may equal y.
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    float v = (xr[i] - mean) * inv;
+    if (w) v *= w[i] + one;
+    if (b) v += b[i];
+    if constexpr (sizeof(TO) == sizeof(float)) {
+      if (accumulate) v += to_f(yr[i]);
+    }
+    yr[i] = from_f<TO>(v);
+  }
+}
+
+template <typename TO>
+void launch_norm_f32(bool layer, const float* x, const int32_t* rows_idx, const float* w, const float* b, void* y,
+                     int64_t rows, int64_t dim, float eps, float one, bool accumulate, cudaStream_t stream) {
+  const int threads = static_cast<int>(std::clamp<int64_t>((dim / 4 + 31) / 32 * 32, 32, 512));
+  const dim3 grid(static_cast<unsigned>(rows));
+  if (layer)
+    norm_f32_kernel<TO, true><<<grid, threads, 0, stream>>>(x, rows_idx, w, b, static_cast<TO*>(y), dim, eps, one,
+                                                            accumulate);
+  else
+    norm_f32_kernel<TO, false><<<grid, threads, 0, stream>>>(x, rows_idx, w, b, static_cast<TO*>(y), dim, eps, one,
+                                                             accumulate);
+}
+
 }  // namespace
 
 void rms_norm(ElemType t, const void* x, const void* w, void* y, int64_t rows, int64_t dim, float eps, bool add_one,
@@ -255,6 +305,25 @@ void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, co
                     int64_t dim, float eps, cudaStream_t stream) {
   NormArgs a{x, residual, w, b, y, dim, dim, dim, eps, false};
   launch_norm(t, false, a, rows, stream);
+}
+
+void norm_f32(ElemType out_type, bool layer_norm, const float* x, const float* w, const float* b, void* y,
+              int64_t rows, int64_t dim, float eps, bool add_one, bool accumulate, const int32_t* rows_idx,
+              cudaStream_t stream) {
+  if (rows <= 0) return;
+  KILN_CHECK(dim > 0, "norm: dimension must be positive, got {}", dim);
+  KILN_CHECK(rows <= 0x7fffffff, "norm: {} rows is too many for one launch", rows);
+  KILN_CHECK(!accumulate || out_type == ElemType::F32, "norm: only an fp32 output accumulates");
+  KILN_CHECK(!accumulate || x != y, "norm: an accumulating norm cannot run in place");
+  KILN_CHECK(!rows_idx || x != y, "norm: a gathering norm cannot run in place");
+  const float one = add_one && !layer_norm ? 1.0f : 0.0f;
+  if (out_type == ElemType::F32) {
+    launch_norm_f32<float>(layer_norm, x, rows_idx, w, b, y, rows, dim, eps, one, accumulate, stream);
+  } else {
+    KILN_DISPATCH_16(out_type, T,
+                     { launch_norm_f32<T>(layer_norm, x, rows_idx, w, b, y, rows, dim, eps, one, false, stream); });
+  }
+  KILN_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace kiln::cuda
