@@ -1,7 +1,7 @@
 // Every tiny HF fixture (tests/fixtures/models/*, all 17 families and layouts) loaded with Device::CUDA against
 // its float64 transformers reference, computing in f16 and in bf16: the greedy ids wherever the reference's top-2
 // margin exceeds 0.05 nats (comparison of a case stops at the first divergence where it does not) and top-5
-// logprobs within 0.05. Checked through forward() on a KvState and through forward_batch on a shuffled paged
+// logprobs within 0.05 (bf16 on f16/f32 checkpoints and two sensitive bf16 fixtures: see the bounds below). Checked through forward() on a KvState and through forward_batch on a shuffled paged
 // pool, the three cases of a fixture staggered so steps mix prefill chunks and decodes. Each run prints a
 // `fixture-error` line (the worst top-5 logprob error) on stdout.
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -40,6 +41,14 @@ constexpr double kLogprobTol = 0.05;  // nats, in f16 and in bf16 (the residual 
 // the reference's, not only a computation of it. Those runs are held to this bound (and a near tie to twice the
 // margin); their errors are printed as well.
 constexpr double kLogprobTolRoundedBf16 = 0.1;
+// bf16 compute rounds every GEMM operand (the normed activations), q, k, v (and the KV cache) and the attention
+// output to 8 bits of mantissa; the residual stream, norms, biases, GEMM accumulation and outputs are fp32. On
+// two bf16 fixtures that alone exceeds 0.05. The CPU decoder with those rounding points emulated (it reproduces
+// the GPU's bf16 errors to within 0.003 on the six bf16 fixtures) gives gemma-mqa-bf16 0.107 from rounding the
+// normed GEMM inputs alone (0.116 from the qkv GEMM's input alone; 0.182 with every rounding; transformers'
+// own bf16 run: 0.31) and llama3-gqa-bf16 0.042 (0.054; transformers: 0.128): the floor of bf16 operands, not
+// something the arithmetic around them can remove. These two are held to their measured error plus a margin.
+const std::map<std::string, double> kBf16Bound = {{"gemma-mqa-bf16", 0.22}, {"llama3-gqa-bf16", 0.07}};
 
 // Every fixture CudaDecoderModel must run: all of tests/fixtures/models.
 const std::set<std::string> kFixtureNames = {
@@ -129,8 +138,9 @@ void check_fixture(const std::string& name, DType dtype) {
   const int64_t V = model->config().vocab_size;
   const bool bf16 = dtype == DType::BF16;
   const bool rounded = bf16 && ref["stored_dtype"].get<std::string>() != "bfloat16";
-  const double tol = rounded ? kLogprobTolRoundedBf16 : kLogprobTol;
-  const double margin_tol = rounded ? 2 * kMargin : kMargin;
+  double tol = rounded ? kLogprobTolRoundedBf16 : kLogprobTol;
+  if (bf16 && kBf16Bound.count(name)) tol = kBf16Bound.at(name);
+  const double margin_tol = std::max(kMargin, tol);  // a near tie within the logprob error may part the ids
 
   // forward() over a KvState: the prompt, then one token at a time.
   int compared = 0, total = 0;
@@ -229,7 +239,11 @@ void check_fixture(const std::string& name, DType dtype) {
   }
   std::printf("fixture-error %-24s %-4s worst top-5 logprob error %.4f (bound %.2f%s); %d/%d steps compared via "
               "forward, %d via forward_batch\n",
-              name.c_str(), bf16 ? "bf16" : "f16", worst, tol, rounded ? ", weights rounded to bf16" : "", compared,
+              name.c_str(), bf16 ? "bf16" : "f16", worst, tol,
+              rounded                            ? ", weights rounded to bf16"
+              : bf16 && kBf16Bound.count(name) ? ", bf16 operand floor"
+                                                 : "",
+              compared,
               total, batch_compared);
   std::fflush(stdout);
   // Most steps must have been compared (a divergence needs a near tie in the reference).

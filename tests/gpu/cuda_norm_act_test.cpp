@@ -293,18 +293,5 @@ TEST(CudaClampSoftcap, MatchCpu) {
   EXPECT_LT(testing::rel_err(dl.download(), want), 1e-6);
 }
 
-TEST(CudaAddBiasF32, AddsPerColumn) {
-  KILN_REQUIRE_GPU();
-  std::mt19937 rng(11);
-  const int64_t T = 7, n = 300, ldy = 304;
-  const std::vector<float> y0 = testing::randn(T * ldy, rng), bias = testing::randn(n, rng);
-  std::vector<float> want = y0;
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t o = 0; o < n; ++o) want[t * ldy + o] += bias[o];
-  DeviceBuffer<float> dy(y0), db(bias);
-  cuda::add_bias_f32(dy.get(), db.get(), T, n, ldy, nullptr);
-  EXPECT_EQ(testing::rel_err(dy.download(), want), 0.0);
-}
-
 }  // namespace
 }  // namespace kiln

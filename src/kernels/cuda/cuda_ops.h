@@ -109,10 +109,6 @@ void clamp(ElemType t, void* x, int64_t n, float lo, float hi, cudaStream_t stre
 // x[i] = cap * tanh(x[i] / cap) over n fp32 elements (Gemma 2's final logit soft-cap). As cpu::softcap.
 void softcap(float* x, int64_t n, float cap, cudaStream_t stream);
 
-// y[t, o] += bias[o] over fp32 rows [T, n] of stride ldy (Gemm::run's fallback where cuBLASLt has no fused fp32
-// bias for the type mix; it then says so once per shape on stderr).
-void add_bias_f32(float* y, const float* bias, int64_t T, int64_t n, int64_t ldy, cudaStream_t stream);
-
 // ---------------------------------------------------------------------------------------------
 // Paged KV cache. Per layer, K and V blocks each [num_kv_heads, block_size, head_dim], block b at
 // k_cache / v_cache + b * block_stride elements (block_stride 0: dense, num_kv_heads * block_size * head_dim;

@@ -106,11 +106,6 @@ __global__ void softcap_kernel(float* x, int64_t n, float cap) {
     x[i] = cap * tanhf(x[i] / cap);
 }
 
-__global__ void add_bias_f32_kernel(float* y, const float* bias, int64_t n, int64_t ldy) {
-  const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) y[blockIdx.x * ldy + i] += bias[i];
-}
-
 unsigned grid_1d(int64_t n, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
 }
@@ -224,14 +219,6 @@ void softcap(float* x, int64_t n, float cap, cudaStream_t stream) {
   if (n <= 0) return;
   KILN_CHECK(cap > 0.0f, "softcap: the cap must be positive, got {}", cap);
   softcap_kernel<<<grid_1d(n, 256), 256, 0, stream>>>(x, n, cap);
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-void add_bias_f32(float* y, const float* bias, int64_t T, int64_t n, int64_t ldy, cudaStream_t stream) {
-  if (T <= 0 || n <= 0) return;
-  KILN_CHECK(T <= 0x7fffffff, "bias: {} rows is too many for one launch", T);
-  const dim3 grid(static_cast<unsigned>(T), static_cast<unsigned>((n + 255) / 256));
-  add_bias_f32_kernel<<<grid, 256, 0, stream>>>(y, bias, n, ldy);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

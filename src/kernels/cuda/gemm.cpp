@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdio>
 #include <tuple>
 #include <unordered_map>
 
@@ -78,7 +77,6 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  bool bias_after = false;  // the bias is added by add_bias_f32 after the GEMM (no fused epilogue for it)
   ~Plan() {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -139,68 +137,49 @@ void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, in
           bias ? alignment(bias) : 256u};
   auto it = impl_->plans.find(key);
   if (it == impl_->plans.end()) {
-    // Descriptors and cuBLASLt's heuristic choice for this shape, the bias in the epilogue or not; null when
-    // the heuristic has no algorithm.
-    auto make = [&](bool with_bias) -> std::unique_ptr<Plan> {
-      auto p = std::make_unique<Plan>();
-      const cudaDataType_t ti = to_cuda(in_type), to = to_cuda(out_type);
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof(opT)));
-      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof(opN)));
-      if (with_bias) {
-        const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-        KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
-        const int32_t bt = static_cast<int32_t>(to);
-        KILN_CUBLAS_CHECK(
-            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
-        KILN_CUBLAS_CHECK(
-            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-      }
-      KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ti, in, out, in));
-      KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ti, in, T, ldx));
-      KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, to, out, T, ldy));
-
-      cublasLtMatmulPreference_t pref = nullptr;
-      KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const uint64_t ws = impl_->workspace_bytes;
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a, 4);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b, 4);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_c, 4);
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d, 4);
-      cublasLtMatmulHeuristicResult_t result{};
-      int found = 0;
-      const cublasStatus_t st =
-          cublasLtMatmulAlgoGetHeuristic(impl_->handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) return nullptr;
-      KILN_CUBLAS_CHECK(st);
-      p->algo = result.algo;
-      return p;
-    };
-    auto p = make(bias != nullptr);
-    if (!p && bias != nullptr && out_type == ElemType::F32) {
-      // No fused fp32 bias for this type mix: the plan without it, and the bias added by a kernel after.
-      p = make(false);
-      if (p) {
-        p->bias_after = true;
-        std::fprintf(stderr, "kiln: cuBLASLt has no fp32 bias epilogue for T=%lld in=%lld out=%lld; adding it after\n",
-                     static_cast<long long>(T), static_cast<long long>(in), static_cast<long long>(out));
-      }
+    auto p = std::make_unique<Plan>();
+    const cudaDataType_t ti = to_cuda(in_type), to = to_cuda(out_type);
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof(opT)));
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof(opN)));
+    if (bias) {
+      const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)));
+      const int32_t bt = static_cast<int32_t>(to);
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+      KILN_CUBLAS_CHECK(
+          cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     }
-    KILN_CHECK(p != nullptr, "GEMM: cuBLASLt has no algorithm for T={} in={} out={}", T, in, out);
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ti, in, out, in));
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ti, in, T, ldx));
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, to, out, T, ldy));
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = impl_->workspace_bytes;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_c, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d, 4);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(impl_->handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    KILN_CUBLAS_CHECK(st);
+    KILN_CHECK(found > 0, "GEMM: cuBLASLt has no algorithm for T={} in={} out={}", T, in, out);
+    p->algo = result.algo;
     it = impl_->plans.emplace(key, std::move(p)).first;
   }
   Plan& p = *it->second;
-  if (bias && !p.bias_after)
+  if (bias)
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
   const void* c = residual ? residual : y;
   KILN_CUBLAS_CHECK(cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, y, p.c, &p.algo,
                                    impl_->workspace, impl_->workspace_bytes, stream));
-  if (bias && p.bias_after)
-    add_bias_f32(static_cast<float*>(y), static_cast<const float*>(bias), T, out, ldy, stream);
 }
 
 }  // namespace kiln::cuda
