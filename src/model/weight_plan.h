@@ -37,7 +37,7 @@ struct WeightPlan {
   std::vector<Layer> layers;
 };
 
-// Every tensor `c` needs (c.rope.rotary_dim already resolved does not matter here). lm_head is tied when the
+// Every tensor `c` needs, in load order. lm_head is tied (absent from the list) when the
 // config says so or the source has none.
 WeightPlan plan_weights(const ModelConfig& c, const WeightSource& src);
 
