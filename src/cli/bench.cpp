@@ -821,7 +821,8 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--block-size", f.block_size, "Engine: tokens per KV block")->capture_default_str();
   app.add_flag("--no-prefix-caching", f.no_prefix_caching, "Engine: turn prefix caching off");
-  app.add_flag("--no-cuda-graphs", f.no_cuda_graphs, "Engine (cuda): run decode steps kernel by kernel, no CUDA graphs");
+  app.add_flag("--no-cuda-graphs", f.no_cuda_graphs,
+               "Engine (cuda): run decode steps kernel by kernel, no CUDA graphs");
   app.add_flag("--no-device-sampling", f.no_device_sampling,
                "Engine (cuda): copy logits to the host and sample there (the CPU Sampler)");
   app.add_flag("--json", f.json, "Print one JSON object on stdout instead of the table");

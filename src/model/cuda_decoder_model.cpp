@@ -170,9 +170,7 @@ struct CudaWorkspace {
   int32_t* out_tokens() const { return samp_out.as<int32_t>(); }
   float* out_logprobs() const { return reinterpret_cast<float*>(out_tokens() + tokens); }
   int32_t* out_top_ids() const { return reinterpret_cast<int32_t*>(out_logprobs() + tokens); }
-  float* out_top_logprobs() const {
-    return reinterpret_cast<float*>(out_top_ids() + tokens * cuda::kMaxTopLogprobs);
-  }
+  float* out_top_logprobs() const { return reinterpret_cast<float*>(out_top_ids() + tokens * cuda::kMaxTopLogprobs); }
   size_t out_bytes() const { return static_cast<size_t>(tokens) * (2 + 2 * cuda::kMaxTopLogprobs) * 4; }
 };
 
@@ -725,8 +723,7 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
       } else {
         cudaGetLastError();
         ws.graphs_failed = true;
-        std::fprintf(stderr, "kiln: CUDA graph capture failed (%s); decode steps run without graphs\n",
-                     error.c_str());
+        std::fprintf(stderr, "kiln: CUDA graph capture failed (%s); decode steps run without graphs\n", error.c_str());
       }
     }
     if (g->exec) {
@@ -793,13 +790,14 @@ CudaDecoderModel::Impl::StepMeta CudaDecoderModel::Impl::upload_meta(CudaWorkspa
   const int64_t T0 = static_cast<int64_t>(b.tokens.size());
   const int64_t ns0 = static_cast<int64_t>(b.seqs.size());
   const int64_t bs = kv_layout.block_size;
-  KILN_CHECK(T0 <= ws.tokens && pad_to <= ws.tokens, "forward: {} rows exceed the workspace's {}",
-             std::max(T0, pad_to), ws.tokens);
+  KILN_CHECK(T0 <= ws.tokens && pad_to <= ws.tokens, "forward: {} rows exceed the workspace's {}", std::max(T0, pad_to),
+             ws.tokens);
   int64_t nd = 0;
   while (nd < ns0 && b.seqs[nd].query_len == 1 && b.seqs[nd].query_start == nd) ++nd;
   const bool pad = pad_to > 0;
   KILN_ASSERT(!pad || (nd == ns0 && T0 == ns0 && static_cast<int64_t>(b.logit_rows.size()) == T0 && pad_to >= T0));
-  const int64_t T = pad ? pad_to : T0, ns = pad ? pad_to : ns0, R = pad ? pad_to : static_cast<int64_t>(b.logit_rows.size());
+  const int64_t T = pad ? pad_to : T0, ns = pad ? pad_to : ns0,
+                R = pad ? pad_to : static_cast<int64_t>(b.logit_rows.size());
   if (pad) nd = ns;
   const int64_t np = ns - nd;
   int64_t mb = 1, max_q = 0, max_kv_decode = 0;

@@ -62,7 +62,8 @@ struct Driver {
     for (int64_t i = 0; i < n; ++i) {
       prompt_len.push_back(prompts[i].size());
       tables.emplace_back();
-      for (int64_t b = 0; b < kBlocksPerSeq; ++b) tables.back().push_back(static_cast<int32_t>((n - 1 - i) * kBlocksPerSeq + b));
+      for (int64_t b = 0; b < kBlocksPerSeq; ++b)
+        tables.back().push_back(static_cast<int32_t>((n - 1 - i) * kBlocksPerSeq + b));
       for (int32_t t : prompts[i]) count(i, t, true);
     }
   }
@@ -179,8 +180,7 @@ TEST(CudaGraphs, PaddedBucketsAgreeWithTheUnpaddedEagerStep) {
       const BatchSamples b = graph.step(&a.tokens);  // both continue with the eager tokens
       for (int i = 0; i < n; ++i) {
         const double margin = a.top_logprobs[i * a.top_stride] - a.top_logprobs[i * a.top_stride + 1];
-        if (margin > 0.01)
-          EXPECT_EQ(a.tokens[i], b.tokens[i]) << "n " << n << " step " << s << " row " << i;
+        if (margin > 0.01) EXPECT_EQ(a.tokens[i], b.tokens[i]) << "n " << n << " step " << s << " row " << i;
         EXPECT_NEAR(a.top_logprobs[i * a.top_stride], b.top_logprobs[i * b.top_stride], 0.03)
             << "n " << n << " step " << s << " row " << i;
       }

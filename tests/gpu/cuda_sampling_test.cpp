@@ -113,7 +113,6 @@ TEST(CudaSampling, TemperatureDrawsFollowTheDistribution) {
   check_draws({1.0f, 0.5f, -0.5f, 2.0f, 0.0f, -3.0f, 1.5f, -1.0f});  // float4 path
 }
 
-
 // ---------------------------------------------------------------- per-row parameters (the executor's path)
 
 // The CPU Sampler's kept set for `p` (sampler.cpp, restated): candidates by logit (lower id on ties), top-k,
@@ -211,8 +210,8 @@ void check_filtered_draws(const std::vector<float>& base, const SamplingParams& 
   if (!frequencies) return;
   for (size_t i = 0; i < base.size(); ++i) {
     const double pi = want[i], sd = std::sqrt(pi * (1 - pi) / rows);
-    EXPECT_NEAR(count[i] / rows, pi, 5 * sd + 2e-4) << "token " << i << " (top_k " << p.top_k << ", top_p " << p.top_p
-                                                    << ", min_p " << p.min_p << ")";
+    EXPECT_NEAR(count[i] / rows, pi, 5 * sd + 2e-4)
+        << "token " << i << " (top_k " << p.top_k << ", top_p " << p.top_p << ", min_p " << p.min_p << ")";
   }
   EXPECT_EQ(g, draw_rows(base, p, rows)) << "the same seeds and step must repeat";
 }
@@ -222,16 +221,17 @@ TEST(CudaSampling, TopKTopPMinPDrawFromTheCpuKeptSet) {
   std::mt19937 rng(7);
   for (int64_t vocab : {64, 63}) {  // float4 and scalar paths
     const std::vector<float> base = testing::randn(vocab, rng, 1.5f);
-    for (SamplingParams p : {SamplingParams{0.8f, 5}, SamplingParams{0.8f, 0, 0.7f}, SamplingParams{1.3f, 0, 1.0f, 0.2f},
-                             SamplingParams{0.6f, 12, 0.85f, 0.05f}, SamplingParams{1.0f, 40, 0.95f}}) {
+    for (SamplingParams p :
+         {SamplingParams{0.8f, 5}, SamplingParams{0.8f, 0, 0.7f}, SamplingParams{1.3f, 0, 1.0f, 0.2f},
+          SamplingParams{0.6f, 12, 0.85f, 0.05f}, SamplingParams{1.0f, 40, 0.95f}}) {
       SCOPED_TRACE("vocab " + std::to_string(vocab));
       check_filtered_draws(base, p, 20000, true);
     }
   }
   // A full-size vocabulary (membership only).
   std::vector<float> big = testing::randn(128256, rng, 2.0f);
-  for (SamplingParams p : {SamplingParams{0.7f, 50, 0.9f}, SamplingParams{1.0f, 0, 0.5f}, SamplingParams{1.0f, 0, 1.0f, 0.3f},
-                           SamplingParams{0.9f, 1000}})
+  for (SamplingParams p : {SamplingParams{0.7f, 50, 0.9f}, SamplingParams{1.0f, 0, 0.5f},
+                           SamplingParams{1.0f, 0, 1.0f, 0.3f}, SamplingParams{0.9f, 1000}})
     check_filtered_draws(big, p, 512, false);
 }
 
@@ -261,7 +261,8 @@ TEST(CudaSampling, PenaltiesGiveTheCpuGreedyChoiceAndRawLogprobs) {
       const float* row = logits.data() + r * vocab;
       std::vector<int32_t> order(vocab);
       for (int32_t i = 0; i < vocab; ++i) order[i] = i;
-      std::partial_sort(order.begin(), order.begin() + 4, order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+      std::partial_sort(order.begin(), order.begin() + 4, order.end(),
+                        [&](int32_t a, int32_t b) { return row[a] > row[b]; });
       // The best tokens are in the prompt and output, so the penalties change the choice.
       prompts[r] = {order[0], any(rng), order[2], any(rng)};
       outputs[r] = {order[1], order[0], order[1], any(rng), order[3]};

@@ -194,17 +194,17 @@ struct PenaltyToken {
 };
 struct SampleArgs {
   const float* logits = nullptr;
-  int64_t rows = 0, vocab = 0, ld = 0;  // ld 0: vocab
-  const float* temperature = nullptr;   // [rows] or null (all greedy)
-  const uint64_t* seeds = nullptr;      // [rows] (with temperature)
-  const uint64_t* steps = nullptr;      // [rows] a per-row counter so each step draws fresh numbers
+  int64_t rows = 0, vocab = 0, ld = 0;      // ld 0: vocab
+  const float* temperature = nullptr;       // [rows] or null (all greedy)
+  const uint64_t* seeds = nullptr;          // [rows] (with temperature)
+  const uint64_t* steps = nullptr;          // [rows] a per-row counter so each step draws fresh numbers
   const SampleRowParams* params = nullptr;  // [rows] or null (then temperature/seeds/steps above)
   PenaltyToken* penalties = nullptr;        // entries the rows' penalty ranges index (device, writable)
-  int32_t top_k = 0;                    // how many top log-probs to report (0..20)
-  int32_t* tokens = nullptr;            // [rows]
-  float* token_logprobs = nullptr;      // [rows] or null
-  int32_t* top_ids = nullptr;           // [rows, top_k]
-  float* top_logprobs = nullptr;        // [rows, top_k]
+  int32_t top_k = 0;                        // how many top log-probs to report (0..20)
+  int32_t* tokens = nullptr;                // [rows]
+  float* token_logprobs = nullptr;          // [rows] or null
+  int32_t* top_ids = nullptr;               // [rows, top_k]
+  float* top_logprobs = nullptr;            // [rows, top_k]
 };
 void sample(const SampleArgs& args, cudaStream_t stream);
 

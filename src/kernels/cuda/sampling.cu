@@ -337,8 +337,8 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       if (p.repetition_penalty != 1.0f && (t.in_prompt || t.output_count > 0))
         v = v < 0.0f ? __fmul_rn(v, p.repetition_penalty) : __fdiv_rn(v, p.repetition_penalty);
       if ((p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) && t.output_count > 0)
-        v = __fsub_rn(v, __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(t.output_count)),
-                                   p.presence_penalty));
+        v = __fsub_rn(
+            v, __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(t.output_count)), p.presence_penalty));
       x[t.token] = v;
     }
     __syncthreads();
