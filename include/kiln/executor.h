@@ -83,6 +83,10 @@ struct ExecutorConfig {
   double kv_cache_fraction = 0.5;  // of the memory free after weights (CPU: of MemAvailable)
   bool enable_prefix_caching = true;
   int64_t max_queue = 0;           // waiting requests at most (0: unbounded); beyond it enqueue throws QueueFullError
+  // Sample on the device when the model can (Model::samples_on_device: the CUDA backend), so logits never
+  // leave it. Same semantics as the CPU Sampler, but seeded draws come from a different generator (Philox keyed
+  // by seed and token index instead of mt19937): a seed repeats on one path, not across the two.
+  bool device_sampling = true;
 };
 
 struct ExecutorStats {

@@ -61,6 +61,8 @@ struct BenchFlags {
   int64_t kv_cache_bytes = 0;  // 0: what the workload needs at full concurrency
   int32_t block_size = 16;
   bool no_prefix_caching = false;
+  bool no_cuda_graphs = false;
+  bool no_device_sampling = false;
   bool json = false;
   bool quiet = false;
   int64_t isl = 128;
@@ -455,6 +457,7 @@ Setup load(const BenchFlags& f) {
   lo.random_seed = f.seed;
   lo.random_dtype = parse_dtype_flag(f.dtype);
   lo.device = check_device(f.device);
+  lo.cuda_graphs = !f.no_cuda_graphs;
   const auto t0 = Clock::now();
   s.model = Model::load(s.path, lo);
   s.load_s = secs(Clock::now() - t0);
@@ -496,6 +499,7 @@ ExecutorConfig engine_config(const BenchFlags& f, const Model& model, const std:
   ec.max_num_tokens = f.max_num_tokens;
   ec.block_size = f.block_size;
   ec.enable_prefix_caching = !f.no_prefix_caching;
+  ec.device_sampling = !f.no_device_sampling;
   ec.kv_cache_bytes = f.kv_cache_bytes;
   if (ec.kv_cache_bytes == 0) {
     std::vector<int64_t> blocks;
@@ -533,6 +537,12 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["max_num_tokens"] = ec.max_num_tokens;
   j["block_size"] = ec.block_size;
   j["prefix_caching"] = ec.enable_prefix_caching;
+  j["device_sampling"] = ec.device_sampling && s.model->samples_on_device();
+  j["cuda_graphs"] = f.device == "cuda" && !f.no_cuda_graphs;
+  const ModelStats ms = s.model->stats();
+  j["graph_captures"] = ms.graph_captures;
+  j["graph_replays"] = ms.graph_replays;
+  j["eager_steps"] = ms.eager_steps;
   j["kv_cache_bytes"] = st.kv_cache_bytes;
   j["kv_blocks_total"] = st.kv_blocks_total;
   return j;
@@ -811,6 +821,10 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--block-size", f.block_size, "Engine: tokens per KV block")->capture_default_str();
   app.add_flag("--no-prefix-caching", f.no_prefix_caching, "Engine: turn prefix caching off");
+  app.add_flag("--no-cuda-graphs", f.no_cuda_graphs,
+               "Engine (cuda): run decode steps kernel by kernel, no CUDA graphs");
+  app.add_flag("--no-device-sampling", f.no_device_sampling,
+               "Engine (cuda): copy logits to the host and sample there (the CPU Sampler)");
   app.add_flag("--json", f.json, "Print one JSON object on stdout instead of the table");
   app.add_flag("--quiet,-q", f.quiet, "No loading or progress lines on stderr");
 }

@@ -36,6 +36,7 @@ struct GenerateFlags {
   int threads = 0;
   bool json = false;
   bool quiet = false;
+  bool no_cuda_graphs = false;
   // Engine.
   int32_t max_batch_size = 64;
   int64_t max_num_tokens = 2048;
@@ -96,6 +97,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   LoadOptions lo;
   lo.progress = !f.quiet && isatty(STDERR_FILENO);
   lo.device = device;
+  lo.cuda_graphs = !f.no_cuda_graphs;
   const auto t_load = std::chrono::steady_clock::now();
   std::shared_ptr<const Model> model = Model::load(path, lo);
   std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
@@ -262,6 +264,7 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   app.add_flag("--json", f->json, "Print one JSON object per prompt instead of streaming text");
   app.add_flag("--quiet,-q", f->quiet, "No progress or speed on stderr");
+  app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");
   app.add_option("--max-batch-size", f->max_batch_size, "Engine: running requests at most")->capture_default_str();
   app.add_option("--max-num-tokens", f->max_num_tokens, "Engine: tokens computed per step at most (the prefill chunk)")
       ->capture_default_str();

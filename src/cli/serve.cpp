@@ -40,6 +40,7 @@ struct ServeFlags {
   int64_t kv_cache_bytes = 0;
   double kv_cache_fraction = 0.5;
   bool no_prefix_caching = false;
+  bool no_cuda_graphs = false;
   int64_t max_queue = 256;
   double shutdown_timeout = 30;
   std::string api_key;
@@ -144,6 +145,7 @@ int run(const ServeFlags& f) {
     const auto t0 = std::chrono::steady_clock::now();
     LoadOptions lo;
     lo.device = device;
+    lo.cuda_graphs = !f.no_cuda_graphs;
     std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
     const ModelConfig& cfg = model->config();
@@ -230,6 +232,7 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--kv-cache-fraction", f->kv_cache_fraction, "Fraction of free memory for the KV cache")
       ->capture_default_str();
   app.add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not reuse KV blocks of shared prompt prefixes");
+  app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");
   app.add_option("--max-queue", f->max_queue, "Requests waiting at most; beyond it requests get 429 (0: unbounded)")
       ->capture_default_str();
   app.add_option("--shutdown-timeout", f->shutdown_timeout,

@@ -9,9 +9,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <string>
+#include <tuple>
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
@@ -124,18 +128,55 @@ struct KvStorage {
   }
 };
 
+int64_t pow2_at_least(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
 // Block-table entries the metadata buffers are first made with (4 MiB each on the device and pinned host).
 constexpr int64_t kInitialTableEntries = int64_t{1} << 20;
 
+// A captured CUDA graph of one pure-decode bucket, ready to replay.
+struct GraphExec {
+  cudaGraphExec_t exec = nullptr;
+  int64_t uses = 0;
+  GraphExec() = default;
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec() {
+    if (exec) cudaGraphExecDestroy(exec);
+  }
+};
+
 // The activation buffers and staging of one forward pass of up to `tokens` rows whose block tables have up to
 // `table` entries in all (sequences x the longest table). Made once; a pass allocates nothing (but see
-// grow_tables).
+// grow_tables and grow_penalties, which also drop the graphs that point at the old buffers).
 struct CudaWorkspace {
   int64_t tokens = 0, table = 0;
+  int64_t logit_rows = 0;  // fp32 logit rows `logits` holds
   // x: the fp32 residual stream [T, H]; h: its 16-bit norm [T, H]; mlp_in: the fp32 up (or gate|up) GEMM
   // output; act: the 16-bit activation; y: fp32 [T, H] for a block output before its post-norm (PrePost only).
   DeviceMem x, h, qkv, att, mlp_in, act, y, logits, decode_ws, meta;
   PinnedMem host_meta;
+  // Sampling: per-row parameters [tokens] then penalty entries [pen_cap] (device, and staged in pinned memory);
+  // results: tokens [tokens] | logprobs [tokens] | top ids [tokens, 20] | top logprobs [tokens, 20].
+  int64_t pen_cap = 0;
+  DeviceMem samp, samp_out;
+  PinnedMem host_samp, host_out;
+  // Pure-decode graphs by (batch bucket, table width, top log-probs).
+  std::map<std::tuple<int64_t, int64_t, int32_t>, std::unique_ptr<GraphExec>> graphs;
+  bool graphs_failed = false;
+
+  cuda::SampleRowParams* samp_params() const { return samp.as<cuda::SampleRowParams>(); }
+  cuda::PenaltyToken* samp_pens() const { return reinterpret_cast<cuda::PenaltyToken*>(samp_params() + tokens); }
+  cuda::SampleRowParams* host_params() const { return host_samp.as<cuda::SampleRowParams>(); }
+  cuda::PenaltyToken* host_pens() const { return reinterpret_cast<cuda::PenaltyToken*>(host_params() + tokens); }
+  int32_t* out_tokens() const { return samp_out.as<int32_t>(); }
+  float* out_logprobs() const { return reinterpret_cast<float*>(out_tokens() + tokens); }
+  int32_t* out_top_ids() const { return reinterpret_cast<int32_t*>(out_logprobs() + tokens); }
+  float* out_top_logprobs() const { return reinterpret_cast<float*>(out_top_ids() + tokens * cuda::kMaxTopLogprobs); }
+  size_t out_bytes() const { return static_cast<size_t>(tokens) * (2 + 2 * cuda::kMaxTopLogprobs) * 4; }
 };
 
 // One sequence's KV cache: blocks 0 .. n-1 in order (its block table is the identity).
@@ -219,14 +260,30 @@ struct CudaDecoderModel::Impl {
     if (stream) cudaStreamDestroy(stream);
   }
 
+  // Counters of stats() (atomic: read from other threads).
+  mutable std::atomic<int64_t> graph_captures{0}, graph_replays{0}, eager_steps{0};
+
+  // Where a step's batch metadata sits on the device, and the sizes the kernels are planned for.
+  struct StepMeta {
+    int64_t T = 0, R = 0, ns = 0, nd = 0, np = 0, mb = 1, row0_p = 0, max_q = 0, max_kv_decode = 0;
+    const int32_t *d_ids = nullptr, *d_pos = nullptr, *d_slots = nullptr, *d_rows = nullptr, *d_lens = nullptr,
+                  *d_cu = nullptr, *d_tab = nullptr;
+  };
   void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;
   void grow_tables(CudaWorkspace& ws, int64_t table) const;
+  void grow_penalties(CudaWorkspace& ws, int64_t entries) const;
+  StepMeta upload_meta(CudaWorkspace& ws, const KvLayout& kv, const ForwardBatch& b, int64_t pad_to,
+                       int64_t width) const;
+  void forward_layers(CudaWorkspace& ws, const KvLayout& kv, const StepMeta& m) const;
+  const uint16_t* final_hidden(CudaWorkspace& ws, const StepMeta& m) const;
+  void sample_tail(CudaWorkspace& ws, const StepMeta& m, int32_t top_k) const;
   void run(CudaWorkspace& ws, const KvLayout& kv, const ForwardBatch& b, float* logits) const;
   // The embedding into the fp32 residual (scale, learned positions, embedding norm), one layer, and the final
   // norm of the logit rows into ws.h: device work only, enqueued on `stream` (no host sync or allocation).
   void embed_rows(CudaWorkspace& ws, const int32_t* ids, const Pass& p) const;
   void layer(CudaWorkspace& ws, const KvLayout& kv, const Pass& p, int64_t l) const;
   void final_norm_rows(CudaWorkspace& ws, const int32_t* rows, int64_t R) const;
+  void logits_slice(CudaWorkspace& ws, const uint16_t* h, int64_t r0, int64_t rows) const;
 };
 
 CudaDecoderModel::CudaDecoderModel() : impl_(std::make_unique<Impl>()) {}
@@ -445,7 +502,11 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
   ws.mlp_in = DeviceMem(T * (c.gated_mlp ? 2 * In : In) * sizeof(float));
   ws.act = DeviceMem(T * In * 2);
   if (c.norm_layout == NormLayout::PrePost) ws.y = DeviceMem(T * H * sizeof(float));
-  ws.logits = DeviceMem(static_cast<size_t>(std::min(opt.max_logit_rows, T) * c.vocab_size) * sizeof(float));
+  ws.logit_rows = std::min(opt.max_logit_rows, T);
+  ws.logits = DeviceMem(static_cast<size_t>(ws.logit_rows * c.vocab_size) * sizeof(float));
+  ws.samp_out = DeviceMem(ws.out_bytes());
+  ws.host_out = PinnedMem(ws.out_bytes());
+  grow_penalties(ws, 4096);
   // Split-K decode plans at most ~two CTAs per multiprocessor beyond one per sequence, and splits only while
   // sequences x KV heads are under twice the multiprocessors: (4 SMs + 2) x heads x (head_dim + 1) floats cover
   // it (a plan that would need more runs unsplit).
@@ -457,12 +518,27 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
 // for `table` block-table entries. Made at start; only a batch whose tables outgrow the first sizing (more than
 // kInitialTableEntries, e.g. hundreds of sequences at a 128K context) makes them again, once.
 void CudaDecoderModel::Impl::grow_tables(CudaWorkspace& ws, int64_t table) const {
+  ws.graphs.clear();  // they point at the old buffers
   const int64_t ints = 6 * ws.tokens + 1 + table;
   ws.meta = DeviceMem();
   ws.host_meta = PinnedMem();
   ws.meta = DeviceMem(static_cast<size_t>(ints) * sizeof(int32_t));
   ws.host_meta = PinnedMem(static_cast<size_t>(ints) * sizeof(int32_t));
   ws.table = table;
+}
+
+// Room for `entries` penalty entries after the per-row sampling parameters (doubling, so growth is rare).
+void CudaDecoderModel::Impl::grow_penalties(CudaWorkspace& ws, int64_t entries) const {
+  if (entries <= ws.pen_cap && ws.samp.p) return;
+  ws.graphs.clear();
+  const int64_t cap = std::max<int64_t>(entries, 2 * ws.pen_cap);
+  const size_t bytes = static_cast<size_t>(ws.tokens) * sizeof(cuda::SampleRowParams) +
+                       static_cast<size_t>(cap) * sizeof(cuda::PenaltyToken);
+  ws.samp = DeviceMem();
+  ws.host_samp = PinnedMem();
+  ws.samp = DeviceMem(bytes);
+  ws.host_samp = PinnedMem(bytes);
+  ws.pen_cap = cap;
 }
 
 std::unique_ptr<KvState> CudaDecoderModel::new_state(int64_t capacity) const {
@@ -551,12 +627,14 @@ std::unique_ptr<KvPool> CudaDecoderModel::new_kv_pool(int64_t num_blocks, int32_
   return pool;
 }
 
-void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std::vector<float>& logits) const {
+namespace {
+// The pool of a forward_batch call, with the batch checked against it.
+CudaKvPool& checked_pool(const void* model, KvPool& kv_pool, const ForwardBatch& b, const ModelConfig& cfg) {
+  const int64_t V = cfg.vocab_size;
   auto* pool = dynamic_cast<CudaKvPool*>(&kv_pool);
-  KILN_CHECK(pool != nullptr && pool->owner() == this, "forward_batch: the KV pool was not made by this model");
-  const Impl& I = *impl_;
+  KILN_CHECK(pool != nullptr && pool->owner() == model, "forward_batch: the KV pool was not made by this model");
   const int64_t T = static_cast<int64_t>(b.tokens.size());
-  const int64_t bs = pool->block_size(), nb = pool->num_blocks(), V = I.cfg.vocab_size;
+  const int64_t bs = pool->block_size(), nb = pool->num_blocks();
   KILN_CHECK(T > 0 && b.positions.size() == b.tokens.size() && b.slots.size() == b.tokens.size(),
              "forward_batch: {} tokens, {} positions and {} slots must be equal and non-zero", T, b.positions.size(),
              b.slots.size());
@@ -576,9 +654,9 @@ void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std
       KILN_CHECK(b.positions[row + t] == p && b.slots[row + t] == s.block_table[p / bs] * bs + p % bs,
                  "forward_batch: row {} has position {} and slot {}, expected {} and {}", row + t, b.positions[row + t],
                  b.slots[row + t], p, s.block_table[p / bs] * bs + p % bs);
-      KILN_CHECK(I.cfg.position != PositionKind::Learned || p < I.cfg.max_position_embeddings,
+      KILN_CHECK(cfg.position != PositionKind::Learned || p < cfg.max_position_embeddings,
                  "forward_batch: position {} exceeds the model's {} learned positions", p,
-                 I.cfg.max_position_embeddings);
+                 cfg.max_position_embeddings);
     }
     row += s.query_len;
   }
@@ -589,26 +667,192 @@ void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std
   for (int64_t t = 0; t < T; ++t)
     KILN_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "token id {} at row {} is outside the vocabulary [0, {})",
                b.tokens[t], t, V);
+  return *pool;
+}
+}  // namespace
+
+void CudaDecoderModel::forward_batch(KvPool& kv_pool, const ForwardBatch& b, std::vector<float>& logits) const {
+  const Impl& I = *impl_;
+  const int64_t V = I.cfg.vocab_size;
+  CudaKvPool& pool = checked_pool(this, kv_pool, b, impl_->cfg);
   KILN_MODEL_CUDA(cudaSetDevice(I.opt.device));
   logits.resize(b.logit_rows.size() * static_cast<size_t>(V));
-  I.run(pool->ws, pool->layout(), b, logits.data());
+  I.run(pool.ws, pool.layout(), b, logits.data());
 }
 
-// One pass over a validated packed batch. The leading sequences with one row each (the scheduler puts decodes
-// first) run through split-K decode attention; the rest, back to back, through prefill attention.
-void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, const ForwardBatch& b,
-                                 float* logits_out) const {
-  const ModelConfig& c = cfg;
-  const int64_t T = static_cast<int64_t>(b.tokens.size());
-  const int64_t ns = static_cast<int64_t>(b.seqs.size());
-  const int64_t R = static_cast<int64_t>(b.logit_rows.size());
+void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch& b, std::span<const RowSampling> rows,
+                                            BatchSamples& out) const {
+  const Impl& I = *impl_;
+  CudaKvPool& pool = checked_pool(this, kv_pool, b, impl_->cfg);
+  const int64_t R0 = static_cast<int64_t>(b.logit_rows.size());
+  KILN_CHECK(static_cast<int64_t>(rows.size()) == R0, "forward_batch_sample: {} sampling rows for {} logit rows",
+             rows.size(), R0);
+  KILN_MODEL_CUDA(cudaSetDevice(I.opt.device));
+  CudaWorkspace& ws = pool.ws;
+  const int64_t T0 = static_cast<int64_t>(b.tokens.size());
+  const int64_t bs = pool.block_size();
+
+  // A pure-decode step (every sequence one row, every row sampled) replays its bucket's graph.
+  const bool decode_only = T0 == static_cast<int64_t>(b.seqs.size()) && R0 == T0;
+  const int64_t B = decode_only ? graph_bucket(T0) : 0;
+  const bool use_graph = I.opt.cuda_graphs && decode_only && B <= ws.tokens;
+  int64_t width = 0;
+  if (use_graph) {
+    int64_t mb = 1;
+    for (const BatchSeq& s : b.seqs) mb = std::max(mb, (s.context_len + bs - 1) / bs);
+    width = std::max<int64_t>(8, pow2_at_least(mb));
+  }
+  const int64_t R = use_graph ? B : R0;
+
+  // Sampling parameters and penalty entries, staged in pinned memory and uploaded in two copies.
+  int32_t top_k = 0;
+  int64_t entries = 0;
+  for (const RowSampling& r : rows) {
+    KILN_CHECK(r.logprobs >= 0 && r.logprobs <= cuda::kMaxTopLogprobs, "forward_batch_sample: logprobs {} out of range",
+               r.logprobs);
+    if (r.logprobs > 0) top_k = cuda::kMaxTopLogprobs;  // one value for every step, so a graph serves them all
+    if (r.repetition_penalty != 1.0f || r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f)
+      entries += static_cast<int64_t>(r.penalties.size());
+  }
+  I.grow_penalties(ws, entries);
+  cuda::SampleRowParams* hp = ws.host_params();
+  cuda::PenaltyToken* he = ws.host_pens();
+  int64_t e = 0;
+  for (int64_t i = 0; i < R; ++i) {
+    cuda::SampleRowParams q;
+    if (i < R0) {
+      const RowSampling& r = rows[i];
+      q.temperature = r.temperature;
+      q.top_k = r.top_k;
+      q.top_p = r.top_p;
+      q.min_p = r.min_p;
+      q.repetition_penalty = r.repetition_penalty;
+      q.presence_penalty = r.presence_penalty;
+      q.frequency_penalty = r.frequency_penalty;
+      q.seed = r.seed;
+      q.step = r.step;
+      if (r.repetition_penalty != 1.0f || r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f) {
+        q.penalty_begin = static_cast<int32_t>(e);
+        q.penalty_count = static_cast<int32_t>(r.penalties.size());
+        for (const SamplePenalty& p : r.penalties) he[e++] = {p.token, p.output_count, p.in_prompt, 0.0f};
+      }
+    }
+    hp[i] = q;
+  }
+  cudaStream_t s = I.stream;
+  KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_params(), hp, static_cast<size_t>(R) * sizeof(cuda::SampleRowParams),
+                                  cudaMemcpyHostToDevice, s));
+  if (e > 0)
+    KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_pens(), he, static_cast<size_t>(e) * sizeof(cuda::PenaltyToken),
+                                    cudaMemcpyHostToDevice, s));
+
+  const Impl::StepMeta m = I.upload_meta(ws, pool.layout(), b, use_graph ? B : 0, width);
+  if (use_graph) {
+    std::unique_ptr<GraphExec>& g = ws.graphs[{B, width, top_k}];
+    if (!g) g = std::make_unique<GraphExec>();
+    if (!g->exec && ++g->uses >= 2 && !ws.graphs_failed) {
+      // Captured the second time the bucket is used (the first ran eagerly, planning its GEMMs). A capture
+      // that fails turns graphs off for this pool (said once on stderr); the step then runs eagerly.
+      cudaGraph_t graph = nullptr;
+      std::string error;
+      KILN_MODEL_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      try {
+        I.forward_layers(ws, pool.layout(), m);
+        I.sample_tail(ws, m, top_k);
+      } catch (const std::exception& ex) {
+        error = ex.what();
+      }
+      cudaError_t err = cudaStreamEndCapture(s, &graph);
+      if (error.empty() && err != cudaSuccess) error = cudaGetErrorString(err);
+      if (error.empty()) {
+        err = cudaGraphInstantiate(&g->exec, graph, 0);
+        if (err != cudaSuccess) error = cudaGetErrorString(err), g->exec = nullptr;
+      }
+      if (graph) cudaGraphDestroy(graph);
+      if (error.empty()) {
+        ++I.graph_captures;
+      } else {
+        cudaGetLastError();
+        ws.graphs_failed = true;
+        std::fprintf(stderr, "kiln: CUDA graph capture failed (%s); decode steps run without graphs\n", error.c_str());
+      }
+    }
+    if (g->exec) {
+      KILN_MODEL_CUDA(cudaGraphLaunch(g->exec, s));
+      ++I.graph_replays;
+    } else {
+      I.forward_layers(ws, pool.layout(), m);
+      I.sample_tail(ws, m, top_k);
+      ++I.eager_steps;
+    }
+  } else {
+    I.forward_layers(ws, pool.layout(), m);
+    I.sample_tail(ws, m, top_k);
+    ++I.eager_steps;
+  }
+
+  // Only ids and log-probs come back, into pinned memory.
+  const size_t r0 = static_cast<size_t>(R0);
+  const int64_t cap = ws.tokens;
+  int32_t* h_tok = ws.host_out.as<int32_t>();
+  float* h_lp = reinterpret_cast<float*>(h_tok + cap);
+  int32_t* h_top = reinterpret_cast<int32_t*>(h_lp + cap);
+  float* h_toplp = reinterpret_cast<float*>(h_top + cap * cuda::kMaxTopLogprobs);
+  KILN_MODEL_CUDA(cudaMemcpyAsync(h_tok, ws.out_tokens(), r0 * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+  KILN_MODEL_CUDA(cudaMemcpyAsync(h_lp, ws.out_logprobs(), r0 * sizeof(float), cudaMemcpyDeviceToHost, s));
+  if (top_k > 0) {
+    KILN_MODEL_CUDA(cudaMemcpyAsync(h_top, ws.out_top_ids(), r0 * top_k * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+    KILN_MODEL_CUDA(
+        cudaMemcpyAsync(h_toplp, ws.out_top_logprobs(), r0 * top_k * sizeof(float), cudaMemcpyDeviceToHost, s));
+  }
+  KILN_MODEL_CUDA(cudaStreamSynchronize(s));
+  out.tokens.assign(h_tok, h_tok + r0);
+  out.logprobs.assign(h_lp, h_lp + r0);
+  out.top_stride = top_k;
+  out.top_ids.assign(h_top, h_top + r0 * top_k);
+  out.top_logprobs.assign(h_toplp, h_toplp + r0 * top_k);
+}
+
+ModelStats CudaDecoderModel::stats() const {
+  ModelStats st;
+  st.graph_captures = impl_->graph_captures.load();
+  st.graph_replays = impl_->graph_replays.load();
+  st.eager_steps = impl_->eager_steps.load();
+  return st;
+}
+
+// The batch bucket a pure-decode step of n rows is padded to for its CUDA graph.
+int64_t CudaDecoderModel::graph_bucket(int64_t n) {
+  for (int64_t b : {1, 2, 4, 8, 16, 24, 32, 48, 64})
+    if (n <= b) return b;
+  return n <= 256 ? (n + 31) / 32 * 32 : (n + 63) / 64 * 64;
+}
+
+// The metadata of a validated batch in one upload: ids, positions, slots [T]; logit rows [R]; kv lengths [ns];
+// cu_q [np + 1]; block tables [ns, mb]. The leading sequences with one row each (the scheduler puts decodes
+// first) run through split-K decode attention, planned for a context of a power of two blocks (so that a plan
+// only changes when the longest context doubles, and a graph's plan stays valid). pad_to > 0 (pure-decode
+// batches only) pads the batch with harmless rows to pad_to sequences (id 0, no KV write, one valid block) and
+// gives the tables `width` entries, for a CUDA graph whose pointers and sizes are fixed.
+CudaDecoderModel::Impl::StepMeta CudaDecoderModel::Impl::upload_meta(CudaWorkspace& ws, const KvLayout& kv_layout,
+                                                                     const ForwardBatch& b, int64_t pad_to,
+                                                                     int64_t width) const {
+  StepMeta m;
+  const int64_t T0 = static_cast<int64_t>(b.tokens.size());
+  const int64_t ns0 = static_cast<int64_t>(b.seqs.size());
   const int64_t bs = kv_layout.block_size;
-  KILN_CHECK(T <= ws.tokens, "forward: {} rows exceed the workspace's {}", T, ws.tokens);
+  KILN_CHECK(T0 <= ws.tokens && pad_to <= ws.tokens, "forward: {} rows exceed the workspace's {}", std::max(T0, pad_to),
+             ws.tokens);
   int64_t nd = 0;
-  while (nd < ns && b.seqs[nd].query_len == 1 && b.seqs[nd].query_start == nd) ++nd;
+  while (nd < ns0 && b.seqs[nd].query_len == 1 && b.seqs[nd].query_start == nd) ++nd;
+  const bool pad = pad_to > 0;
+  KILN_ASSERT(!pad || (nd == ns0 && T0 == ns0 && static_cast<int64_t>(b.logit_rows.size()) == T0 && pad_to >= T0));
+  const int64_t T = pad ? pad_to : T0, ns = pad ? pad_to : ns0,
+                R = pad ? pad_to : static_cast<int64_t>(b.logit_rows.size());
+  if (pad) nd = ns;
   const int64_t np = ns - nd;
   int64_t mb = 1, max_q = 0, max_kv_decode = 0;
-  for (int64_t i = 0; i < ns; ++i) {
+  for (int64_t i = 0; i < ns0; ++i) {
     const BatchSeq& s = b.seqs[i];
     mb = std::max(mb, (s.context_len + bs - 1) / bs);
     if (i < nd)
@@ -616,9 +860,12 @@ void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, c
     else
       max_q = std::max(max_q, s.query_len);
   }
+  if (pad) mb = std::max(mb, width);
+  // (At least 8 blocks, the narrowest graph table, so that a graph's plan covers every context it replays for.)
+  if (max_kv_decode > 0) max_kv_decode = std::max<int64_t>(8, pow2_at_least((max_kv_decode + bs - 1) / bs)) * bs;
+  if (pad) max_kv_decode = width * bs;
   if (ns * mb > ws.table) grow_tables(ws, ns * mb);
 
-  // Metadata in one upload: ids, positions, slots [T]; logit rows [R]; kv lengths [ns]; cu_q [np + 1]; tables.
   int32_t* hm = ws.host_meta.as<int32_t>();
   int32_t* h_ids = hm;
   int32_t* h_pos = h_ids + T;
@@ -627,15 +874,20 @@ void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, c
   int32_t* h_lens = h_rows + R;
   int32_t* h_cu = h_lens + ns;
   int32_t* h_tab = h_cu + np + 1;
-  for (int64_t t = 0; t < T; ++t) {
+  for (int64_t t = 0; t < T0; ++t) {
     h_ids[t] = b.tokens[t];
     h_pos[t] = static_cast<int32_t>(b.positions[t]);
     h_slots[t] = static_cast<int32_t>(b.slots[t]);
   }
-  for (int64_t r = 0; r < R; ++r) h_rows[r] = static_cast<int32_t>(b.logit_rows[r]);
+  for (int64_t t = T0; t < T; ++t) h_ids[t] = 0, h_pos[t] = 0, h_slots[t] = -1;
+  if (pad) {
+    for (int64_t r = 0; r < R; ++r) h_rows[r] = static_cast<int32_t>(r);
+  } else {
+    for (int64_t r = 0; r < R; ++r) h_rows[r] = static_cast<int32_t>(b.logit_rows[r]);
+  }
   const int64_t row0_p = np > 0 ? b.seqs[nd].query_start : 0;
   h_cu[0] = 0;
-  for (int64_t i = 0; i < ns; ++i) {
+  for (int64_t i = 0; i < ns0; ++i) {
     const BatchSeq& s = b.seqs[i];
     h_lens[i] = static_cast<int32_t>(s.context_len);
     if (i >= nd) h_cu[i - nd + 1] = static_cast<int32_t>(s.query_start + s.query_len - row0_p);
@@ -644,47 +896,73 @@ void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, c
     std::copy(s.block_table.begin(), s.block_table.begin() + n, row);
     std::fill(row + n, row + mb, 0);
   }
+  for (int64_t i = ns0; i < ns; ++i) {
+    h_lens[i] = 1;
+    std::fill(h_tab + i * mb, h_tab + (i + 1) * mb, 0);
+  }
   const int64_t ints = (h_tab + ns * mb) - hm;
-  cudaStream_t s = stream;
   KILN_MODEL_CUDA(
-      cudaMemcpyAsync(ws.meta.p, hm, static_cast<size_t>(ints) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  const int32_t* d_ids = ws.meta.as<int32_t>();
-  const int32_t* d_pos = d_ids + T;
-  const int32_t* d_slots = d_pos + T;
-  const int32_t* d_rows = d_slots + T;
-  const int32_t* d_lens = d_rows + R;
-  const int32_t* d_cu = d_lens + ns;
-  const int32_t* d_tab = d_cu + np + 1;
+      cudaMemcpyAsync(ws.meta.p, hm, static_cast<size_t>(ints) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  m.T = T, m.R = R, m.ns = ns, m.nd = nd, m.np = np, m.mb = mb, m.row0_p = row0_p, m.max_q = max_q;
+  m.max_kv_decode = max_kv_decode;
+  m.d_ids = ws.meta.as<int32_t>();
+  m.d_pos = m.d_ids + T;
+  m.d_slots = m.d_pos + T;
+  m.d_rows = m.d_slots + T;
+  m.d_lens = m.d_rows + R;
+  m.d_cu = m.d_lens + ns;
+  m.d_tab = m.d_cu + np + 1;
+  return m;
+}
 
+// The embedding and the decoder layers of a step whose metadata is on the device: leaves the fp32 residual
+// stream in ws.x. Only stream work (no host synchronization, no allocation): CUDA graphs capture it.
+void CudaDecoderModel::Impl::forward_layers(CudaWorkspace& ws, const KvLayout& kv_layout, const StepMeta& m) const {
   Pass p;
-  p.T = T;
-  p.nd = nd;
-  p.np = np;
-  p.mb = mb;
-  p.max_q = max_q;
-  p.max_kv_decode = max_kv_decode;
-  p.row0_p = row0_p;
-  p.pos = d_pos;
-  p.slots = d_slots;
-  p.lens = d_lens;
-  p.cu = d_cu;
-  p.tab = d_tab;
+  p.T = m.T;
+  p.nd = m.nd;
+  p.np = m.np;
+  p.mb = m.mb;
+  p.max_q = m.max_q;
+  p.max_kv_decode = m.max_kv_decode;
+  p.row0_p = m.row0_p;
+  p.pos = m.d_pos;
+  p.slots = m.d_slots;
+  p.lens = m.d_lens;
+  p.cu = m.d_cu;
+  p.tab = m.d_tab;
+  embed_rows(ws, m.d_ids, p);
+  for (int64_t l = 0; l < cfg.num_layers; ++l) layer(ws, kv_layout, p, l);
+}
 
-  embed_rows(ws, d_ids, p);
-  for (int64_t l = 0; l < c.num_layers; ++l) layer(ws, kv_layout, p, l);
+// The final norm of the wanted rows (gathered): [R, H] 16-bit in ws.h, ready for lm_head.
+const uint16_t* CudaDecoderModel::Impl::final_hidden(CudaWorkspace& ws, const StepMeta& m) const {
+  final_norm_rows(ws, m.d_rows, m.R);
+  return ws.h.as<uint16_t>();
+}
 
-  // Logits of the wanted rows only: gathered and normed into h, then lm_head (+ bias, soft-cap) in slices of
-  // max_logit_rows.
+// lm_head (+ bias, final soft-cap) over rows [r0, r0 + rows) of the normed hidden rows into ws.logits.
+void CudaDecoderModel::Impl::logits_slice(CudaWorkspace& ws, const uint16_t* h, int64_t r0, int64_t rows) const {
+  const int64_t H = cfg.hidden_size, V = cfg.vocab_size;
+  gemm->run(et, cuda::ElemType::F32, h + r0 * H, rows, H, lm_head, V, lm_head_b, nullptr, ws.logits.p, stream);
+  if (cfg.final_logit_softcap > 0)
+    cuda::softcap(ws.logits.as<float>(), rows * V, static_cast<float>(cfg.final_logit_softcap), stream);
+}
+
+// One pass over a validated packed batch, the logits of its wanted rows copied to logits_out.
+void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, const ForwardBatch& b,
+                                 float* logits_out) const {
+  const StepMeta m = upload_meta(ws, kv_layout, b, 0, 0);
+  forward_layers(ws, kv_layout, m);
+  const int64_t R = m.R, V = cfg.vocab_size;
+  cudaStream_t s = stream;
+  // Logits of the wanted rows only: gathered and normed, then lm_head in slices of the logits buffer.
   if (R > 0) {
-    const int64_t H = c.hidden_size, V = c.vocab_size;
-    const uint16_t* h = ws.h.as<uint16_t>();
-    final_norm_rows(ws, d_rows, R);
-    const int64_t slice = std::min(opt.max_logit_rows, ws.tokens);
+    const uint16_t* h = final_hidden(ws, m);
+    const int64_t slice = ws.logit_rows;
     for (int64_t r0 = 0; r0 < R; r0 += slice) {
       const int64_t rows = std::min(slice, R - r0);
-      gemm->run(et, cuda::ElemType::F32, h + r0 * H, rows, H, lm_head, V, lm_head_b, nullptr, ws.logits.p, s);
-      if (c.final_logit_softcap > 0)
-        cuda::softcap(ws.logits.as<float>(), rows * V, static_cast<float>(c.final_logit_softcap), s);
+      logits_slice(ws, h, r0, rows);
       KILN_MODEL_CUDA(cudaMemcpyAsync(logits_out + r0 * V, ws.logits.p, static_cast<size_t>(rows * V) * sizeof(float),
                                       cudaMemcpyDeviceToHost, s));
     }
@@ -820,6 +1098,31 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
     norm(y, L.post_mlp, L.post_mlp_b, x, f32, true);
   } else {
     mlp(h, x, x);
+  }
+}
+
+// lm_head over the wanted rows (in slices of the logits buffer) and the sampling kernel on each slice; the
+// results land in ws.samp_out. Stream work only (captured by CUDA graphs).
+void CudaDecoderModel::Impl::sample_tail(CudaWorkspace& ws, const StepMeta& m, int32_t top_k) const {
+  const int64_t R = m.R, V = cfg.vocab_size;
+  if (R == 0) return;
+  const uint16_t* h = final_hidden(ws, m);
+  const int64_t slice = ws.logit_rows;
+  for (int64_t r0 = 0; r0 < R; r0 += slice) {
+    const int64_t rows = std::min(slice, R - r0);
+    logits_slice(ws, h, r0, rows);
+    cuda::SampleArgs a;
+    a.logits = ws.logits.as<float>();
+    a.rows = rows;
+    a.vocab = V;
+    a.params = ws.samp_params() + r0;
+    a.penalties = ws.samp_pens();
+    a.top_k = top_k;
+    a.tokens = ws.out_tokens() + r0;
+    a.token_logprobs = ws.out_logprobs() + r0;
+    a.top_ids = ws.out_top_ids() + r0 * top_k;
+    a.top_logprobs = ws.out_top_logprobs() + r0 * top_k;
+    cuda::sample(a, stream);
   }
 }
 

@@ -18,8 +18,13 @@ struct CudaModelOptions {
   // Rows one pass of forward() (the KvState path) handles; longer prompts run as chunks (chunked prefill). Its
   // activation workspace is made at the first forward(); a KvPool holds its own, sized for its max_batch_tokens.
   int64_t max_num_tokens = 2048;
-  // Rows of logits computed per lm_head GEMM (all_logits runs in slices of this many).
-  int64_t max_logit_rows = 64;
+  // Rows of logits computed per lm_head GEMM (all_logits runs in slices of this many; a pool's workspace holds
+  // min(this, its max_batch_tokens) fp32 rows, 0.5 MiB each for a 128K vocabulary).
+  int64_t max_logit_rows = 512;
+  // forward_batch_sample replays a CUDA graph for pure-decode steps: batch sizes are padded to a bucket
+  // (1, 2, 4, 8, 16, 24, 32, 48, 64, then steps of 32 to 256 and of 64 beyond) and block tables to a power of
+  // two; a bucket is captured the second time it is used.
+  bool cuda_graphs = true;
   // Tokens per KV block of the states this model makes.
   int32_t block_size = 16;
   // Weights, activations and KV cache: BF16 or F16. Unset: BF16 for bf16 checkpoints, F16 for f16 and f32 ones
@@ -50,8 +55,15 @@ class CudaDecoderModel final : public Model {
   std::unique_ptr<KvPool> new_kv_pool(int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens) const override;
   void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const override;
   int64_t kv_memory_available() const override;  // free device memory
+  // Samples on the GPU: only ids and log-probs come back (to pinned memory), never logits.
+  bool samples_on_device() const override { return true; }
+  void forward_batch_sample(KvPool& pool, const ForwardBatch& batch, std::span<const RowSampling> rows,
+                            BatchSamples& out) const override;
+  ModelStats stats() const override;
   // What weights, activations and the KV cache are stored as (BF16 or F16).
   DType compute_dtype() const;
+  // The batch size a pure-decode step of n sequences is padded to for its CUDA graph.
+  static int64_t graph_bucket(int64_t n);
 
   struct Impl;
 

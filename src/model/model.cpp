@@ -33,6 +33,7 @@ std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource
 #ifdef KILN_HAVE_CUDA
     CudaModelOptions cuda;
     cuda.dtype = options.compute_dtype;
+    cuda.cuda_graphs = options.cuda_graphs;
     return CudaDecoderModel::create(std::move(config), source, options, cuda);
 #else
     KILN_THROW("{}: this kiln was built without the CUDA backend; use the CPU", source.path());
@@ -43,6 +44,10 @@ std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource
 
 // Backends without a paged forward refuse it by name; the runtime needs one.
 int64_t Model::kv_block_bytes(int32_t) const { KILN_THROW("this model backend has no paged KV cache"); }
+
+void Model::forward_batch_sample(KvPool&, const ForwardBatch&, std::span<const RowSampling>, BatchSamples&) const {
+  KILN_THROW("this model backend does not sample on the device");
+}
 
 std::unique_ptr<KvPool> Model::new_kv_pool(int64_t, int32_t, int64_t) const {
   KILN_THROW("this model backend has no paged KV cache");

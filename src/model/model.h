@@ -64,6 +64,42 @@ struct ForwardBatch {
   std::span<const int64_t> logit_rows;  // rows whose logits are wanted, ascending
 };
 
+// One logit row's sampling in forward_batch_sample: the CPU Sampler's parameters (runtime/sampler.h), with
+// the penalties' token statistics kept by the caller.
+struct SamplePenalty {
+  int32_t token = 0;         // a distinct token of the prompt or the output
+  int32_t output_count = 0;  // its occurrences in the output so far
+  int32_t in_prompt = 0;     // 1 when it occurs in the prompt
+};
+struct RowSampling {
+  float temperature = 0.0f;  // 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  float repetition_penalty = 1.0f, presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  uint64_t seed = 0;
+  uint64_t step = 0;     // which token of the request this is (0 for the first generated): a fresh draw each
+  int32_t logprobs = 0;  // top log-probs wanted (0..20)
+  // Every distinct token of prompt and output with its counts; read only when a penalty is on (without one,
+  // leave it empty: no per-step work proportional to the prompt).
+  std::span<const SamplePenalty> penalties;
+};
+// What forward_batch_sample gives per logit row: the chosen token, its log-prob under the raw (temperature 1,
+// unpenalized) distribution, and the best top_stride log-probs (row r's first rows[r].logprobs are valid).
+struct BatchSamples {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  int32_t top_stride = 0;
+  std::vector<int32_t> top_ids;  // [rows, top_stride]
+  std::vector<float> top_logprobs;
+};
+// Counters of a backend's step machinery (CUDA graphs of decode steps; zero where there are none).
+struct ModelStats {
+  int64_t graph_captures = 0;  // graphs captured (one per batch bucket and table width first used twice)
+  int64_t graph_replays = 0;   // steps run by replaying one
+  int64_t eager_steps = 0;     // forward_batch_sample steps run kernel by kernel
+};
+
 struct LoadOptions {
   // Print loading progress on stderr.
   bool progress = false;
@@ -79,6 +115,8 @@ struct LoadOptions {
   uint64_t random_seed = 0;
   // What the random values are rounded to (F32, F16 or BF16); unset: the config's torch_dtype.
   std::optional<DType> random_dtype;
+  // CUDA: replay CUDA graphs for pure-decode steps of forward_batch_sample (captured per batch bucket).
+  bool cuda_graphs = true;
 };
 
 class Model {
@@ -114,6 +152,17 @@ class Model {
   // Throws kiln::Error for an id out of range or a malformed batch; the pool's blocks not written by this
   // batch are unchanged. Same threading contract as forward.
   virtual void forward_batch(KvPool& pool, const ForwardBatch& batch, std::vector<float>& logits) const;
+  // Whether forward_batch_sample samples where the logits are (the GPU), so that they never travel.
+  virtual bool samples_on_device() const { return false; }
+  // forward_batch, then each logit row sampled with rows[i] (one per logit row) into `out`: the CPU Sampler's
+  // semantics (penalties, then greedy or temperature with top-k, top-p and min-p; log-probs of the raw
+  // distribution), with greedy ids and log-probs equal to the CPU Sampler's up to float rounding. Draws are
+  // deterministic for (seed, step) and independent of the batch, but are not the CPU Sampler's mt19937
+  // stream: the same seed gives different (equally distributed) tokens on the two paths. Backends without
+  // device sampling throw (callers check samples_on_device() and sample forward_batch's logits themselves).
+  virtual void forward_batch_sample(KvPool& pool, const ForwardBatch& batch, std::span<const RowSampling> rows,
+                                    BatchSamples& out) const;
+  virtual ModelStats stats() const { return {}; }
   // Bytes free now where this backend's KV pool would live: the GPU's free memory for a device backend; -1 for
   // host memory (the executor then reads MemAvailable).
   virtual int64_t kv_memory_available() const { return -1; }

@@ -84,11 +84,25 @@ SamplingParams to_sampling_params(const RequestSampling& s, uint64_t seed) {
 // One accepted request on the engine thread.
 struct Active {
   Active(Request r, ResponseCallback cb, const SamplingParams& sp)
-      : req(std::move(r)), callback(std::move(cb)), sampler(sp), stops(req.stop_strings) {}
+      : req(std::move(r)), callback(std::move(cb)), params(sp), sampler(sp), stops(req.stop_strings) {}
   Request req;
   ResponseCallback callback;
   Sequence seq;
+  SamplingParams params;
   Sampler sampler;
+  // Device sampling with penalties: every distinct token of prompt and output with its counts, kept as tokens
+  // arrive (built once from the prompt at admission; nothing per step for requests without penalties).
+  std::vector<SamplePenalty> penalties;
+  std::unordered_map<int32_t, int32_t> penalty_index;
+  void count_penalty(int32_t token, bool in_prompt) {
+    auto [it, fresh] = penalty_index.emplace(token, static_cast<int32_t>(penalties.size()));
+    if (fresh) penalties.push_back({token, 0, 0});
+    SamplePenalty& p = penalties[it->second];
+    if (in_prompt)
+      p.in_prompt = 1;
+    else
+      ++p.output_count;
+  }
   StopStringFilter stops;
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::vector<int32_t> stop_ids;  // sorted: EOS (unless ignore_eos) and the request's stop ids
@@ -153,6 +167,9 @@ struct Executor::Impl {
   };
   std::vector<Outgoing> outbox_;
   std::vector<float> logits_;
+  std::vector<RowSampling> step_rows_;  // device sampling: each logit row's parameters
+  BatchSamples step_device_samples_;
+  bool device_sampling_ = false;
   int64_t kv_cache_bytes_ = 0;
 
   // Shared state, under mu_.
@@ -220,6 +237,7 @@ Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Token
   kv_cache_bytes_ = num_blocks * block_bytes;
 
   pool_ = model_->new_kv_pool(num_blocks, c.block_size, c.max_num_tokens);
+  device_sampling_ = c.device_sampling && model_->samples_on_device();
   kv_ = std::make_unique<KvCacheManager>(KvCacheManager::Config{num_blocks, c.block_size, c.enable_prefix_caching});
   scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{c.max_num_tokens, c.max_batch_size}, *kv_);
   builder_ = std::make_unique<BatchBuilder>(c.max_num_tokens, c.max_batch_size);
@@ -405,6 +423,8 @@ void Executor::Impl::admit(Incoming& in) {
   r.stop_ids.insert(r.stop_ids.end(), r.req.stop_token_ids.begin(), r.req.stop_token_ids.end());
   std::sort(r.stop_ids.begin(), r.stop_ids.end());
   if (tokenizer_) r.detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_, r.req.prompt_ids, true);
+  if (device_sampling_ && r.sampler.has_penalties())
+    for (int32_t t : r.req.prompt_ids) r.count_penalty(t, true);
   r.pending.id = in.id;
   r.pending.prompt_tokens = r.seq.prompt_len;
   scheduler_->add(&r.seq);
@@ -421,28 +441,67 @@ void Executor::Impl::step() {
     return;
   }
   const ForwardBatch& batch = builder_->build(out, *kv_);
-  try {
-    model_->forward_batch(*pool_, batch, logits_);
-  } catch (const std::exception& e) {
-    for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
-    return;
-  }
-  scheduler_->finish_step(out);
-  // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
-  // the same result as one after another; tokens are then applied in row order.
   const std::vector<Sequence*>& seqs = builder_->logit_seqs();
   step_actives_.resize(seqs.size());
   step_samples_.resize(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) step_actives_[i] = active_.at(seqs[i]->id).get();
-  ThreadPool::global().parallel_for(static_cast<int64_t>(seqs.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      Active& a = *step_actives_[i];
-      const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_), static_cast<size_t>(vocab_));
-      const std::span<const int32_t> all(a.seq.tokens);
-      step_samples_[i] = a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
-                                          all.subspan(static_cast<size_t>(a.seq.prompt_len)));
+  if (device_sampling_) {
+    // The model samples where the logits are; only ids and log-probs come back.
+    step_rows_.resize(seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Active& a = *step_actives_[i];
+      const SamplingParams& p = a.params;
+      RowSampling& r = step_rows_[i];
+      r.temperature = p.temperature;
+      r.top_k = p.top_k;
+      r.top_p = p.top_p;
+      r.min_p = p.min_p;
+      r.repetition_penalty = p.repetition_penalty;
+      r.presence_penalty = p.presence_penalty;
+      r.frequency_penalty = p.frequency_penalty;
+      r.seed = p.seed;
+      r.step = static_cast<uint64_t>(a.seq.tokens.size()) - static_cast<uint64_t>(a.seq.prompt_len);
+      r.logprobs = p.logprobs;
+      r.penalties = a.penalties;
     }
-  });
+    try {
+      model_->forward_batch_sample(*pool_, batch, step_rows_, step_device_samples_);
+    } catch (const std::exception& e) {
+      for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
+      return;
+    }
+    scheduler_->finish_step(out);
+    const BatchSamples& d = step_device_samples_;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      SampleResult& r = step_samples_[i];
+      r.token = d.tokens[i];
+      r.logprob = d.logprobs[i];
+      r.top.clear();
+      const int32_t k = step_rows_[i].logprobs;
+      for (int32_t j = 0; j < k; ++j)
+        r.top.push_back({d.top_ids[i * d.top_stride + j], static_cast<double>(d.top_logprobs[i * d.top_stride + j])});
+    }
+  } else {
+    try {
+      model_->forward_batch(*pool_, batch, logits_);
+    } catch (const std::exception& e) {
+      for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
+      return;
+    }
+    scheduler_->finish_step(out);
+    // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
+    // the same result as one after another; tokens are then applied in row order.
+    ThreadPool::global().parallel_for(static_cast<int64_t>(seqs.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        Active& a = *step_actives_[i];
+        const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_),
+                                         static_cast<size_t>(vocab_));
+        const std::span<const int32_t> all(a.seq.tokens);
+        step_samples_[i] = a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
+                                            all.subspan(static_cast<size_t>(a.seq.prompt_len)));
+      }
+    });
+  }
   for (size_t i = 0; i < seqs.size(); ++i) on_token(*step_actives_[i], step_samples_[i]);
   std::lock_guard lk(mu_);
   ++stats_.steps;
@@ -451,6 +510,7 @@ void Executor::Impl::step() {
 
 void Executor::Impl::on_token(Active& a, const SampleResult& s) {
   a.seq.tokens.push_back(s.token);
+  if (device_sampling_ && a.sampler.has_penalties()) a.count_penalty(s.token, false);
   Response& r = a.pending;
   r.token_ids.push_back(s.token);
   TokenLogprobs lp;

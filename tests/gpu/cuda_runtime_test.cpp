@@ -276,6 +276,39 @@ TEST_P(CudaRuntime, DefaultKvBudgetIsAFractionOfFreeDeviceMemory) {
   EXPECT_EQ(collect(ex, ex.enqueue(greedy({1, 5, 9}, 5))).tokens.size(), 5u);
 }
 
+// Sampling on the device (the default on this backend) gives the CPU Sampler's greedy ids and log-probs: the
+// same requests with device_sampling off (logits copied back, sampled on the host) are the reference.
+TEST_P(CudaRuntime, DeviceSamplingEqualsHostSampling) {
+  KILN_REQUIRE_GPU();
+  const auto m = GetParam().load();
+  ASSERT_TRUE(m->samples_on_device());
+  std::mt19937 rng(23);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 12; ++i) {
+    Request r = greedy(random_prompt(rng, 3 + static_cast<int>(rng() % 40), 250), 12 + i);
+    if (i % 3 == 1) r.sampling.repetition_penalty = 1.3f, r.sampling.frequency_penalty = 0.4f;
+    r.sampling.logprobs = i % 2 ? 2 : 5;
+    reqs.push_back(r);
+  }
+  auto run = [&](bool device) {
+    ExecutorConfig c = small_config();
+    c.device_sampling = device;
+    Executor ex(m, nullptr, c);
+    std::vector<RequestId> ids;
+    for (const Request& r : reqs) ids.push_back(ex.enqueue(r));
+    std::vector<Outcome> out;
+    for (RequestId id : ids) out.push_back(collect(ex, id));
+    return out;
+  };
+  const std::vector<Outcome> host = run(false), dev = run(true);
+  Tally tally;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    expect_same_ids(host[i], dev[i], tally, "request " + std::to_string(i));
+    for (size_t t = 0; t < host[i].tokens.size() && host[i].tokens[t] == dev[i].tokens[t]; ++t)
+      EXPECT_NEAR(dev[i].logprobs[t], host[i].logprobs[t], 0.02) << "request " << i << " token " << t;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CudaRuntime, ::testing::ValuesIn(kModels),
                          [](const ::testing::TestParamInfo<ModelCase>& info) { return std::string(info.param.name); });
 

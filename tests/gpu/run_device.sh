@@ -10,7 +10,7 @@ export LD_LIBRARY_PATH="$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PATH="/usr/local/cuda/bin:$PATH"
 # The fixture-based tests read tests/fixtures/models from this checkout, wherever it sits.
 export KILN_MODEL_FIXTURES=${KILN_MODEL_FIXTURES:-$(cd "$(dirname "$0")/../.." && pwd)/tests/fixtures/models}
-TESTS=(cuda_cast_test cuda_gemm_test cuda_norm_act_test cuda_rope_kv_test cuda_sampling_test cuda_attention_test cuda_decoder_model_test
+TESTS=(cuda_cast_test cuda_gemm_test cuda_norm_act_test cuda_rope_kv_test cuda_sampling_test cuda_graph_test cuda_attention_test cuda_decoder_model_test
   cuda_fixtures_test cuda_runtime_test)
 [[ -n "${KILN_EXTRA_TESTS:-}" ]] && TESTS+=(${KILN_EXTRA_TESTS})
 # Binaries memcheck runs on: all of TESTS, or KILN_SANITIZER_TESTS ("name" or "name:gtest-filter" words).

@@ -1,5 +1,7 @@
-// Sampling on the GPU, one CTA per row in one pass over the logits: log-sum-exp, greedy argmax, a
-// temperature draw by the Gumbel-max trick (Philox4x32-10 counter-based numbers), and the top-K log-probs.
+// Sampling on the GPU, one CTA per row. One pass over the logits gives the log-sum-exp, greedy argmax, a plain
+// temperature draw by the Gumbel-max trick (Philox4x32-10 counter-based numbers) and the top-K log-probs; rows
+// with penalties or top-k/top-p/min-p take more passes (penalties in place, radix selects for the kept set,
+// then a Gumbel-max draw restricted to it).
 #include <algorithm>
 #include <climits>
 
@@ -74,19 +76,139 @@ struct SampleKernelArgs : SampleArgs {
   bool vec4 = false;  // rows allow float4 loads
 };
 
+// Orders floats as unsigned keys: a larger value gives a larger key.
+__device__ __forceinline__ uint32_t order_key(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Fixed-point probability mass (2^40 = 1): integer sums are exact and order-independent, so the kept set is
+// the same from run to run.
+constexpr double kMassOne = 1099511627776.0;
+
+// A prefix of the row's order (larger value first, lower id on ties): every token whose key is above `key`,
+// and those at `key` with an id up to id_max.
+struct Cut {
+  uint32_t key = 0;
+  int id_max = INT_MAX;
+  __device__ __forceinline__ bool keeps(uint32_t k, int i) const { return k > key || (k == key && i <= id_max); }
+};
+
+struct SelectState {
+  unsigned int cnt[256];
+  unsigned long long mass[256];
+  uint32_t prefix;
+  unsigned long long rem, above;
+  unsigned int eq_cnt;
+  unsigned long long eq_mass;
+};
+
+// Calls f(i, v) for every element of the row this thread owns.
+template <class F>
+__device__ __forceinline__ void for_row(const float* x, int n, bool vec4, F f) {
+  if (vec4) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
+      const float4 v = x4[j];
+      f(4 * j, v.x);
+      f(4 * j + 1, v.y);
+      f(4 * j + 2, v.z);
+      f(4 * j + 3, v.w);
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += kSampleThreads) f(i, x[i]);
+  }
+}
+
+// Block-wide radix select, 8 bits a round from the top: the key K such that the elements of the domain
+// (key_of returns false outside it) above K weigh less than `target` and those at or above K at least
+// `target`, weighing each element 1 (count) or weight(v) (kMass). Leaves K in st.prefix, the weight above it
+// in st.above, and the count and mass at K in st.eq_cnt / st.eq_mass. Every thread must call it.
+template <bool kMass, class KeyFn, class WFn>
+__device__ void radix_select(const float* x, int n, bool vec4, unsigned long long target, KeyFn key_of, WFn weight,
+                             SelectState& st) {
+  __syncthreads();  // the previous select's results are read before they are reset
+  if (threadIdx.x == 0) st.prefix = 0, st.rem = target, st.above = 0;
+  uint32_t mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += kSampleThreads) st.cnt[b] = 0, st.mass[b] = 0;
+    __syncthreads();
+    const uint32_t prefix = st.prefix;
+    for_row(x, n, vec4, [&](int i, float v) {
+      uint32_t k;
+      if (!key_of(i, v, k) || (k & mask) != prefix) return;
+      const int b = (k >> shift) & 255;
+      atomicAdd(&st.cnt[b], 1u);
+      if (kMass) atomicAdd(&st.mass[b], weight(v));
+    });
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long acc = 0;
+      int chosen = -1, lowest = -1;
+      for (int b = 255; b >= 0; --b) {
+        const unsigned long long c = kMass ? st.mass[b] : st.cnt[b];
+        if (st.cnt[b] == 0) continue;
+        if (acc + c >= st.rem) {
+          chosen = b;
+          break;
+        }
+        lowest = b;
+        acc += c;
+      }
+      if (chosen < 0) {  // the target exceeds the domain (rounding): take its last element
+        chosen = lowest < 0 ? 0 : lowest;
+        acc -= lowest < 0 ? 0 : (kMass ? st.mass[lowest] : st.cnt[lowest]);
+      }
+      st.prefix |= static_cast<uint32_t>(chosen) << shift;
+      st.rem -= acc;
+      st.above += acc;
+      st.eq_cnt = st.cnt[chosen];
+      st.eq_mass = st.mass[chosen];
+    }
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+}
+
+// Block-wide sum of a per-thread uint64 (every thread gets it).
+__device__ __forceinline__ unsigned long long block_sum(unsigned long long v, unsigned long long* s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (lane == 0) s[warp] = v;
+  __syncthreads();
+  unsigned long long t = 0;
+  for (int w = 0; w < kSampleThreads / 32; ++w) t += s[w];
+  __syncthreads();
+  return t;
+}
+
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs a) {
   __shared__ float s_m[32], s_s[32], s_v[32];
   __shared__ int s_id[32];
   __shared__ float s_topv[kSampleThreads / 32][kK];
   __shared__ int s_topid[kSampleThreads / 32][kK];
+  __shared__ SelectState st;
+  __shared__ unsigned long long s_sum[32];
   const int64_t row = blockIdx.x;
-  const float* x = a.logits + row * a.ld;
+  float* x = const_cast<float*>(a.logits) + row * a.ld;
   const int n = static_cast<int>(a.vocab);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const float temp = a.temperature ? a.temperature[row] : 0.0f;
-  const bool draw = temp > 0.0f;
-  const float inv_t = draw ? 1.0f / temp : 0.0f;
-  const uint64_t seed = draw ? a.seeds[row] : 0, step = draw && a.steps ? a.steps[row] : 0;
+  SampleRowParams p;
+  if (a.params) {
+    p = a.params[row];
+  } else {
+    p.temperature = a.temperature ? a.temperature[row] : 0.0f;
+    p.seed = p.temperature > 0.0f ? a.seeds[row] : 0;
+    p.step = p.temperature > 0.0f && a.steps ? a.steps[row] : 0;
+  }
+  const bool draw = p.temperature > 0.0f && p.top_k != 1;
+  const bool pen = a.penalties && p.penalty_count > 0 &&
+                   (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
+  const bool filter = draw && ((p.top_k > 0 && p.top_k < n) || p.top_p < 1.0f || p.min_p > 0.0f);
+  const bool plain_draw = draw && !pen && !filter;  // drawn in the first pass
+  const float inv_t = draw ? 1.0f / p.temperature : 0.0f;
+  const uint64_t seed = p.seed, step = p.step;
   const int k = a.top_k;
 
   float m = -INFINITY, s = 0.0f;  // running max and sum of exp(x - m)
@@ -99,6 +221,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
 #pragma unroll
   for (int j = 0; j < kK; ++j) vals[j] = -INFINITY, ids[j] = INT_MAX;
 
+  auto gumbel = [&](float v, uint32_t bits) {
+    const float u = (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
+    return v * inv_t - __logf(-__logf(u));
+  };
   // One element: running log-sum-exp, greedy best, Gumbel-perturbed best, top-K insertion. Each thread
   // sees its ids in increasing order, so strict comparisons keep the lowest id on ties.
   auto consume = [&](float v, int i, uint32_t bits) {
@@ -109,9 +235,8 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       s += __expf(v - m);
     }
     if (v > best) best = v, best_id = i;
-    if (draw) {
-      const float u = (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
-      const float gv = v * inv_t - __logf(-__logf(u));
+    if (plain_draw) {
+      const float gv = gumbel(v, bits);
       if (gv > gbest) gbest = gv, gbest_id = i;
     }
     if (k > 0 && v > vals[kK - 1]) {
@@ -129,15 +254,15 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
   // Element i takes word i % 4 of the Philox block of counter (i / 4, step), keyed by the request's seed
   // (not its row, so a draw does not depend on the batch), in both paths.
   auto random4 = [&](int j) {
-    return draw ? philox(static_cast<uint32_t>(j), static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), 0u,
-                         static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32))
-                : make_uint4(0, 0, 0, 0);
+    return philox(static_cast<uint32_t>(j), static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), 0u,
+                  static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   };
+  auto word = [](const uint4& r, int w) { return w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w; };
   if (a.vec4) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
     for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
       const float4 f = x4[j];
-      const uint4 r = random4(j);
+      const uint4 r = plain_draw ? random4(j) : make_uint4(0, 0, 0, 0);
       consume(f.x, 4 * j, r.x);
       consume(f.y, 4 * j + 1, r.y);
       consume(f.z, 4 * j + 2, r.z);
@@ -145,9 +270,8 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
     }
   } else {
     for (int i = threadIdx.x; i < n; i += kSampleThreads) {
-      const uint4 r = random4(i / 4);
-      const int w = i % 4;
-      consume(x[i], i, w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w);
+      const uint4 r = plain_draw ? random4(i / 4) : make_uint4(0, 0, 0, 0);
+      consume(x[i], i, word(r, i % 4));
     }
   }
 
@@ -177,12 +301,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
   const float lse = s_m[0];
 
   block_best(best, best_id, s_v, s_id);
-  if (draw) block_best(gbest, gbest_id, s_v, s_id);
-  const int chosen = draw ? gbest_id : best_id;
-  if (threadIdx.x == 0) {
-    a.tokens[row] = chosen;
-    if (a.token_logprobs) a.token_logprobs[row] = x[chosen] - lse;
-  }
+  if (plain_draw) block_best(gbest, gbest_id, s_v, s_id);
 
   if (k > 0) {
     warp_topk(vals, ids, k, s_topv[warp], s_topid[warp]);
@@ -203,6 +322,146 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
         a.top_logprobs[row * k + lane] = s_topv[0][lane] - lse;
       }
     }
+    __syncthreads();
+  }
+
+  int chosen = plain_draw ? gbest_id : best_id;
+  PenaltyToken* pens = pen ? a.penalties + p.penalty_begin : nullptr;
+  if (pen) {
+    // The penalties in the CPU sampler's float arithmetic (no contraction), each distinct token once.
+    for (int e = threadIdx.x; e < p.penalty_count; e += kSampleThreads) {
+      PenaltyToken& t = pens[e];
+      if (t.token < 0 || t.token >= n) continue;
+      float v = x[t.token];
+      t.saved = v;
+      if (p.repetition_penalty != 1.0f && (t.in_prompt || t.output_count > 0))
+        v = v < 0.0f ? __fmul_rn(v, p.repetition_penalty) : __fdiv_rn(v, p.repetition_penalty);
+      if ((p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) && t.output_count > 0)
+        v = __fsub_rn(
+            v, __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(t.output_count)), p.presence_penalty));
+      x[t.token] = v;
+    }
+    __syncthreads();
+    // The best penalized token (greedy's choice, and the top of the order for the filters).
+    best = -INFINITY, best_id = INT_MAX;
+    for_row(x, n, a.vec4, [&](int i, float v) {
+      if (v > best) best = v, best_id = i;
+    });
+    block_best(best, best_id, s_v, s_id);
+    chosen = best_id;
+  }
+  if (draw && !plain_draw) {
+    const float mx = best;
+    Cut c1, c2;  // the top-k set, then its top-p prefix
+    auto all = [](int, float v, uint32_t& key) {
+      key = order_key(v);
+      return true;
+    };
+    auto weight = [&](float v) {
+      return static_cast<unsigned long long>(static_cast<double>(expf((v - mx) * inv_t)) * kMassOne);
+    };
+    // The id_max of a cut whose boundary key has `eq` tokens of which the first `need` (lowest ids) stay.
+    auto tie_ids = [&](const Cut& within, uint32_t key, unsigned int eq, unsigned long long need) {
+      if (need >= eq) return INT_MAX;
+      radix_select<false>(
+          x, n, a.vec4, need,
+          [&](int i, float v, uint32_t& kk) {
+            const uint32_t ok = order_key(v);
+            if (ok != key || !within.keeps(ok, i)) return false;
+            kk = ~static_cast<uint32_t>(i);
+            return true;
+          },
+          weight, st);
+      return static_cast<int>(~st.prefix);
+    };
+    if (p.top_k > 0 && p.top_k < n) {
+      radix_select<false>(x, n, a.vec4, static_cast<unsigned long long>(p.top_k), all, weight, st);
+      const uint32_t key = st.prefix;
+      const unsigned int eq = st.eq_cnt;
+      const unsigned long long need = st.rem;
+      c1.key = key;
+      c1.id_max = tie_ids(Cut{}, key, eq, need);
+      c2 = c1;
+    }
+    if (p.top_p < 1.0f) {
+      unsigned long long z = 0;
+      for_row(x, n, a.vec4, [&](int i, float v) {
+        if (c1.keeps(order_key(v), i)) z += weight(v);
+      });
+      z = block_sum(z, s_sum);
+      unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * z));
+      if (target < 1) target = 1;
+      radix_select<true>(
+          x, n, a.vec4, target,
+          [&](int i, float v, uint32_t& kk) {
+            kk = order_key(v);
+            return c1.keeps(kk, i);
+          },
+          weight, st);
+      const uint32_t key = st.prefix;
+      const unsigned int eq = st.eq_cnt;
+      const unsigned long long w = eq ? st.eq_mass / eq : 0;
+      unsigned long long need = w ? (st.rem + w - 1) / w : eq;
+      need = need < 1 ? 1 : need;
+      c2.key = key;
+      c2.id_max = tie_ids(c1, key, eq, need);
+      if (key == c1.key && c2.id_max > c1.id_max) c2.id_max = c1.id_max;
+    }
+    // min-p keeps tokens whose probability is at least min_p times the best's; then the draw over the set.
+    const float min_p = p.min_p;
+    gbest = -INFINITY, gbest_id = INT_MAX;
+    auto pick = [&](int i, float v, uint32_t bits) {
+      if (!c2.keeps(order_key(v), i)) return;
+      if (min_p > 0.0f && expf((v - mx) * inv_t) < min_p && i != best_id) return;
+      const float gv = gumbel(v, bits);
+      if (gv > gbest) gbest = gv, gbest_id = i;
+    };
+    if (a.vec4) {
+      const float4* x4 = reinterpret_cast<const float4*>(x);
+      for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
+        const float4 f = x4[j];
+        const uint4 r = random4(j);
+        pick(4 * j, f.x, r.x);
+        pick(4 * j + 1, f.y, r.y);
+        pick(4 * j + 2, f.z, r.z);
+        pick(4 * j + 3, f.w, r.w);
+      }
+    } else {
+      for (int i = threadIdx.x; i < n; i += kSampleThreads) pick(i, x[i], word(random4(i / 4), i % 4));
+    }
+    block_best(gbest, gbest_id, s_v, s_id);
+    chosen = gbest_id == INT_MAX ? best_id : gbest_id;
+  } else if (draw && pen) {
+    gbest = -INFINITY, gbest_id = INT_MAX;
+    if (a.vec4) {
+      const float4* x4 = reinterpret_cast<const float4*>(x);
+      for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
+        const float4 f = x4[j];
+        const uint4 r = random4(j);
+        const float g[4] = {gumbel(f.x, r.x), gumbel(f.y, r.y), gumbel(f.z, r.z), gumbel(f.w, r.w)};
+        for (int w = 0; w < 4; ++w)
+          if (g[w] > gbest) gbest = g[w], gbest_id = 4 * j + w;
+      }
+    } else {
+      for (int i = threadIdx.x; i < n; i += kSampleThreads) {
+        const float gv = gumbel(x[i], word(random4(i / 4), i % 4));
+        if (gv > gbest) gbest = gv, gbest_id = i;
+      }
+    }
+    block_best(gbest, gbest_id, s_v, s_id);
+    chosen = gbest_id;
+  }
+  if (pen) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < p.penalty_count; e += kSampleThreads) {
+      const PenaltyToken& t = pens[e];
+      if (t.token >= 0 && t.token < n) x[t.token] = t.saved;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    a.tokens[row] = chosen;
+    if (a.token_logprobs) a.token_logprobs[row] = x[chosen] - lse;
   }
 }
 
@@ -219,7 +478,7 @@ void sample(const SampleArgs& args, cudaStream_t stream) {
              kMaxTopLogprobs);
   a.top_k = static_cast<int32_t>(std::min<int64_t>(a.top_k, a.vocab));
   KILN_CHECK(a.top_k == 0 || (a.top_ids && a.top_logprobs), "sample: top-K outputs missing");
-  KILN_CHECK(!a.temperature || a.seeds, "sample: temperature sampling needs seeds");
+  KILN_CHECK(a.params || !a.temperature || a.seeds, "sample: temperature sampling needs seeds");
   KILN_CHECK(a.rows <= 0x7fffffff, "sample: too many rows");
   a.vec4 = a.vocab % 4 == 0 && a.ld % 4 == 0 && aligned16(a.logits);
   sample_kernel<<<static_cast<unsigned>(a.rows), kSampleThreads, 0, stream>>>(a);
