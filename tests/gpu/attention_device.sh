@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Device run for the attention helper: benches alone on the GPU, then tests and memcheck side by side.
+# On the GPU machine: the attention benches (every decode/prefill configuration and the copy ceiling) alone on the
+# GPU, then cuda_attention_test and memcheck over the variant tests side by side; logs in $OUT, a summary on stdout.
+#   bash tests/gpu/attention_device.sh <folder from prepare_device.sh with cuda_attention_test, cuda_bench_test>
+# The folder may hold the two binaries as bins.tar.gz (they are ~50 MB, over a device call's carry limit with
+# the tree): tar czf bins.tar.gz cuda_attention_test cuda_bench_test.
 set -uo pipefail
-D=$(realpath .dev/attn); tar xzf "$D/bins.tar.gz" -C "$D" || exit 3
+D=$(realpath "${1:-.dev/attn}")
+if [[ -f "$D/bins.tar.gz" ]]; then tar xzf "$D/bins.tar.gz" -C "$D" || exit 3; fi
 OUT=${OUT:-/tmp/out}
 export LD_LIBRARY_PATH="$D/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PATH="/usr/local/cuda/bin:$PATH"
