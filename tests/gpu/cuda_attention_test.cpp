@@ -133,7 +133,7 @@ void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits,
 }
 
 void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const std::vector<int32_t>& prefix,
-                 std::mt19937& rng) {
+                 std::mt19937& rng, int variant = 0) {
   const int S = static_cast<int>(q_lens.size());
   std::vector<int32_t> lens(S), cu(S + 1, 0);
   for (int s = 0; s < S; ++s) lens[s] = prefix[s] + q_lens[s], cu[s + 1] = cu[s] + q_lens[s];
@@ -147,7 +147,7 @@ void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const st
   DeviceBuffer<float> ds;
   const cuda::AttentionShape shape = make_shape(c, hs, ds);
   const int max_q = *std::max_element(q_lens.begin(), q_lens.end());
-  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, S, max_q);
+  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, S, max_q, variant);
   DeviceBuffer<uint16_t> dq(q.bits), dout(total * row);
   DeviceBuffer<int32_t> dcu(cu);
   dout.poison();
@@ -158,7 +158,8 @@ void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const st
   pg.reference(q.f.data(), ldq, q_lens, c.window, shape.scale, c.alibi ? hs.data() : nullptr, c.softcap, want.data());
   std::string ql;
   for (int s = 0; s < S; ++s) ql += " " + std::to_string(prefix[s]) + "+" + std::to_string(q_lens[s]);
-  EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t)) << "prefill " << describe(c) << " seqs:" << ql;
+  EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
+      << "prefill " << describe(c) << " seqs:" << ql << " variant=" << variant;
 }
 
 // (query heads, KV heads): MHA, GQA 4, GQA 8, MQA, and MQA with more than 16 heads per group.
@@ -206,7 +207,37 @@ TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndVariants) {
       for (int splits : {0, 1, 3}) {
         run_decode({32, 8, 128, 16, 0, t}, lens, splits, rng, variant);
         run_decode({8, 1, 128, 1, 100, t, 0.0f, true}, {1, 17, 300}, splits, rng, variant);
+        // Groups over 16 heads (two row chunks), a block size that is not a power of two, K|V in one pool,
+        // soft-capping; a window with a block size of 12.
+        run_decode({32, 1, 128, 3, 0, t, 20.0f, false, true}, {1, 45, 300}, splits, rng, variant);
+        run_decode({24, 3, 128, 12, 70, t}, {2, 70, 71, 333}, splits, rng, variant);
       }
+}
+
+// A plan made for a longer context serves shorter ones (as inside a CUDA graph), for every variant.
+TEST(CudaDecodeAttention, PlanForLongerContextServesShorter) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(23);
+  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant) {
+    const AttnCase c{32, 8, 128, 16, 0, ElemType::BF16};
+    Paged pg({1, 300, 2049, 17}, c.H, c.Hkv, c.D, c.bs, c.t, rng);
+    const int64_t row = static_cast<int64_t>(c.H) * c.D;
+    const Half16 q = testing::round16(testing::randn(4 * row, rng, 2.0f), c.t);
+    std::vector<float> hs;
+    DeviceBuffer<float> ds;
+    const cuda::AttentionShape shape = make_shape(c, hs, ds);
+    const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 4, 8192, 132, 0, variant);
+    DeviceBuffer<uint16_t> dq(q.bits), dout(4 * row);
+    DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
+    dout.poison();
+    ws.poison();
+    cuda::decode_attention(c.t, plan, shape, dq.get(), 0, pg.kv(), dout.get(), 0, ws.get(), nullptr);
+    const auto got = testing::to_float(dout.download(), c.t);
+    std::vector<float> want(4 * row);
+    pg.reference(q.f.data(), row, std::vector<int32_t>(4, 1), 0, shape.scale, nullptr, 0.0f, want.data());
+    EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
+        << "variant " << variant << " splits " << plan.num_splits;
+  }
 }
 
 TEST(CudaPrefillAttention, MatchesCpuOverShapes) {
@@ -238,6 +269,21 @@ TEST(CudaPrefillAttention, SlidingWindowSoftcapAndAlibi) {
   }
 }
 
+// Every prefill configuration (head_dim 128): GQA packing, MQA with 32 heads, chunks after prefixes, windows,
+// soft-capping, ALiBi, K|V in one pool, block sizes 1, 16 and 12 (not a power of two).
+TEST(CudaPrefillAttention, EveryVariant) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(33);
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int variant = 0; variant < cuda::kPrefillAttentionVariants; ++variant) {
+      run_prefill({32, 8, 128, 16, 0, t}, {300, 97, 1, 130}, {0, 200, 300, 5}, rng, variant);
+      run_prefill({32, 1, 128, 1, 0, t}, {97, 17, 3}, {0, 300, 97}, rng, variant);
+      run_prefill({32, 8, 128, 12, 64, t}, {300, 97, 1}, {0, 200, 300}, rng, variant);
+      run_prefill({16, 2, 128, 1, 33, t, 30.0f, true}, {130, 1}, {20, 99}, rng, variant);
+      run_prefill({4, 4, 128, 16, 0, t, 0.0f, false, true}, {257, 40}, {0, 333}, rng, variant);
+    }
+}
+
 // Head dims without a tensor-core instance (the tiny fixtures' 8, 12, 16, and others) take the generic kernel:
 // decode and prefill, odd block sizes, GQA/MQA, windows, soft-capping, ALiBi.
 TEST(CudaGenericAttention, SmallAndOddHeadDimsMatchCpu) {
@@ -253,11 +299,11 @@ TEST(CudaGenericAttention, SmallAndOddHeadDimsMatchCpu) {
           run_prefill(c, {97, 17, 1}, {0, 300, 97}, rng);
         }
   for (ElemType t : {ElemType::BF16, ElemType::F16}) {
-    run_decode({4, 2, 16, 4, 8, t}, {1, 7, 40}, 0, rng);                     // Mistral-like window
+    run_decode({4, 2, 16, 4, 8, t}, {1, 7, 40}, 0, rng);  // Mistral-like window
     run_prefill({4, 2, 16, 4, 8, t}, {33, 7, 1}, {0, 20, 40}, rng);
-    run_decode({4, 2, 16, 1, 6, t, 4.0f}, {1, 30}, 0, rng);                  // Gemma 2-like window + soft-cap
+    run_decode({4, 2, 16, 1, 6, t, 4.0f}, {1, 30}, 0, rng);  // Gemma 2-like window + soft-cap
     run_prefill({4, 2, 16, 1, 6, t, 4.0f}, {33, 5}, {0, 9}, rng);
-    run_decode({6, 6, 8, 16, 0, t, 0.0f, true}, {1, 97, 300}, 0, rng);      // ALiBi over 6 heads
+    run_decode({6, 6, 8, 16, 0, t, 0.0f, true}, {1, 97, 300}, 0, rng);  // ALiBi over 6 heads
     run_prefill({6, 6, 12, 3, 0, t, 0.0f, true}, {97, 17}, {0, 40}, rng);
     run_prefill({4, 2, 12, 5, 0, t, 0.0f, false, true}, {50, 3}, {0, 21}, rng);  // K|V side by side
   }

@@ -110,6 +110,63 @@ void measure_copy() {
   report("copy (ceiling)", "2 GiB D2D", us, 2.0 * n, 0);
 }
 
+// Causal prefill of `seqs` sequences of q_len new tokens after `prefix` cached ones (16-token blocks).
+void bench_prefill(int seqs, int q_len, int prefix, int variant) {
+  const int bs = 16, ctx = q_len + prefix, per = (ctx + bs - 1) / bs, blocks = seqs * per;
+  DeviceBuffer<uint16_t> kc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 14)),
+      vc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 15));
+  std::vector<int32_t> table(blocks), lens(seqs, ctx), cu(seqs + 1);
+  std::iota(table.begin(), table.end(), 0);
+  for (int s = 0; s <= seqs; ++s) cu[s] = s * q_len;
+  DeviceBuffer<int32_t> dt(table), dl(lens), dcu(cu);
+  DeviceBuffer<uint16_t> q(random_bf16(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim, 16)),
+      out(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim);
+  cuda::AttentionShape sh;
+  sh.num_heads = kHeads;
+  sh.num_kv_heads = kKvHeads;
+  sh.head_dim = kHeadDim;
+  sh.scale = 0.088f;
+  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len, variant);
+  cuda::PagedKv kv;
+  kv.k_cache = kc.get();
+  kv.v_cache = vc.get();
+  kv.block_tables = dt.get();
+  kv.max_blocks_per_seq = per;
+  kv.block_size = bs;
+  kv.kv_lens = dl.get();
+  const double us = time_us(
+      [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); }, 5);
+  double pairs = 0;  // visible (query, key) pairs per head
+  for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
+  const double flops = 4.0 * seqs * kHeads * kHeadDim * pairs;
+  report("prefill_attention",
+         std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") v" +
+             std::to_string(variant),
+         us, 2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
+}
+
+// Every decode and prefill configuration on the Llama-3.1-8B shape, with the copy ceiling.
+TEST(CudaBench, DISABLED_AttentionVariants) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  // Variant 0 is the default, one of the others: each configuration runs once.
+  for (int variant = 1; variant < cuda::kDecodeAttentionVariants; ++variant) {
+    for (int bs : {16, 32, 64}) bench_decode(64, 2048, variant, 0, bs, true, false);
+    for (int batch : {1, 8, 32, 128}) bench_decode(batch, 2048, variant, 0, 16, true, false);
+    bench_decode(16, 8192, variant, 0, 16, true, false);
+    bench_decode(1, 32768, variant, 0, 16, true, false);
+  }
+  for (int variant : {3, 4})
+    for (int splits : {1, 2, 3, 4}) bench_decode(64, 2048, variant, splits, 16, true, false);
+  for (int variant = 1; variant < cuda::kPrefillAttentionVariants; ++variant) {
+    bench_prefill(1, 4096, 0, variant);
+    bench_prefill(8, 1024, 0, variant);
+    bench_prefill(1, 512, 3584, variant);
+    bench_prefill(4, 8192, 0, variant);
+    bench_prefill(1, 2048, 0, variant);
+  }
+}
+
 TEST(CudaBench, DISABLED_DecodeLayouts) {
   KILN_REQUIRE_GPU();
   measure_copy();
@@ -243,51 +300,18 @@ TEST(CudaBench, DISABLED_All) {
     report("rope_kv_write", "4096 tokens", us, 2.0 * T * row * 2, 0);
   }
 
-  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
-    for (int splits : {1, 2}) bench_decode(64, 2048, variant, splits, 16, true, false);
+  // Decode and prefill at their defaults (every configuration: DISABLED_AttentionVariants).
+  bench_decode(64, 2048, 0, 0, 16, true, false);
   bench_decode(1, 2048, 0, 0, 16, true, false);
   bench_decode(1, 32768, 0, 0, 16, true, false);
   bench_decode(16, 8192, 0, 0, 16, true, false);
   bench_decode(128, 2048, 0, 0, 16, true, false);
 
   // Prefill attention (causal, no prefix, and a chunk after a prefix).
-  auto prefill = [&](int seqs, int q_len, int prefix) {
-    const int bs = 16, ctx = q_len + prefix, per = (ctx + bs - 1) / bs, blocks = seqs * per;
-    DeviceBuffer<uint16_t> kc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 14)),
-        vc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 15));
-    std::vector<int32_t> table(blocks), lens(seqs, ctx), cu(seqs + 1);
-    std::iota(table.begin(), table.end(), 0);
-    for (int s = 0; s <= seqs; ++s) cu[s] = s * q_len;
-    DeviceBuffer<int32_t> dt(table), dl(lens), dcu(cu);
-    DeviceBuffer<uint16_t> q(random_bf16(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim, 16)),
-        out(static_cast<size_t>(seqs) * q_len * kHeads * kHeadDim);
-    cuda::AttentionShape sh;
-    sh.num_heads = kHeads;
-    sh.num_kv_heads = kKvHeads;
-    sh.head_dim = kHeadDim;
-    sh.scale = 0.088f;
-    const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len);
-    cuda::PagedKv kv;
-    kv.k_cache = kc.get();
-    kv.v_cache = vc.get();
-    kv.block_tables = dt.get();
-    kv.max_blocks_per_seq = per;
-    kv.block_size = bs;
-    kv.kv_lens = dl.get();
-    const double us = time_us(
-        [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); },
-        5);
-    double pairs = 0;  // visible (query, key) pairs per head
-    for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
-    const double flops = 4.0 * seqs * kHeads * kHeadDim * pairs;
-    report("prefill_attention",
-           std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ")", us,
-           2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
-  };
-  prefill(1, 4096, 0);
-  prefill(8, 1024, 0);
-  prefill(1, 512, 3584);
-  prefill(4, 8192, 0);
+  bench_prefill(1, 4096, 0, 0);
+  bench_prefill(8, 1024, 0, 0);
+  bench_prefill(1, 512, 3584, 0);
+  bench_prefill(4, 8192, 0, 0);
 
   // Sampling over a Llama-3 vocabulary.
   {

@@ -7,6 +7,7 @@
 
 namespace kiln::cuda {
 static_assert(kDecodeAttentionVariants == attn::kNumDecodeVariants, "variant counts disagree");
+static_assert(kPrefillAttentionVariants == attn::kNumPrefillVariants, "variant counts disagree");
 namespace {
 
 void check_shape(const AttentionShape& s) {
@@ -38,6 +39,7 @@ attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, co
   p.block_tables = kv.block_tables;
   p.max_blocks_per_seq = kv.max_blocks_per_seq;
   p.block_size = kv.block_size;
+  p.block_shift = (kv.block_size & (kv.block_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(kv.block_size)) : -1;
   p.block_stride = kv.block_stride ? kv.block_stride : int64_t{s.num_kv_heads} * kv.block_size * s.head_dim;
   const bool tc = attn::has_tensor_core_instance(s.head_dim);
   KILN_CHECK((!tc || p.block_stride % 8 == 0) && p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
@@ -79,9 +81,40 @@ DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, 
   const int group = shape.num_heads / shape.num_kv_heads;
   plan.head_chunks = (group + 15) / 16;
   const int64_t len = std::max<int64_t>(1, shape.window > 0 ? std::min(max_kv_len, shape.window) : max_kv_len);
-  const int per_cta = attn::kDecodeConfigs[variant].tok * attn::kDecodeConfigs[variant].warps;
-  if (num_splits <= 0) {
+  // Head-major grids: CTAs per split (a warp per (KV head, chunk)), resident CTAs on the GPU, and the most splits
+  // (each warp keeping at least 4 tiles).
+  auto hm_base = [&](const attn::DecodeConfig& c) {
+    const int64_t units = int64_t{shape.num_kv_heads} * plan.head_chunks;
+    return std::max<int64_t>(1, int64_t{num_seqs} * ((units + c.warps - 1) / c.warps));
+  };
+  auto hm_slots = [&](const attn::DecodeConfig& c) {
+    const size_t smem = attn::decode_smem_bytes(c, shape.head_dim) + 1024;
+    const int64_t per_sm =
+        std::max<int64_t>(1, std::min<int64_t>(static_cast<int64_t>((227u << 10) / smem), 64 / c.warps));
+    return per_sm * std::max(num_sms, 1);
+  };
+  auto hm_most = [&](const attn::DecodeConfig& c) {
+    return std::max<int64_t>(1, std::min<int64_t>(1024, (len + 4 * c.tok - 1) / (4 * c.tok)));
+  };
+  if (variant == 0 && attn::kDecodeConfigs[attn::decode_config(0, shape.head_dim)].head_major) {
+    // The default is head-major, unless its grid would leave resident slots empty: even at its most splits (few
+    // short sequences), or at a split count the caller fixed below half of them. Then config 0, whose CTAs split
+    // each KV head four ways more (batch 1 x 2048: 13.7 us against 15.8; batch 64 at 1 split: 73% of copy
+    // bandwidth against 51%).
+    const attn::DecodeConfig& c = attn::kDecodeConfigs[attn::decode_config(0, shape.head_dim)];
+    const int64_t ctas = hm_base(c) * (num_splits > 0 ? num_splits : hm_most(c));
+    if (num_splits > 0 ? 2 * ctas < hm_slots(c) : ctas < hm_slots(c)) plan.variant = variant = 1;
+  }
+  const attn::DecodeConfig& cfg = attn::kDecodeConfigs[attn::decode_config(variant, shape.head_dim)];
+  if (num_splits <= 0 && cfg.head_major) {
+    // As many splits as fit one wave of resident CTAs (each warp keeping at least 4 tiles), or 1 when one split
+    // already fills a wave. A partial second wave costs most: at 64 x 2048, 2 splits (256 CTAs on 264 slots)
+    // reach 88% of copy bandwidth, 3 splits 68%. One wave also bounds the workspace (splits x sequences).
+    const int64_t base = hm_base(cfg), slots = hm_slots(cfg);
+    num_splits = static_cast<int32_t>(std::clamp<int64_t>(slots / base, 1, hm_most(cfg)));
+  } else if (num_splits <= 0) {
     // Enough CTAs for two per multiprocessor, but every split keeps at least one tile per warp.
+    const int per_cta = cfg.tok * cfg.warps;
     const int64_t base = std::max<int64_t>(1, int64_t{num_seqs} * shape.num_kv_heads * plan.head_chunks);
     const int64_t want = (2 * int64_t{std::max(num_sms, 1)} + base - 1) / base;
     const int64_t most = (len + per_cta - 1) / per_cta;
@@ -114,6 +147,9 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
     p.part_o = static_cast<float*>(workspace);
     p.part_lse = p.part_o + static_cast<size_t>(plan.num_seqs) * shape.num_heads * plan.num_splits * shape.head_dim;
   }
+  KILN_CHECK(plan.variant >= 0 && plan.variant < attn::kNumDecodeVariants, "decode attention: no variant {}",
+             plan.variant);
+  const int cfg = attn::decode_config(plan.variant, shape.head_dim);
   if (!attn::has_tensor_core_instance(shape.head_dim)) {
     p.num_splits = 1;
     KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, 1, stream));
@@ -122,32 +158,37 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
   KILN_DISPATCH_16(t, T, {
     switch (shape.head_dim) {
       case 64:
-        attn::launch_decode<T, 64>(p, plan.variant, stream);
+        attn::launch_decode<T, 64>(p, cfg, stream);
         break;
       case 80:
-        attn::launch_decode<T, 80>(p, plan.variant, stream);
+        attn::launch_decode<T, 80>(p, cfg, stream);
         break;
       case 96:
-        attn::launch_decode<T, 96>(p, plan.variant, stream);
+        attn::launch_decode<T, 96>(p, cfg, stream);
         break;
       case 128:
-        attn::launch_decode<T, 128>(p, plan.variant, stream);
+        attn::launch_decode<T, 128>(p, cfg, stream);
         break;
       case 256:
-        attn::launch_decode<T, 256>(p, plan.variant, stream);
+        attn::launch_decode<T, 256>(p, cfg, stream);
         break;
     }
   });
 }
 
-PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len) {
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len, int32_t variant) {
   check_shape(shape);
   KILN_CHECK(num_seqs >= 0 && max_q_len >= 0, "prefill attention: negative sizes");
+  KILN_CHECK(variant >= 0 && variant < attn::kNumPrefillVariants, "prefill attention: no variant {}", variant);
   PrefillPlan plan;
   plan.num_seqs = num_seqs;
   plan.max_q_len = max_q_len;
+  plan.variant = shape.head_dim == 128 ? variant : 0;
   const int64_t rows = int64_t{max_q_len} * (shape.num_heads / shape.num_kv_heads);
-  plan.row_tiles = static_cast<int32_t>((rows + 63) / 64);
+  // The generic kernel ignores row_tiles (one CTA per query); the tensor-core kernels take 16 rows per m-tile.
+  const attn::PrefillConfig& cfg = attn::kPrefillConfigs[attn::prefill_config(plan.variant, shape.head_dim)];
+  const int64_t per_cta = int64_t{16} * cfg.warps * cfg.mt;
+  plan.row_tiles = static_cast<int32_t>((rows + per_cta - 1) / per_cta);
   return plan;
 }
 
@@ -162,6 +203,9 @@ void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape
   p.num_seqs = plan.num_seqs;
   p.cu_q_lens = cu_q_lens;
   p.row_tiles = plan.row_tiles;
+  KILN_CHECK(plan.variant >= 0 && plan.variant < attn::kNumPrefillVariants, "prefill attention: no variant {}",
+             plan.variant);
+  const int cfg = attn::prefill_config(plan.variant, shape.head_dim);
   if (!attn::has_tensor_core_instance(shape.head_dim)) {
     KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, plan.max_q_len, stream));
     return;
@@ -169,19 +213,19 @@ void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape
   KILN_DISPATCH_16(t, T, {
     switch (shape.head_dim) {
       case 64:
-        attn::launch_prefill<T, 64>(p, stream);
+        attn::launch_prefill<T, 64>(p, cfg, stream);
         break;
       case 80:
-        attn::launch_prefill<T, 80>(p, stream);
+        attn::launch_prefill<T, 80>(p, cfg, stream);
         break;
       case 96:
-        attn::launch_prefill<T, 96>(p, stream);
+        attn::launch_prefill<T, 96>(p, cfg, stream);
         break;
       case 128:
-        attn::launch_prefill<T, 128>(p, stream);
+        attn::launch_prefill<T, 128>(p, cfg, stream);
         break;
       case 256:
-        attn::launch_prefill<T, 256>(p, stream);
+        attn::launch_prefill<T, 256>(p, cfg, stream);
         break;
     }
   });

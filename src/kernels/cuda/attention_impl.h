@@ -17,6 +17,7 @@ struct Params {
   const int32_t* block_tables = nullptr;
   int32_t max_blocks_per_seq = 0;
   int32_t block_size = 0;
+  int32_t block_shift = -1;  // log2(block_size) when it is a power of two, else -1
   int64_t block_stride = 0;  // elements between blocks
   const int32_t* kv_lens = nullptr;
   const int32_t* cu_q_lens = nullptr;  // prefill only
@@ -38,18 +39,59 @@ struct Params {
   int32_t row_tiles = 0;
 };
 
-// Decode kernel configurations: warps per CTA, tokens per tile, cp.async pipeline stages per warp.
-// Variant 0 serves every head_dim; head_dim 128 also carries the others (benchmarked in cuda_bench_test).
+// Decode kernel configurations: warps per CTA, tokens per tile, cp.async pipeline stages per warp, and the
+// layout: split (the CTA's warps share one (sequence, KV head) and take its tiles in turn, then merge) or
+// head-major (each warp owns one (KV head, 16-head chunk) of the sequence and walks all of the split's tiles,
+// so a CTA's warps read neighbouring heads of the same KV block at once; no merge inside the CTA).
+// Public variant v (DecodePlan::variant): 0 is kDefaultDecodeConfig, v >= 1 is config v - 1. Head dims other
+// than 128 always use config 0.
 struct DecodeConfig {
   int warps, tok, stages;
+  bool head_major;
+  bool l2pf = false;  // cp.async with the L2::256B prefetch hint
 };
-constexpr DecodeConfig kDecodeConfigs[] = {{4, 16, 3}, {4, 32, 2}, {8, 16, 2}, {4, 16, 4}, {2, 16, 4}, {4, 32, 3}};
-constexpr int kNumDecodeVariants = 6;
+constexpr DecodeConfig kDecodeConfigs[] = {{4, 16, 3, false},       {8, 16, 2, false},      {4, 16, 3, true},
+                                           {8, 16, 3, true},        {2, 16, 6, true},       {4, 16, 6, true},
+                                           {8, 16, 2, true},        {2, 32, 3, true},       {4, 16, 2, true},
+                                           {4, 16, 3, false, true}, {4, 16, 3, true, true}, {8, 16, 3, true, true}};
+constexpr int kNumDecodeConfigs = 12;
+// Head-major, 4 warps, 3 stages: 88% of copy bandwidth at batch 64 x 2048 on 16-token blocks (H200), against
+// 73% for config 0 (docs/kernels.md). plan_decode_attention still picks config 0 for variant 0 when the
+// head-major grid cannot fill the GPU (batch 1 at 2048 tokens: 13.7 us against 15.8 us).
+constexpr int kDefaultDecodeConfig = 2;
+constexpr int kNumDecodeVariants = kNumDecodeConfigs + 1;
+// The configuration a plan's variant runs for a head_dim.
+constexpr int decode_config(int variant, int head_dim) {
+  return head_dim != 128 ? 0 : variant == 0 ? kDefaultDecodeConfig : variant - 1;
+}
+// Dynamic shared memory of a decode configuration (head_dim D, 16-bit elements).
+constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D) {
+  return (static_cast<size_t>(c.head_major ? 0 : 16 * (D + 8)) +
+          static_cast<size_t>(c.warps) * c.stages * 2 * c.tok * (D + 8)) *
+         2;
+}
+
+// Prefill kernel configurations: warps per CTA, keys per tile, cp.async stages (the whole CTA shares the K/V
+// tiles), m-tiles per warp (16 query rows each; a warp's m-tiles share each K/V fragment it loads). Public variant v
+// (PrefillPlan::variant): 0 is kDefaultPrefillConfig, v >= 1 is config v - 1; head dims other than 128 always use
+// config 0 (keys per tile 32 for head_dim 256).
+struct PrefillConfig {
+  int warps, tok, stages, mt;
+};
+constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1}, {8, 64, 2, 1}, {8, 32, 3, 1}, {4, 64, 3, 1},
+                                             {4, 32, 4, 1}, {4, 64, 2, 2}, {4, 32, 3, 2}, {4, 32, 2, 2}};
+constexpr int kNumPrefillConfigs = 8;
+// 8 warps x 16 rows, 64-key tiles, 2 stages: 180 TFLOP/s on causal 1 x 4096 (H200; config 0: 162).
+constexpr int kDefaultPrefillConfig = 1;
+constexpr int kNumPrefillVariants = kNumPrefillConfigs + 1;
+constexpr int prefill_config(int variant, int head_dim) {
+  return head_dim != 128 ? 0 : variant == 0 ? kDefaultPrefillConfig : variant - 1;
+}
 
 template <typename T, int D>
 void launch_decode(const Params& p, int variant, cudaStream_t stream);
 template <typename T, int D>
-void launch_prefill(const Params& p, cudaStream_t stream);
+void launch_prefill(const Params& p, int variant, cudaStream_t stream);
 
 // Head dims without a tensor-core instance (any head_dim up to kGenericMaxHeadDim): one warp per (query row,
 // head), scalar fp32 math. Decode when p.cu_q_lens is null (one query per sequence, q row = sequence).

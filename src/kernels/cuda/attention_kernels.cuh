@@ -26,6 +26,10 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int sr
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::);
 }
+// The same with an L2 prefetch hint: the L2 fetches the whole 256-byte span around the address from DRAM.
+__device__ __forceinline__ void cp_async16_pf(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -82,10 +86,23 @@ __device__ __forceinline__ int64_t kv_offset(const int32_t* table, int tok, int 
   return block * block_stride + static_cast<int64_t>(kvh * block_size + tok % block_size) * D;
 }
 
+// kv_offset with the sizes of p, shifting instead of dividing when the block size is a power of two.
+__device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* table, int tok, int kvh, int D) {
+  int blk, in;
+  if (p.block_shift >= 0) {
+    blk = tok >> p.block_shift;
+    in = tok & (p.block_size - 1);
+  } else {
+    blk = tok / p.block_size;
+    in = tok - blk * p.block_size;
+  }
+  return static_cast<int64_t>(table[blk]) * p.block_stride + static_cast<int64_t>(kvh * p.block_size + in) * D;
+}
+
 // Issues the copies of keys and values [t0, t0 + TOK) (zeros past `end`) into k_s / v_s, spread over the
 // NTHREADS threads of which this is thread `tid`. Unrolled so the block-table reads of a thread's rows are
 // all in flight at once.
-template <typename T, int D, int TOK, int NTHREADS>
+template <typename T, int D, int TOK, int NTHREADS, bool PF = false>
 __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* table, int kvh, int t0, int end, T* k_s,
                                              T* v_s, int tid) {
   using TL = Tile<D>;
@@ -102,7 +119,7 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
     const int r = c / TL::kChunks, col = c % TL::kChunks;
     const int tok = t0 + r;
     valid[i] = (kTotal % NTHREADS == 0 || c < kTotal) && tok < end;
-    off[i] = valid[i] ? kv_offset(table, tok, kvh, p.block_stride, p.block_size, D) + col * 8 : 0;
+    off[i] = valid[i] ? kv_offset(p, table, tok, kvh, D) + col * 8 : 0;
   }
 #pragma unroll
   for (int i = 0; i < kIters; ++i) {
@@ -110,8 +127,13 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
     if (kTotal % NTHREADS != 0 && c >= kTotal) break;
     const int r = c / TL::kChunks, col = c % TL::kChunks;
     const uint32_t so = static_cast<uint32_t>((r * TL::kStride + col * 8) * sizeof(T));
-    cp_async16(k_base + so, kc + off[i], valid[i] ? 16 : 0);
-    cp_async16(v_base + so, vc + off[i], valid[i] ? 16 : 0);
+    if constexpr (PF) {
+      cp_async16_pf(k_base + so, kc + off[i], valid[i] ? 16 : 0);
+      cp_async16_pf(v_base + so, vc + off[i], valid[i] ? 16 : 0);
+    } else {
+      cp_async16(k_base + so, kc + off[i], valid[i] ? 16 : 0);
+      cp_async16(v_base + so, vc + off[i], valid[i] ? 16 : 0);
+    }
   }
 }
 
@@ -229,7 +251,7 @@ struct DecodeCfg {
   static constexpr bool kQReg = D <= 128;
 };
 
-template <typename T, int D, int WARPS, int TOK, int STAGES>
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   using Cfg = DecodeCfg<T, D, WARPS, TOK, STAGES>;
   using TL = Tile<D>;
@@ -287,15 +309,15 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
     if (st < my_tiles)
-      load_kv_tile<T, D, TOK, 32>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, stage_k(st), stage_v(st),
-                                  lane);
+      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, stage_k(st), stage_v(st),
+                                      lane);
     cp_async_commit();
   }
   for (int it = 0; it < my_tiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < my_tiles)
-      load_kv_tile<T, D, TOK, 32>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, stage_k(nxt % STAGES),
-                                  stage_v(nxt % STAGES), lane);
+      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, stage_k(nxt % STAGES),
+                                      stage_v(nxt % STAGES), lane);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
@@ -365,6 +387,117 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   }
 }
 
+// Head-major decode: grid (ceil(units / WARPS), num_splits, num_seqs) with units = num_kv_heads * head_chunks;
+// warp w of CTA x owns unit x * WARPS + w (a KV head and 16 of its query heads) and walks every tile of the
+// split through its own STAGES-deep cp.async pipeline, so the CTA's warps stream neighbouring heads of the
+// same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows.
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF>
+__global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
+  static_assert(D <= 128, "head-major decode keeps Q in registers");
+  using TL = Tile<D>;
+  constexpr int kStageElems = 2 * TOK * TL::kStride;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int unit = blockIdx.x * WARPS + warp;
+  if (unit >= p.num_kv_heads * p.head_chunks) return;  // warp-uniform; nothing below synchronizes the CTA
+  const int kvh = unit / p.head_chunks, chunk = unit % p.head_chunks;
+  const int split = blockIdx.y, seq = blockIdx.z;
+  const int kv_len = p.kv_lens[seq];
+  const int pos = kv_len - 1;
+  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
+  const int start = lo + split * p.split_tokens;
+  const int end = min(kv_len, start + p.split_tokens);
+  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  const int g = lane >> 2, t4 = lane & 3;
+
+  T* my_s = reinterpret_cast<T*>(smem_raw) + static_cast<size_t>(warp) * STAGES * kStageElems;
+  const int ntiles = end > start ? (end - start + TOK - 1) / TOK : 0;
+  auto stage_k = [&](int st) { return my_s + st * kStageElems; };
+  auto stage_v = [&](int st) { return my_s + st * kStageElems + TOK * TL::kStride; };
+#pragma unroll
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles)
+      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + st * TOK, end, stage_k(st), stage_v(st), lane);
+    cp_async_commit();
+  }
+
+  // A fragments of rows g and g + 8 (heads chunk * 16 + g of the group; zeros past the group).
+  const int gh0 = chunk * 16 + g, gh1 = gh0 + 8;
+  const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.ldq;
+  const uint32_t* q0 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh0) * D + 2 * t4);
+  const uint32_t* q1 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh1) * D + 2 * t4);
+  const bool v0 = gh0 < p.group, v1 = gh1 < p.group;
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    qf[ks][0] = v0 ? q0[ks * 8] : 0u;
+    qf[ks][1] = v1 ? q1[ks * 8] : 0u;
+    qf[ks][2] = v0 ? q0[ks * 8 + 4] : 0u;
+    qf[ks][3] = v1 ? q1[ks * 8 + 4] : 0u;
+  }
+  float slope[2] = {0.0f, 0.0f};
+  if (p.alibi_slopes) {
+    if (v0) slope[0] = p.alibi_slopes[kvh * p.group + gh0];
+    if (v1) slope[1] = p.alibi_slopes[kvh * p.group + gh1];
+  }
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int it = 0; it < ntiles; ++it) {
+    const int nxt = it + STAGES - 1;
+    if (nxt < ntiles)
+      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + nxt * TOK, end, stage_k(nxt % STAGES),
+                                      stage_v(nxt % STAGES), lane);
+    cp_async_commit();
+    cp_async_wait<STAGES - 1>();
+    __syncwarp();
+    const int st = it % STAGES;
+    float s[TOK / 8][4];
+    qk_tile<T, D, TOK, true>(s, qf, 0u, stage_k(st), lane);
+    const int t0 = start + it * TOK;
+#pragma unroll
+    for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
+        s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
+      }
+    softmax_update<D, TOK>(s, m, l, o);
+    pv_tile<T, D, TOK>(o, s, stage_v(st), lane);
+    __syncwarp();
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int gh = h ? gh1 : gh0;
+    if (gh >= p.group) continue;
+    const int hq = kvh * p.group + gh;
+    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+    if (p.num_splits == 1) {
+      T* dst = static_cast<T*>(p.out) + static_cast<int64_t>(seq) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
+#pragma unroll
+      for (int db = 0; db < D / 8; ++db)
+        *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
+            Elem<T>::from_f2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + hq) * p.num_splits + split;
+      float* dst = p.part_o + idx * D + 2 * t4;
+#pragma unroll
+      for (int db = 0; db < D / 8; ++db)
+        *reinterpret_cast<float2*>(dst + db * 8) = make_float2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
+      if (t4 == 0) p.part_lse[idx] = l[h] > 0.0f ? m[h] + log2f(l[h]) : -INFINITY;
+    }
+  }
+}
+
 // Combines the splits of each (sequence, head): grid num_seqs * num_heads, D threads.
 template <typename T, int D>
 __global__ void decode_merge_kernel(Params p) {
@@ -386,18 +519,27 @@ __global__ void decode_merge_kernel(Params p) {
       from_f<T>(L > 0.0f ? acc / L : 0.0f);
 }
 
-template <typename T, int D, int WARPS, int TOK, int STAGES>
+template <typename T, int D, int C>
 void run_decode(const Params& p, cudaStream_t stream) {
-  using Cfg = DecodeCfg<T, D, WARPS, TOK, STAGES>;
-  auto kernel = decode_kernel<T, D, WARPS, TOK, STAGES>;
+  constexpr DecodeConfig c = kDecodeConfigs[C];
+  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D));
+  void (*kernel)(Params);
+  dim3 grid;
+  if constexpr (c.head_major) {
+    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
+    const int units = p.num_kv_heads * p.head_chunks;
+    grid = dim3((units + c.warps - 1) / c.warps, p.num_splits, p.num_seqs);
+  } else {
+    static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages>::kSmem == static_cast<size_t>(kSmem), "smem size");
+    kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
+    grid = dim3(p.num_splits, p.num_kv_heads * p.head_chunks, p.num_seqs);
+  }
   static bool configured = false;  // raising the limit once per instance is enough
   if (!configured) {
-    KILN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem)));
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     configured = true;
   }
-  const dim3 grid(p.num_splits, p.num_kv_heads * p.head_chunks, p.num_seqs);
-  kernel<<<grid, WARPS * 32, Cfg::kSmem, stream>>>(p);
+  kernel<<<grid, c.warps * 32, kSmem, stream>>>(p);
   KILN_CUDA_LAUNCH_CHECK();
   if (p.num_splits > 1) {
     decode_merge_kernel<T, D><<<p.num_seqs * p.num_heads, D, 0, stream>>>(p);
@@ -405,60 +547,128 @@ void run_decode(const Params& p, cudaStream_t stream) {
   }
 }
 
-template <typename T, int D, int V>
-void run_decode_variant(const Params& p, cudaStream_t stream) {
-  constexpr DecodeConfig c = kDecodeConfigs[V];
-  run_decode<T, D, c.warps, c.tok, c.stages>(p, stream);
-}
-
+// `config` indexes kDecodeConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all.
 template <typename T, int D>
-void launch_decode(const Params& p, int variant, cudaStream_t stream) {
+void launch_decode(const Params& p, int config, cudaStream_t stream) {
   if constexpr (D == 128) {
-    switch (variant) {
+    static_assert(kNumDecodeConfigs == 12, "add the new configurations below");
+    switch (config) {
       case 1:
-        return run_decode_variant<T, D, 1>(p, stream);
+        return run_decode<T, D, 1>(p, stream);
       case 2:
-        return run_decode_variant<T, D, 2>(p, stream);
+        return run_decode<T, D, 2>(p, stream);
       case 3:
-        return run_decode_variant<T, D, 3>(p, stream);
+        return run_decode<T, D, 3>(p, stream);
       case 4:
-        return run_decode_variant<T, D, 4>(p, stream);
+        return run_decode<T, D, 4>(p, stream);
       case 5:
-        return run_decode_variant<T, D, 5>(p, stream);
+        return run_decode<T, D, 5>(p, stream);
+      case 6:
+        return run_decode<T, D, 6>(p, stream);
+      case 7:
+        return run_decode<T, D, 7>(p, stream);
+      case 8:
+        return run_decode<T, D, 8>(p, stream);
+      case 9:
+        return run_decode<T, D, 9>(p, stream);
+      case 10:
+        return run_decode<T, D, 10>(p, stream);
+      case 11:
+        return run_decode<T, D, 11>(p, stream);
       default:
         break;
     }
   }
-  run_decode_variant<T, D, 0>(p, stream);
+  run_decode<T, D, 0>(p, stream);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefill: grid (row_tiles, num_kv_heads, num_seqs); 4 warps own 16 rows each of the CTA's 64 rows of
-// (token, head of the group) pairs; the CTA walks the keys [lo, hi) its rows can see in tiles of TOK,
-// double-buffered, masking only tiles that straddle the causal diagonal or the window edge.
-template <typename T, int D>
+// Prefill: grid (row_tiles, num_kv_heads, num_seqs), heaviest row tiles first; WARPS warps own 16 * MT rows
+// each (MT m-tiles share every K/V fragment a warp loads) of the CTA's rows of (token, head of the group)
+// pairs; the CTA walks the keys [lo, hi) its rows can see in tiles of TOK through a STAGES-deep cp.async
+// pipeline (one __syncthreads per tile), masking only tiles that straddle the causal diagonal or the window
+// edge; warps skip tiles they cannot see.
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT>
 struct PrefillCfg {
-  static constexpr int kWarps = 4;
-  static constexpr int kRows = 16 * kWarps;
-  static constexpr int kTok = D <= 128 ? 64 : 32;
-  static constexpr int kStages = 2;
-  static constexpr int kStageElems = 2 * kTok * Tile<D>::kStride;
+  static constexpr int kRows = 16 * MT * WARPS;
+  static constexpr int kStageElems = 2 * TOK * Tile<D>::kStride;
   static constexpr int kQElems = kRows * Tile<D>::kStride;
   static constexpr size_t kSmem =
-      (static_cast<size_t>(kQElems) + kStages * static_cast<size_t>(kStageElems)) * sizeof(T);
-  static constexpr bool kQReg = D <= 128;
+      (static_cast<size_t>(kQElems) + STAGES * static_cast<size_t>(kStageElems)) * sizeof(T);
+  static constexpr bool kQReg = D <= 128 && MT == 1;
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(128) prefill_kernel(Params p) {
-  using Cfg = PrefillCfg<T, D>;
+// S[MT][16 x TOK] = Q Kᵀ for MT m-tiles of one warp (q fragments from shared memory, rows 16 apart), each K
+// fragment loaded once for all of them.
+template <typename T, int D, int TOK, int MT>
+__device__ __forceinline__ void qk_tile_mt(float (&s)[MT][TOK / 8][4], uint32_t q_base, const T* k_s, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nb = 0; nb < TOK / 8; ++nb) s[mt][nb][0] = s[mt][nb][1] = s[mt][nb][2] = s[mt][nb][3] = 0.0f;
+  const uint32_t k_base = smem_addr(k_s);
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+      load_q_frag<D>(a[mt], q_base + static_cast<uint32_t>(mt * 16 * Tile<D>::kStride * 2), ks, lane);
+#pragma unroll
+    for (int np = 0; np < TOK / 16; ++np) {
+      uint32_t b[4];
+      const int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+      const int col = ks * 16 + ((lane >> 3) & 1) * 8;
+      ldmatrix_x4(b, k_base + static_cast<uint32_t>((row * Tile<D>::kStride + col) * 2));
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma16816<T>(s[mt][2 * np], a[mt], b[0], b[1]);
+        mma16816<T>(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// O[MT][16 x D] += P[MT][16 x TOK] V[TOK x D], each V fragment loaded once for the MT m-tiles.
+template <typename T, int D, int TOK, int MT>
+__device__ __forceinline__ void pv_tile_mt(float (&o)[MT][D / 8][4], const float (&s)[MT][TOK / 8][4], const T* v_s,
+                                           int lane) {
+  const uint32_t v_base = smem_addr(v_s);
+#pragma unroll
+  for (int kk = 0; kk < TOK / 16; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t b[4];
+      const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      const int col = dp * 16 + (lane >> 4) * 8;
+      ldmatrix_x4_trans(b, v_base + static_cast<uint32_t>((row * Tile<D>::kStride + col) * 2));
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        mma16816<T>(o[mt][2 * dp], a[mt], b[0], b[1]);
+        mma16816<T>(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT>
+__global__ void __launch_bounds__(WARPS * 32) prefill_kernel(Params p) {
+  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT>;
   using TL = Tile<D>;
-  constexpr int TOK = Cfg::kTok;
+  constexpr int kThreads = WARPS * 32;
+  constexpr int kWarpRows = 16 * MT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* q_s = reinterpret_cast<T*>(smem_raw);
   T* kv_s = q_s + Cfg::kQElems;
 
-  const int tile = blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
+  const int tile = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
   const int q_start = p.cu_q_lens[seq];
   const int q_len = p.cu_q_lens[seq + 1] - q_start;
   const int row0 = tile * Cfg::kRows;
@@ -478,7 +688,7 @@ __global__ void __launch_bounds__(128) prefill_kernel(Params p) {
   {
     const T* q = static_cast<const T*>(p.q);
     const uint32_t q_base = smem_addr(q_s);
-    for (int c = threadIdx.x; c < Cfg::kRows * TL::kChunks; c += 128) {
+    for (int c = threadIdx.x; c < Cfg::kRows * TL::kChunks; c += kThreads) {
       const int r = c / TL::kChunks, col = c % TL::kChunks;
       const int row = row0 + r;
       const bool valid = row <= last_row;
@@ -491,37 +701,50 @@ __global__ void __launch_bounds__(128) prefill_kernel(Params p) {
   const int ntiles = hi > lo ? (hi - lo + TOK - 1) / TOK : 0;
   auto stage_k = [&](int st) { return kv_s + st * Cfg::kStageElems; };
   auto stage_v = [&](int st) { return kv_s + st * Cfg::kStageElems + TOK * TL::kStride; };
-  if (ntiles > 0) load_kv_tile<T, D, TOK, 128>(p, table, kvh, lo, hi, stage_k(0), stage_v(0), threadIdx.x);
-  cp_async_commit();
-
-  // This warp's rows and their positions (row g and g + 8 of the warp for this lane).
-  const int g = lane >> 2, t4 = lane & 3;
-  int rpos[2];
-  float slope[2] = {0.0f, 0.0f};
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = row0 + warp * 16 + g + 8 * h;
-    rpos[h] = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
-    if (p.alibi_slopes && row <= last_row) slope[h] = p.alibi_slopes[kvh * p.group + row % p.group];
+  for (int st = 0; st < STAGES - 1; ++st) {
+    if (st < ntiles)
+      load_kv_tile<T, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, stage_k(st), stage_v(st), threadIdx.x);
+    cp_async_commit();
   }
-  const int wrow_first = row0 + warp * 16, wrow_last = min(row0 + warp * 16 + 15, last_row);
+
+  // This warp's rows and their positions (rows g and g + 8 of each m-tile for this lane).
+  const int g = lane >> 2, t4 = lane & 3;
+  int rpos[MT][2];
+  float slope[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
+      rpos[mt][h] = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
+      slope[mt][h] = p.alibi_slopes && row <= last_row ? p.alibi_slopes[kvh * p.group + row % p.group] : 0.0f;
+    }
+  const int wrow_first = row0 + warp * kWarpRows, wrow_last = min(row0 + warp * kWarpRows + kWarpRows - 1, last_row);
   const int wpos_min = wrow_first <= last_row ? pos0 + wrow_first / p.group : -1;
   const int wpos_max = wrow_first <= last_row ? pos0 + wrow_last / p.group : -1;
 
-  float o[D / 8][4];
+  float o[MT][D / 8][4];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const uint32_t q_base = smem_addr(q_s) + static_cast<uint32_t>(warp * 16 * TL::kStride * sizeof(T));
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+  const uint32_t q_base = smem_addr(q_s) + static_cast<uint32_t>(warp * kWarpRows * TL::kStride * sizeof(T));
   uint32_t qf[Cfg::kQReg ? D / 16 : 1][4];
 
   for (int it = 0; it < ntiles; ++it) {
-    if (it + 1 < ntiles)
-      load_kv_tile<T, D, TOK, 128>(p, table, kvh, lo + (it + 1) * TOK, hi, stage_k((it + 1) % 2), stage_v((it + 1) % 2),
-                                   threadIdx.x);
-    cp_async_commit();
-    cp_async_wait<1>();
+    // Tile it (and Q) landed for this thread; the barrier makes it everyone's and frees the stage read last
+    // iteration, which the next load refills.
+    cp_async_wait<STAGES - 2>();
     __syncthreads();
+    const int nxt = it + STAGES - 1;
+    if (nxt < ntiles)
+      load_kv_tile<T, D, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, stage_k(nxt % STAGES), stage_v(nxt % STAGES),
+                                        threadIdx.x);
+    cp_async_commit();
     if constexpr (Cfg::kQReg) {
       if (it == 0) {
 #pragma unroll
@@ -532,50 +755,72 @@ __global__ void __launch_bounds__(128) prefill_kernel(Params p) {
     // Skip tiles this warp cannot see at all (past its diagonal, or before its window).
     const bool visible = wpos_max >= t0 && (p.window <= 0 || t0 + TOK - 1 > wpos_min - p.window);
     if (visible) {
-      float s[TOK / 8][4];
-      qk_tile<T, D, TOK, Cfg::kQReg>(s, qf, q_base, stage_k(it % 2), lane);
+      const int st = it % STAGES;
+      float s[MT][TOK / 8][4];
+      if constexpr (MT == 1) {
+        qk_tile<T, D, TOK, Cfg::kQReg>(s[0], qf, q_base, stage_k(st), lane);
+      } else {
+        qk_tile_mt<T, D, TOK, MT>(s, q_base, stage_k(st), lane);
+      }
       const bool full = t0 + TOK - 1 <= wpos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > wpos_max - p.window) &&
-                        wrow_last - wrow_first == 15;
+                        wrow_last - wrow_first == kWarpRows - 1;
+      if (full && p.softcap <= 0.0f && p.alibi_slopes == nullptr) {
 #pragma unroll
-      for (int nb = 0; nb < TOK / 8; ++nb)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
-          const int rp = rpos[e >> 1];
-          const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
-          s[nb][e] = ok ? logit2(s[nb][e], p, slope[e >> 1], tok, rp) : -INFINITY;
-        }
-      softmax_update<D, TOK>(s, m, l, o);
-      pv_tile<T, D, TOK>(o, s, stage_v(it % 2), lane);
+          for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[mt][nb][e] *= p.scale_log2;
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
+              const int rp = rpos[mt][e >> 1];
+              const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
+              s[mt][nb][e] = ok ? logit2(s[mt][nb][e], p, slope[mt][e >> 1], tok, rp) : -INFINITY;
+            }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) softmax_update<D, TOK>(s[mt], m[mt], l[mt], o[mt]);
+      if constexpr (MT == 1) {
+        pv_tile<T, D, TOK>(o[0], s[0], stage_v(st), lane);
+      } else {
+        pv_tile_mt<T, D, TOK, MT>(o, s, stage_v(st), lane);
+      }
     }
-    __syncthreads();
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
   T* out = static_cast<T*>(p.out);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int row = row0 + warp * 16 + g + 8 * h;
-    if (row > last_row) continue;
-    const int i = row / p.group, hq = kvh * p.group + row % p.group;
-    const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
-    T* dst = out + static_cast<int64_t>(q_start + i) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int db = 0; db < D / 8; ++db)
-      *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
-          Elem<T>::from_f2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
-  }
+    for (int h = 0; h < 2; ++h) {
+      float lsum = l[mt][h];
+      lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+      lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
+      const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
+      if (row > last_row) continue;
+      const int i = row / p.group, hq = kvh * p.group + row % p.group;
+      const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+      T* dst = out + static_cast<int64_t>(q_start + i) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
+#pragma unroll
+      for (int db = 0; db < D / 8; ++db)
+        *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
+            Elem<T>::from_f2(o[mt][db][2 * h] * inv, o[mt][db][2 * h + 1] * inv);
+    }
 }
 
-template <typename T, int D>
-void launch_prefill(const Params& p, cudaStream_t stream) {
-  using Cfg = PrefillCfg<T, D>;
-  auto kernel = prefill_kernel<T, D>;
+template <typename T, int D, int C>
+void run_prefill(const Params& p, cudaStream_t stream) {
+  constexpr PrefillConfig c = kPrefillConfigs[C];
+  constexpr int kTok = D <= 128 ? c.tok : 32;
+  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt>;
+  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt>;
   static bool configured = false;
   if (!configured) {
     KILN_CUDA_CHECK(
@@ -583,14 +828,41 @@ void launch_prefill(const Params& p, cudaStream_t stream) {
     configured = true;
   }
   const dim3 grid(p.row_tiles, p.num_kv_heads, p.num_seqs);
-  kernel<<<grid, 128, Cfg::kSmem, stream>>>(p);
+  kernel<<<grid, c.warps * 32, Cfg::kSmem, stream>>>(p);
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-#define KILN_ATTN_INSTANCES(D)                                                     \
-  template void launch_decode<__nv_bfloat16, D>(const Params&, int, cudaStream_t); \
-  template void launch_decode<__half, D>(const Params&, int, cudaStream_t);        \
-  template void launch_prefill<__nv_bfloat16, D>(const Params&, cudaStream_t);     \
-  template void launch_prefill<__half, D>(const Params&, cudaStream_t);
+// `config` indexes kPrefillConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all.
+template <typename T, int D>
+void launch_prefill(const Params& p, int config, cudaStream_t stream) {
+  if constexpr (D == 128) {
+    static_assert(kNumPrefillConfigs == 8, "add the new configurations below");
+    switch (config) {
+      case 1:
+        return run_prefill<T, D, 1>(p, stream);
+      case 2:
+        return run_prefill<T, D, 2>(p, stream);
+      case 3:
+        return run_prefill<T, D, 3>(p, stream);
+      case 4:
+        return run_prefill<T, D, 4>(p, stream);
+      case 5:
+        return run_prefill<T, D, 5>(p, stream);
+      case 6:
+        return run_prefill<T, D, 6>(p, stream);
+      case 7:
+        return run_prefill<T, D, 7>(p, stream);
+      default:
+        break;
+    }
+  }
+  run_prefill<T, D, 0>(p, stream);
+}
+
+#define KILN_ATTN_INSTANCES(D)                                                      \
+  template void launch_decode<__nv_bfloat16, D>(const Params&, int, cudaStream_t);  \
+  template void launch_decode<__half, D>(const Params&, int, cudaStream_t);         \
+  template void launch_prefill<__nv_bfloat16, D>(const Params&, int, cudaStream_t); \
+  template void launch_prefill<__half, D>(const Params&, int, cudaStream_t);
 
 }  // namespace kiln::cuda::attn

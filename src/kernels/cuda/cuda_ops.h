@@ -175,8 +175,9 @@ struct DecodePlan {
   int32_t variant = 0;       // kernel configuration (0: default; others for benchmarks)
   size_t workspace_bytes = 0;
 };
-// Kernel configurations selectable through plan_decode_attention's `variant` (head_dim 128 only; others use 0).
-constexpr int kDecodeAttentionVariants = 6;
+// Kernel configurations selectable through plan_decode_attention's `variant` (0: the default; 1.. name each
+// configuration, see attention_impl.h; head_dim 128 only, others always run the default).
+constexpr int kDecodeAttentionVariants = 13;
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
                                  int32_t num_splits = 0 /* 0: choose */, int32_t variant = 0);
 void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
@@ -188,8 +189,12 @@ struct PrefillPlan {
   int32_t num_seqs = 0;
   int32_t max_q_len = 0;
   int32_t row_tiles = 0;  // CTAs per (sequence, KV head)
+  int32_t variant = 0;    // kernel configuration (0: default; others for benchmarks)
 };
-PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len);
+// Prefill kernel configurations selectable through `variant`, as for decode.
+constexpr int kPrefillAttentionVariants = 9;
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len,
+                                   int32_t variant = 0);
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream);
 
