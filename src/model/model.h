@@ -103,7 +103,7 @@ struct ModelStats {
 struct LoadOptions {
   // Print loading progress on stderr.
   bool progress = false;
-  // CUDA: the Llama-family decoder on the GPU (CudaDecoderModel; CUDA builds only, refused by name otherwise).
+  // CUDA: the decoder on the GPU (CudaDecoderModel, every family; CUDA builds only, refused by name otherwise).
   Device device = Device::CPU;
   // CUDA: what weights, activations and the KV cache are stored as (BF16 or F16); unset: BF16 for bf16
   // checkpoints, F16 for f16 and f32 ones. The CPU backend computes in f32 whatever this says.
