@@ -307,22 +307,9 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   const std::string& path = src.path();
   KILN_CHECK(cuda::device_count() > 0, "{}: no CUDA device for the CUDA backend", path);
   // Every DecoderModel trait runs here; what is refused is a one-line reason.
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_layers > 0 && c.num_heads > 0 &&
-                 c.num_kv_heads > 0 && c.head_dim > 0 && c.num_heads % c.num_kv_heads == 0,
-             "{}: bad model sizes", path);
+  check_decoder_config(c, path);
   KILN_CHECK(c.head_dim <= 256 && c.head_dim % 2 == 0,
              "{}: the CUDA backend does not support head_dim {} (it must be even and at most 256)", path, c.head_dim);
-  if (c.rope.rotary_dim == 0) c.rope.rotary_dim = c.head_dim;
-  KILN_CHECK(c.rope.rotary_dim > 0 && c.rope.rotary_dim <= c.head_dim && c.rope.rotary_dim % 2 == 0,
-             "{}: rotary dimension {} must be even and at most head_dim {}", path, c.rope.rotary_dim, c.head_dim);
-  KILN_CHECK(c.layer_sliding_window.empty() || static_cast<int64_t>(c.layer_sliding_window.size()) == c.num_layers,
-             "{}: {} per-layer windows for {} layers", path, c.layer_sliding_window.size(), c.num_layers);
-  KILN_CHECK(c.norm_layout != NormLayout::Shared || c.parallel_residual,
-             "{}: one norm shared by attention and MLP needs a parallel residual", path);
-  KILN_CHECK(c.norm_layout != NormLayout::PrePost || !c.parallel_residual,
-             "{}: post-norms with a parallel residual are not supported", path);
-  KILN_CHECK(c.position != PositionKind::Learned || c.max_position_embeddings > 0,
-             "{}: learned positions need max_position_embeddings > 0", path);
   KILN_CHECK(co.max_num_tokens > 0 && co.max_logit_rows > 0 && co.block_size > 0, "CUDA model: bad options");
   KILN_CHECK(!co.dtype || *co.dtype == DType::BF16 || *co.dtype == DType::F16,
              "CUDA model: the compute type must be bf16 or f16");

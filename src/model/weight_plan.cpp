@@ -1,6 +1,29 @@
+// What both decoders (CPU DecoderModel, CudaDecoderModel) share before placing weights: the config checks and
+// the list of tensors a config needs.
 #include "model/weight_plan.h"
 
+#include "kiln/error.h"
+
 namespace kiln {
+
+void check_decoder_config(ModelConfig& c, const std::string& path) {
+  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_layers > 0 &&
+                 c.num_heads > 0 && c.num_kv_heads > 0 && c.head_dim > 0,
+             "{}: model sizes must be positive", path);
+  KILN_CHECK(c.num_heads % c.num_kv_heads == 0, "{}: {} attention heads are not a multiple of {} KV heads", path,
+             c.num_heads, c.num_kv_heads);
+  if (c.rope.rotary_dim == 0) c.rope.rotary_dim = c.head_dim;
+  KILN_CHECK(c.rope.rotary_dim > 0 && c.rope.rotary_dim <= c.head_dim && c.rope.rotary_dim % 2 == 0,
+             "{}: rotary dimension {} must be even and at most head_dim {}", path, c.rope.rotary_dim, c.head_dim);
+  KILN_CHECK(c.layer_sliding_window.empty() || static_cast<int64_t>(c.layer_sliding_window.size()) == c.num_layers,
+             "{}: {} per-layer windows for {} layers", path, c.layer_sliding_window.size(), c.num_layers);
+  KILN_CHECK(c.norm_layout != NormLayout::Shared || c.parallel_residual,
+             "{}: one norm shared by attention and MLP needs a parallel residual", path);
+  KILN_CHECK(c.norm_layout != NormLayout::PrePost || !c.parallel_residual,
+             "{}: post-norms with a parallel residual are not supported", path);
+  KILN_CHECK(c.position != PositionKind::Learned || c.max_position_embeddings > 0,
+             "{}: learned positions need max_position_embeddings > 0", path);
+}
 
 WeightPlan plan_weights(const ModelConfig& c, const WeightSource& src) {
   WeightPlan p;

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/model_config.h"
@@ -36,6 +37,10 @@ struct WeightPlan {
   };
   std::vector<Layer> layers;
 };
+
+// The checks both decoders make before planning (sizes, heads, rotary dim, windows, norm layouts, learned
+// positions), naming `path` in the kiln::Error they throw; fills in rotary_dim (0: the whole head).
+void check_decoder_config(ModelConfig& c, const std::string& path);
 
 // Every tensor `c` needs, in load order. lm_head is tied (absent from the list) when the
 // config says so or the source has none.
