@@ -6,8 +6,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 
 #include "cuda_test_util.h"
@@ -18,24 +16,11 @@
 namespace kiln {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 // A Llama with head_dim 64 and random weights (the tensor-core attention kernels), with or without graphs.
 std::shared_ptr<const Model> load_model(bool graphs) {
-  const fs::path dir = fs::temp_directory_path() / "kiln_cuda_graph_hd64";
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-    "vocab_size": 1000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16", "bos_token_id": 1,
-    "eos_token_id": 2, "tie_word_embeddings": false})";
-  LoadOptions o;
-  o.device = Device::CUDA;
-  o.random_weights = true;
-  o.random_seed = 11;
-  o.cuda_graphs = graphs;
-  return std::shared_ptr<const Model>(Model::load((dir / "config.json").string(), o));
+  return testing::random_llama_hd64("kiln_cuda_graph_hd64", 11, graphs);
 }
 
 constexpr int32_t kBlock = 8;

@@ -50,20 +50,7 @@ std::shared_ptr<const Model> fixture_model() {
 
 // A Llama with head_dim 64 and random weights (the tensor-core attention kernels).
 std::shared_ptr<const Model> hd64_model() {
-  static std::shared_ptr<const Model> m = [] {
-    const fs::path dir = fs::temp_directory_path() / "kiln_cuda_runtime_hd64";
-    fs::create_directories(dir);
-    std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-      "vocab_size": 1000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
-      "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16", "bos_token_id": 1,
-      "eos_token_id": 2, "tie_word_embeddings": false})";
-    LoadOptions o;
-    o.device = Device::CUDA;
-    o.random_weights = true;
-    o.random_seed = 5;
-    return std::shared_ptr<const Model>(Model::load((dir / "config.json").string(), o));
-  }();
+  static std::shared_ptr<const Model> m = testing::random_llama_hd64("kiln_cuda_runtime_hd64", 5);
   return m;
 }
 

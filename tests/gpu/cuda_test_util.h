@@ -7,6 +7,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -14,6 +17,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/dtype.h"
+#include "model/model.h"
 
 namespace kiln::testing {
 
@@ -121,6 +125,24 @@ inline double rel_err(const std::vector<float>& got, const std::vector<float>& w
 // Relative error allowed for outputs rounded to a 16-bit type after fp32 arithmetic on rounded inputs.
 inline double tol16(cuda::ElemType t) {
   return t == cuda::ElemType::BF16 ? 1e-2 : 2e-3;
+}
+
+// A two-layer Llama with head_dim 64 (the tensor-core attention kernels) and seeded random bf16 weights, on the GPU;
+// its config.json is written to a temporary folder named `name`.
+inline std::shared_ptr<const Model> random_llama_hd64(const std::string& name, uint64_t seed, bool cuda_graphs = true) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / name;
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "vocab_size": 1000, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16", "bos_token_id": 1,
+    "eos_token_id": 2, "tie_word_embeddings": false})";
+  LoadOptions o;
+  o.device = Device::CUDA;
+  o.random_weights = true;
+  o.random_seed = seed;
+  o.cuda_graphs = cuda_graphs;
+  return std::shared_ptr<const Model>(Model::load((dir / "config.json").string(), o));
 }
 
 }  // namespace kiln::testing
