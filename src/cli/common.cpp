@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "kiln/error.h"
 #ifdef KILN_HAVE_CUDA
@@ -100,6 +102,14 @@ std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& con
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;
+}
+
+std::string read_chat_template(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  KILN_CHECK(f.good(), "--chat-template: cannot read {}", path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 }  // namespace kiln::cli

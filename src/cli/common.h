@@ -31,6 +31,9 @@ std::vector<int32_t> parse_id_list(const std::string& text);
 // (otherwise a one-line error saying which is missing).
 Device check_device(const std::string& device);
 
+// The text of a `--chat-template` file; throws kiln::Error naming it when it cannot be read.
+std::string read_chat_template(const std::string& path);
+
 // The ids that end generation: the tokenizer's eos ids and the model config's.
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config);
 

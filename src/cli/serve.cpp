@@ -10,10 +10,8 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -91,14 +89,6 @@ std::shared_ptr<StopSignal> watch_signals() {
   return stop;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  KILN_CHECK(f.good(), "--chat-template: cannot read {}", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::string default_model_name(const std::string& path) {
   std::filesystem::path p(path);
   while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "dir/" names the folder
@@ -118,7 +108,7 @@ int run(const ServeFlags& f) {
   const std::string path = resolve_model_path(f.model);
   std::optional<std::string> template_override;
   if (!f.chat_template.empty()) {
-    template_override = read_text(f.chat_template);
+    template_override = read_chat_template(f.chat_template);
     jinja::Template check(*template_override);  // a syntax error fails now, not at the first request
   }
 
