@@ -34,6 +34,7 @@ struct ChatFlags {
   float min_p = 0.0f;
   uint64_t seed = 0;
   std::string device = "cpu";
+  std::string dtype = "auto";
   int threads = 0;
 };
 
@@ -55,6 +56,7 @@ ChatTemplate chat_template_for(const Tokenizer& tok, const std::string& file, co
 
 int run(const ChatFlags& f) {
   const Device device = check_device(f.device);
+  const std::optional<DType> compute_dtype = parse_compute_dtype(f.dtype, device);
   SamplingParams sp{f.temperature, f.top_k, f.top_p, f.min_p, f.seed, 0};
   Sampler::validate(sp);
   set_num_threads(f.threads);
@@ -62,6 +64,7 @@ int run(const ChatFlags& f) {
   LoadOptions lo;
   lo.progress = isatty(STDERR_FILENO);
   lo.device = device;
+  lo.compute_dtype = compute_dtype;
   std::unique_ptr<Model> model = Model::load(path, lo);
   std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
   KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer, which chat needs", path);
@@ -164,6 +167,8 @@ std::function<int()> add_chat(CLI::App& app) {
   app.add_option("--min-p", f->min_p, "Min-p (0: off)")->capture_default_str();
   app.add_option("--seed", f->seed, "Random seed")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--dtype", f->dtype, "cuda: compute in auto (bf16 for bf16 checkpoints, else f16), bf16 or f16")
+      ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   return [f] { return run(*f); };
 }

@@ -95,6 +95,14 @@ Device check_device(const std::string& device) {
 #endif
 }
 
+std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device) {
+  KILN_CHECK(dtype == "auto" || dtype == "bf16" || dtype == "f16", "--dtype must be auto, bf16 or f16, got '{}'",
+             dtype);
+  if (dtype == "auto") return std::nullopt;
+  KILN_CHECK(device == Device::CUDA, "--dtype {} applies to --device cuda; the CPU backend computes in f32", dtype);
+  return dtype == "bf16" ? DType::BF16 : DType::F16;
+}
+
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config) {
   std::vector<int32_t> ids;
   if (tokenizer) ids = tokenizer->eos_ids();

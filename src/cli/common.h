@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ Device check_device(const std::string& device);
 
 // The text of a `--chat-template` file; throws kiln::Error naming it when it cannot be read.
 std::string read_chat_template(const std::string& path);
+
+// `--dtype` of generate/chat/serve: what the CUDA backend computes in. "auto" (bf16 for bf16 checkpoints, f16
+// for f16/f32 ones), "bf16" or "f16"; anything else, or a type other than auto with --device cpu (which
+// computes in f32), is a one-line kiln::Error.
+std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device);
 
 // The ids that end generation: the tokenizer's eos ids and the model config's.
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config);

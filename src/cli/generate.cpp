@@ -33,6 +33,7 @@ struct GenerateFlags {
   uint64_t seed = 0;
   int32_t logprobs = 0;
   std::string device = "cpu";
+  std::string dtype = "auto";
   int threads = 0;
   bool json = false;
   bool quiet = false;
@@ -85,6 +86,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
   KILN_CHECK(f.kv_cache_bytes >= 0, "--kv-cache-bytes must be >= 0, got {}", f.kv_cache_bytes);
   const Device device = check_device(f.device);
+  const std::optional<DType> compute_dtype = parse_compute_dtype(f.dtype, device);
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> texts;
   if (prompt_ids_given) prompts.push_back(parse_id_list(f.prompt_ids));
@@ -97,6 +99,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   LoadOptions lo;
   lo.progress = !f.quiet && isatty(STDERR_FILENO);
   lo.device = device;
+  lo.compute_dtype = compute_dtype;
   lo.cuda_graphs = !f.no_cuda_graphs;
   const auto t_load = std::chrono::steady_clock::now();
   std::shared_ptr<const Model> model = Model::load(path, lo);
@@ -261,6 +264,8 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--seed", f->seed, "Random seed")->capture_default_str();
   app.add_option("--logprobs", f->logprobs, "Report the top K logprobs per generated token")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--dtype", f->dtype, "cuda: compute in auto (bf16 for bf16 checkpoints, else f16), bf16 or f16")
+      ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   app.add_flag("--json", f->json, "Print one JSON object per prompt instead of streaming text");
   app.add_flag("--quiet,-q", f->quiet, "No progress or speed on stderr");

@@ -30,6 +30,7 @@ struct ServeFlags {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string device = "cpu";
+  std::string dtype = "auto";
   int threads = 0;
   int64_t max_num_tokens = 2048;
   int32_t max_batch_size = 64;
@@ -98,6 +99,7 @@ std::string default_model_name(const std::string& path) {
 
 int run(const ServeFlags& f) {
   const Device device = check_device(f.device);
+  const std::optional<DType> compute_dtype = parse_compute_dtype(f.dtype, device);
   KILN_CHECK(f.port >= 0 && f.port < 65536, "--port must be in [0, 65535], got {}", f.port);
   KILN_CHECK(f.max_queue >= 0, "--max-queue must be >= 0, got {}", f.max_queue);
   KILN_CHECK(f.shutdown_timeout >= 0, "--shutdown-timeout must be >= 0, got {}", f.shutdown_timeout);
@@ -135,6 +137,7 @@ int run(const ServeFlags& f) {
     const auto t0 = std::chrono::steady_clock::now();
     LoadOptions lo;
     lo.device = device;
+    lo.compute_dtype = compute_dtype;
     lo.cuda_graphs = !f.no_cuda_graphs;
     std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
@@ -212,6 +215,8 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--host", f->host, "Address to listen on")->capture_default_str();
   app.add_option("--port", f->port, "Port to listen on (0: any free port, printed on stderr)")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--dtype", f->dtype, "cuda: compute in auto (bf16 for bf16 checkpoints, else f16), bf16 or f16")
+      ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   app.add_option("--max-num-tokens", f->max_num_tokens, "Token budget of one engine step")->capture_default_str();
   app.add_option("--max-batch-size", f->max_batch_size, "Requests running at once")->capture_default_str();

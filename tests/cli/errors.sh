@@ -74,6 +74,9 @@ expect_error bad-ids "prompt-ids" -- generate --model "$stories" --prompt-ids 1,
 expect_error id-out-of-range "outside the vocabulary" -- generate --model "$stories" --prompt-ids 1,99999
 expect_error both-prompts "exactly one" -- generate --model "$stories" --prompt hi --prompt-ids 1
 expect_error bad-device "device" -- generate --model "$stories" --prompt-ids 1 --device tpu
+expect_error bad-dtype "dtype must be auto, bf16 or f16" -- generate --model "$stories" --prompt-ids 1 --dtype f8
+expect_error dtype-on-cpu "applies to --device cuda" -- generate --model "$stories" --prompt-ids 1 --dtype f16
+expect_error chat-dtype-on-cpu "applies to --device cuda" -- chat --model "$stories" --dtype bf16
 expect_error zero-max-tokens "max-tokens" -- generate --model "$stories" --prompt-ids 1 --max-tokens 0
 expect_error no-verb "" --
 expect_error prompt-too-long "context" -- generate --model "$stories" --prompt-ids "$(python3 -c 'print(",".join(["5"]*600))')"
