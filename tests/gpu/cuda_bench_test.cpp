@@ -340,6 +340,156 @@ TEST(CudaBench, DISABLED_All) {
   }
 }
 
+// The ops around the fp32 residual stream (norms, embedding, activations, clamp, soft-cap) at T = 4096 tokens, and
+// the sampler's per-row paths (penalties, top-p, min-p, top-k + top-p) over a Llama-3 vocabulary.
+TEST(CudaBench, DISABLED_Fp32StreamAndSampling) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  const int64_t T = 4096, H = kHidden;
+  std::mt19937 rng(21);
+  {
+    DeviceBuffer<float> x(testing::randn(T * H, rng)), w(testing::randn(H, rng)), b(testing::randn(H, rng)),
+        y32(testing::randn(T * H, rng));
+    DeviceBuffer<uint16_t> y16(T * H);
+    const std::string sh = std::to_string(T) + "x" + std::to_string(H);
+    double us = time_us(
+        [&] {
+          cuda::norm_f32(ElemType::BF16, false, x.get(), w.get(), nullptr, y16.get(), T, H, 1e-5f, false, false,
+                         nullptr, nullptr);
+        },
+        50);
+    report("rms_norm_f32 ->bf16", sh + " f32 -> bf16", us, T * H * 4.0 + H * 4.0 + T * H * 2.0, 0);
+    us = time_us(
+        [&] {
+          cuda::norm_f32(ElemType::BF16, true, x.get(), w.get(), b.get(), y16.get(), T, H, 1e-5f, false, false, nullptr,
+                         nullptr);
+        },
+        50);
+    report("layer_norm_f32 ->bf16", sh + " f32 -> bf16", us, T * H * 4.0 + 2 * H * 4.0 + T * H * 2.0, 0);
+    // Gemma 2's post-norm into the residual: y32 += norm(x) (y32 drifts by norm(x) a call and stays finite).
+    us = time_us(
+        [&] {
+          cuda::norm_f32(ElemType::F32, false, x.get(), w.get(), nullptr, y32.get(), T, H, 1e-6f, true, true, nullptr,
+                         nullptr);
+        },
+        50);
+    report("rms_norm_f32 +=f32", sh + " f32 += f32", us, T * H * 4.0 + H * 4.0 + 2.0 * T * H * 4, 0);
+    // The final norm of the logit rows: 64 rows gathered from the 4096 (1 MB read: L2-resident after warm-up).
+    const int64_t R = 64;
+    std::vector<int32_t> rows(R);
+    for (auto& r : rows) r = static_cast<int32_t>(rng() % T);
+    DeviceBuffer<int32_t> drows(rows);
+    us = time_us(
+        [&] {
+          cuda::norm_f32(ElemType::BF16, false, x.get(), w.get(), nullptr, y16.get(), R, H, 1e-5f, false, false,
+                         drows.get(), nullptr);
+        },
+        50);
+    report("rms_norm_f32 gather", "64 of 4096 rows x 4096 -> bf16", us, R * H * 4.0 + H * 4.0 + R * H * 2.0, 0);
+
+    // Embedding into the fp32 stream from a bf16 table (constant non-zero bytes: the values do not matter).
+    DeviceBuffer<uint16_t> table(static_cast<size_t>(kVocab) * H);
+    KILN_TEST_CUDA(cudaMemset(table.get(), 0x3c, table.size() * 2));
+    std::vector<int32_t> ids(T);
+    for (auto& id : ids) id = static_cast<int32_t>(rng() % kVocab);
+    DeviceBuffer<int32_t> dids(ids);
+    us = time_us(
+        [&] {
+          cuda::embedding_f32(ElemType::BF16, table.get(), kVocab, H, dids.get(), T, 1.0f, nullptr, 0, nullptr,
+                              y32.get(), nullptr);
+        },
+        50);
+    report("embedding_f32", "4096 tokens x 4096 bf16 -> f32", us, T * H * 2.0 + T * H * 4.0, 0);
+
+    // Gated activations of the fp32 gate|up GEMM output [T, 2 * 14336] into bf16 (input: copies of x's N(0, 1)).
+    DeviceBuffer<float> gu(T * 2 * kInter);
+    for (size_t o = 0; o < gu.size(); o += x.size())
+      KILN_TEST_CUDA(
+          cudaMemcpy(gu.get() + o, x.get(), std::min(x.size(), gu.size() - o) * 4, cudaMemcpyDeviceToDevice));
+    DeviceBuffer<uint16_t> act(T * kInter);
+    const std::pair<const char*, cuda::Act> acts[] = {{"swiglu_f32 ->bf16", cuda::Act::SiLU},
+                                                      {"geglu_tanh_f32 ->bf16", cuda::Act::GeluTanh}};
+    for (const auto& ac : acts) {
+      us = time_us(
+          [&] {
+            cuda::activation_f32(ElemType::BF16, gu.get(), 2 * kInter, act.get(), T, kInter, ac.second, true, nullptr);
+          },
+          20);
+      report(ac.first, "4096 x 2*14336 f32 -> bf16", us, T * 2.0 * kInter * 4 + T * kInter * 2.0, 0);
+    }
+  }
+  // MPT's clip_qkv on the fused bf16 qkv, in place (idempotent, so every call sees the same data).
+  {
+    const int64_t n = T * (kHeads + 2 * kKvHeads) * kHeadDim;
+    DeviceBuffer<uint16_t> qkv(n);
+    KILN_TEST_CUDA(cudaMemset(qkv.get(), 0x3c, n * 2));
+    const double us = time_us([&] { cuda::clamp(ElemType::BF16, qkv.get(), n, -8.0f, 8.0f, nullptr); }, 50);
+    report("clamp (clip_qkv)", "4096x6144 bf16 in place", us, 2.0 * n * 2, 0);
+  }
+
+  // Sampling with per-row params on 64 rows; logits N(0, 3) (a flat row: top-p keeps many tokens).
+  const int64_t rows = 64;
+  DeviceBuffer<float> lg(testing::randn(rows * kVocab, rng, 3.0f));
+  {
+    // 128 distinct tokens a row (each in the prompt or the output), the rows' ranges disjoint: the kernel
+    // penalizes the row's logits in place and restores them from each entry's `saved`.
+    const int kPen = 128;
+    std::vector<cuda::PenaltyToken> entries;
+    for (int64_t r = 0; r < rows; ++r) {
+      const size_t begin = entries.size();
+      for (int j = 0; entries.size() - begin < static_cast<size_t>(kPen);) {
+        const int32_t t = static_cast<int32_t>(rng() % kVocab);
+        if (std::none_of(entries.begin() + begin, entries.end(), [&](const auto& e) { return e.token == t; })) {
+          entries.push_back({t, j % 3, j % 3 == 0 || j % 2 == 1, 0.0f});
+          ++j;
+        }
+      }
+    }
+    DeviceBuffer<cuda::PenaltyToken> pens(entries);
+    DeviceBuffer<int32_t> tok(rows);
+    DeviceBuffer<float> lp(rows);
+    cuda::SampleArgs a;
+    a.logits = lg.get();
+    a.rows = rows;
+    a.vocab = kVocab;
+    a.tokens = tok.get();
+    a.token_logprobs = lp.get();
+    auto bench = [&](const char* name, const char* shape, cuda::SampleRowParams p, bool penalties) {
+      std::vector<cuda::SampleRowParams> params(rows, p);
+      for (int64_t r = 0; r < rows; ++r) {
+        params[r].seed = 1000 + r;
+        if (penalties) params[r].penalty_begin = static_cast<int32_t>(r * kPen), params[r].penalty_count = kPen;
+      }
+      DeviceBuffer<cuda::SampleRowParams> dp(params);
+      a.params = dp.get();
+      a.penalties = penalties ? pens.get() : nullptr;
+      const double us = time_us([&] { cuda::sample(a, nullptr); }, 50);
+      report(name, shape, us, 4.0 * rows * kVocab, 0);
+    };
+    cuda::SampleRowParams p;
+    p.temperature = 0.8f;
+    p.repetition_penalty = 1.1f, p.presence_penalty = 0.5f, p.frequency_penalty = 0.3f;
+    bench("sample penalties", "64 x 128256 f32, 128/row, t=0.8", p, true);
+    p = {};
+    p.temperature = 0.8f;
+    p.top_p = 0.9f;
+    bench("sample top-p 0.9", "64 x 128256 f32, t=0.8", p, false);
+    p.top_p = 1.0f;
+    p.min_p = 0.05f;
+    bench("sample min-p 0.05", "64 x 128256 f32, t=0.8", p, false);
+    p.min_p = 0.0f;
+    p.top_k = 50;
+    p.top_p = 0.9f;
+    bench("sample top-k 50+top-p", "64 x 128256 f32, t=0.8, p=0.9", p, false);
+  }
+  // Gemma 2's final soft-cap of the logits, in place (last: it shrinks them a little every call).
+  {
+    const int64_t n = rows * kVocab;
+    const double us = time_us([&] { cuda::softcap(lg.get(), n, 30.0f, nullptr); }, 50);
+    report("softcap", "64 x 128256 f32 in place", us, 2.0 * n * 4, 0);
+  }
+}
+
 // Uniform weights from a hash (fast enough for 8 B parameters): scale 1/sqrt(fan-in), norms 1.
 class HashSource final : public WeightSource {
  public:
