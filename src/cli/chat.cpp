@@ -167,7 +167,7 @@ std::function<int()> add_chat(CLI::App& app) {
   app.add_option("--min-p", f->min_p, "Min-p (0: off)")->capture_default_str();
   app.add_option("--seed", f->seed, "Random seed")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
-  app.add_option("--dtype", f->dtype, "cuda: compute in auto (bf16 for bf16 checkpoints, else f16), bf16 or f16")
+  app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   return [f] { return run(*f); };

@@ -35,8 +35,8 @@ Device check_device(const std::string& device);
 // The text of a `--chat-template` file; throws kiln::Error naming it when it cannot be read.
 std::string read_chat_template(const std::string& path);
 
-// `--dtype` of generate/chat/serve: what the CUDA backend computes in. "auto" (bf16 for bf16 checkpoints, f16
-// for f16/f32 ones), "bf16" or "f16"; anything else, or a type other than auto with --device cpu (which
+// `--dtype` of generate/chat/serve: what the CUDA backend computes in. "auto" (f16, or bf16 when a weight is outside
+// the f16 range), "bf16" or "f16"; anything else, or a type other than auto with --device cpu (which
 // computes in f32), is a one-line kiln::Error.
 std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device);
 

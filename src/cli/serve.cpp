@@ -215,7 +215,7 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--host", f->host, "Address to listen on")->capture_default_str();
   app.add_option("--port", f->port, "Port to listen on (0: any free port, printed on stderr)")->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
-  app.add_option("--dtype", f->dtype, "cuda: compute in auto (bf16 for bf16 checkpoints, else f16), bf16 or f16")
+  app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   app.add_option("--max-num-tokens", f->max_num_tokens, "Token budget of one engine step")->capture_default_str();

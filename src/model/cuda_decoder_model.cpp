@@ -13,10 +13,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <tuple>
 
+#include "core/random_normal.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -32,6 +34,10 @@ namespace {
     cudaError_t e_ = (expr);                                                                                 \
     if (e_ != cudaSuccess) KILN_THROW("CUDA error {} at {}:{}", cudaGetErrorString(e_), __FILE__, __LINE__); \
   } while (0)
+
+cuda::ElemType to_elem(DType t) {
+  return t == DType::BF16 ? cuda::ElemType::BF16 : t == DType::F16 ? cuda::ElemType::F16 : cuda::ElemType::F32;
+}
 
 // A device allocation freed on destruction.
 struct DeviceMem {
@@ -219,6 +225,79 @@ class CudaKvPool final : public KvPool {
   KvStorage kv_;
 };
 
+// KILN_PROFILE=1 in the environment: CUDA events between the ops of every step (graphs off), the time of each
+// op summed per step kind (decode, prefill, mixed) and printed on stderr when the model is destroyed. The
+// events cost a few microseconds per op; the figures are for finding where a step's time goes, not for speed.
+class OpProfile {
+ public:
+  OpProfile() {
+    const char* e = std::getenv("KILN_PROFILE");
+    on = e != nullptr && *e != '\0' && std::string(e) != "0";
+  }
+  ~OpProfile() {
+    if (!on) return;
+    print();
+    for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
+  }
+  OpProfile(const OpProfile&) = delete;
+  OpProfile& operator=(const OpProfile&) = delete;
+
+  bool on = false;
+
+  // The op `name` starts here (it ends where the next one starts).
+  void mark(const char* name, cudaStream_t s) {
+    if (used_ == events_.size()) {
+      cudaEvent_t ev = nullptr;
+      KILN_CHECK(cudaEventCreate(&ev) == cudaSuccess, "KILN_PROFILE: cudaEventCreate failed");
+      events_.push_back(ev);
+    }
+    names_.resize(used_ + 1);
+    names_[used_] = name;
+    KILN_CHECK(cudaEventRecord(events_[used_], s) == cudaSuccess, "KILN_PROFILE: cudaEventRecord failed");
+    ++used_;
+  }
+  // Closes the step (enqueued on s, waited for here) and adds its ops to the kind's totals.
+  void end_step(const char* kind, int64_t tokens, cudaStream_t s) {
+    if (used_ == 0) return;
+    mark("", s);
+    KILN_CHECK(cudaEventSynchronize(events_[used_ - 1]) == cudaSuccess, "KILN_PROFILE: cudaEventSynchronize failed");
+    Kind& k = kinds_[kind];
+    ++k.steps;
+    k.tokens += tokens;
+    for (size_t i = 0; i + 1 < used_; ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, events_[i], events_[i + 1]);
+      k.ops[names_[i]] += ms;
+      k.ms += ms;
+    }
+    used_ = 0;
+  }
+
+ private:
+  struct Kind {
+    int64_t steps = 0, tokens = 0;
+    double ms = 0;
+    std::map<std::string, double> ops;
+  };
+  void print() const {
+    for (const auto& [kind, k] : kinds_) {
+      std::fprintf(stderr, "kiln profile: %s steps: %lld, %lld tokens, %.1f ms on the GPU (%.3f ms per step)\n",
+                   kind.c_str(), static_cast<long long>(k.steps), static_cast<long long>(k.tokens), k.ms,
+                   k.ms / static_cast<double>(k.steps));
+      std::vector<std::pair<double, std::string>> by_time;
+      for (const auto& [op, ms] : k.ops) by_time.emplace_back(ms, op);
+      std::sort(by_time.rbegin(), by_time.rend());
+      for (const auto& [ms, op] : by_time)
+        std::fprintf(stderr, "kiln profile:   %-14s %10.1f ms %5.1f%%  %8.3f ms per step\n", op.c_str(), ms,
+                     100.0 * ms / k.ms, ms / static_cast<double>(k.steps));
+    }
+  }
+  std::vector<cudaEvent_t> events_;
+  std::vector<const char*> names_;
+  size_t used_ = 0;
+  std::map<std::string, Kind> kinds_;
+};
+
 }  // namespace
 
 struct CudaDecoderModel::Impl {
@@ -269,6 +348,14 @@ struct CudaDecoderModel::Impl {
     const int32_t *d_ids = nullptr, *d_pos = nullptr, *d_slots = nullptr, *d_rows = nullptr, *d_lens = nullptr,
                   *d_cu = nullptr, *d_tab = nullptr;
   };
+  mutable OpProfile prof;
+  void mark(const char* op) const {
+    if (prof.on) prof.mark(op, stream);
+  }
+  void end_step(const StepMeta& m) const {
+    if (prof.on) prof.end_step(m.np == 0 ? "decode" : m.nd == 0 ? "prefill" : "mixed", m.T, stream);
+  }
+
   void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;
   void grow_tables(CudaWorkspace& ws, int64_t table) const;
   void grow_penalties(CudaWorkspace& ws, int64_t entries) const;
@@ -366,10 +453,11 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   for (const Slot& s : slots)
     KILN_CHECK(src.has(s.role, s.layer), "{}: missing tensor '{}'", path, src.name(s.role, s.layer));
 
-  // The compute type: asked for, or BF16 for bf16 checkpoints and F16 for f16/f32 ones (more mantissa); a
-  // weight outside the f16 range sends an automatic choice back to BF16.
+  // The compute type: asked for, or F16 whatever the checkpoint's type (three more mantissa bits than bf16 in
+  // every GEMM operand; the residual stream is fp32 and the activation and norm stores saturate, so f16's range
+  // matters only for the weights); a weight outside the f16 range sends an automatic choice back to BF16.
   const bool auto_type = !co.dtype.has_value();
-  I.dtype = co.dtype.value_or(c.checkpoint_dtype == DType::BF16 ? DType::BF16 : DType::F16);
+  I.dtype = co.dtype.value_or(DType::F16);
 
   // Upload tensor by tensor through one host staging buffer.
   I.weights = DeviceMem(total * sizeof(uint16_t));
@@ -379,37 +467,64 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   for (size_t i = 0; i < slots.size(); ++i) {
     const Slot& s = slots[i];
     const size_t n = static_cast<size_t>(shape_numel(s.shape));
-    f32.resize(n);
-    src.read(s.role, s.layer, s.shape, f32.data());
-    if (s.f32) {
-      KILN_MODEL_CUDA(
-          cudaMemcpy(I.weights_f32.as<float>() + s.offset, f32.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    } else {
-      if (I.dtype == DType::F16) {
-        bool fits = true;
-        for (size_t j = 0; j < n && fits; ++j) fits = !(std::fabs(f32[j]) > 65504.0f);
-        if (!fits) {
-          KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
-                     src.name(s.role, s.layer));
-          I.dtype = DType::BF16;  // and convert again what was uploaded as f16
-          i = static_cast<size_t>(-1);
-          I.num_parameters = 0;
-          continue;
-        }
+    if (const std::optional<WeightFormula> f = src.formula(s.role, s.layer)) {
+      // Computed in place on the device (random weights): no host values, no copy.
+      const double max_abs =
+          f->kind == WeightFormula::Constant ? std::fabs(f->value) : f->stddev * kRandomNormalMaxSigmas;
+      if (!s.f32 && I.dtype == DType::F16 && max_abs > 65504.0) {
+        KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
+                   src.name(s.role, s.layer));
+        I.dtype = DType::BF16;
+        i = static_cast<size_t>(-1);
+        I.num_parameters = 0;
+        continue;
       }
-      b16.resize(n);
-      const bool to_bf16 = I.dtype == DType::BF16;
-      ThreadPool::global().parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t j0, int64_t j1) {
-        for (int64_t j = j0; j < j1; ++j) b16[j] = to_bf16 ? f32_to_bf16(f32[j]) : f32_to_f16(f32[j]);
-      });
-      KILN_MODEL_CUDA(
-          cudaMemcpy(I.weights.as<uint16_t>() + s.offset, b16.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+      const cuda::ElemType t = s.f32 ? cuda::ElemType::F32 : to_elem(I.dtype);
+      void* dst = s.f32 ? static_cast<void*>(I.weights_f32.as<float>() + s.offset)
+                        : static_cast<void*>(I.weights.as<uint16_t>() + s.offset);
+      if (f->kind == WeightFormula::Constant && s.f32) {
+        cuda::fill_f32(static_cast<float*>(dst), static_cast<int64_t>(n), f->value, nullptr);
+      } else if (f->kind == WeightFormula::Constant) {
+        const uint16_t bits = I.dtype == DType::BF16 ? f32_to_bf16(f->value) : f32_to_f16(f->value);
+        std::vector<uint16_t> fill(n, bits);
+        KILN_MODEL_CUDA(cudaMemcpy(dst, fill.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+      } else {
+        cuda::fill_normal(t, dst, static_cast<int64_t>(n), f->key, f->stddev, to_elem(f->round_to), nullptr);
+      }
+    } else {
+      f32.resize(n);
+      src.read(s.role, s.layer, s.shape, f32.data());
+      if (s.f32) {
+        KILN_MODEL_CUDA(
+            cudaMemcpy(I.weights_f32.as<float>() + s.offset, f32.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+      } else {
+        if (I.dtype == DType::F16) {
+          bool fits = true;
+          for (size_t j = 0; j < n && fits; ++j) fits = !(std::fabs(f32[j]) > 65504.0f);
+          if (!fits) {
+            KILN_CHECK(auto_type, "{}: tensor '{}' has values outside the f16 range; use bf16", path,
+                       src.name(s.role, s.layer));
+            I.dtype = DType::BF16;  // and convert again what was uploaded as f16
+            i = static_cast<size_t>(-1);
+            I.num_parameters = 0;
+            continue;
+          }
+        }
+        b16.resize(n);
+        const bool to_bf16 = I.dtype == DType::BF16;
+        ThreadPool::global().parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t j0, int64_t j1) {
+          for (int64_t j = j0; j < j1; ++j) b16[j] = to_bf16 ? f32_to_bf16(f32[j]) : f32_to_f16(f32[j]);
+        });
+        KILN_MODEL_CUDA(
+            cudaMemcpy(I.weights.as<uint16_t>() + s.offset, b16.data(), n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+      }
     }
     I.num_parameters += static_cast<int64_t>(n);
     if (options.progress && (i + 1 == slots.size() || i % 8 == 0))
       std::fprintf(stderr, "\rkiln: uploading %s: %zu/%zu tensors", path.c_str(), i + 1, slots.size());
   }
-  I.et = I.dtype == DType::BF16 ? cuda::ElemType::BF16 : cuda::ElemType::F16;
+  KILN_MODEL_CUDA(cudaDeviceSynchronize());  // the fills ran on the legacy stream
+  I.et = to_elem(I.dtype);
   auto at = [&](size_t slot) -> const uint16_t* {
     if (slot == kNoTensor) return nullptr;
     KILN_CHECK(!slots[slot].f32, "CUDA model: tensor {} is not 16-bit", slot);
@@ -682,7 +797,7 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
   // A pure-decode step (every sequence one row, every row sampled) replays its bucket's graph.
   const bool decode_only = T0 == static_cast<int64_t>(b.seqs.size()) && R0 == T0;
   const int64_t B = decode_only ? graph_bucket(T0) : 0;
-  const bool use_graph = I.opt.cuda_graphs && decode_only && B <= ws.tokens;
+  const bool use_graph = I.opt.cuda_graphs && !I.prof.on && decode_only && B <= ws.tokens;
   int64_t width = 0;
   if (use_graph) {
     int64_t mb = 1;
@@ -727,6 +842,7 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
     hp[i] = q;
   }
   cudaStream_t s = I.stream;
+  I.mark("upload");
   KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_params(), hp, static_cast<size_t>(R) * sizeof(cuda::SampleRowParams),
                                   cudaMemcpyHostToDevice, s));
   if (e > 0)
@@ -777,6 +893,7 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
     I.sample_tail(ws, m, top_k);
     ++I.eager_steps;
   }
+  I.end_step(m);
 
   // Only ids and log-probs come back, into pinned memory.
   const size_t r0 = static_cast<size_t>(R0);
@@ -918,12 +1035,14 @@ void CudaDecoderModel::Impl::forward_layers(CudaWorkspace& ws, const KvLayout& k
   p.lens = m.d_lens;
   p.cu = m.d_cu;
   p.tab = m.d_tab;
+  mark("embed");
   embed_rows(ws, m.d_ids, p);
   for (int64_t l = 0; l < cfg.num_layers; ++l) layer(ws, kv_layout, p, l);
 }
 
 // The final norm of the wanted rows (gathered): [R, H] 16-bit in ws.h, ready for lm_head.
 const uint16_t* CudaDecoderModel::Impl::final_hidden(CudaWorkspace& ws, const StepMeta& m) const {
+  mark("final_norm");
   final_norm_rows(ws, m.d_rows, m.R);
   return ws.h.as<uint16_t>();
 }
@@ -931,6 +1050,7 @@ const uint16_t* CudaDecoderModel::Impl::final_hidden(CudaWorkspace& ws, const St
 // lm_head (+ bias, final soft-cap) over rows [r0, r0 + rows) of the normed hidden rows into ws.logits.
 void CudaDecoderModel::Impl::logits_slice(CudaWorkspace& ws, const uint16_t* h, int64_t r0, int64_t rows) const {
   const int64_t H = cfg.hidden_size, V = cfg.vocab_size;
+  mark("lm_head");
   gemm->run(et, cuda::ElemType::F32, h + r0 * H, rows, H, lm_head, V, lm_head_b, nullptr, ws.logits.p, stream);
   if (cfg.final_logit_softcap > 0)
     cuda::softcap(ws.logits.as<float>(), rows * V, static_cast<float>(cfg.final_logit_softcap), stream);
@@ -950,10 +1070,12 @@ void CudaDecoderModel::Impl::run(CudaWorkspace& ws, const KvLayout& kv_layout, c
     for (int64_t r0 = 0; r0 < R; r0 += slice) {
       const int64_t rows = std::min(slice, R - r0);
       logits_slice(ws, h, r0, rows);
+      mark("logits_copy");
       KILN_MODEL_CUDA(cudaMemcpyAsync(logits_out + r0 * V, ws.logits.p, static_cast<size_t>(rows * V) * sizeof(float),
                                       cudaMemcpyDeviceToHost, s));
     }
   }
+  end_step(m);
   KILN_MODEL_CUDA(cudaStreamSynchronize(s));
 }
 
@@ -995,6 +1117,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
   float* y = ws.y.as<float>();
   // out (type ot) = norm(in) with this model's norm; accumulate: out (fp32) += norm(in).
   auto norm = [&](const float* in, const float* w, const float* b, void* out, cuda::ElemType ot, bool accumulate) {
+    mark("norm");
     cuda::norm_f32(ot, ln, in, w, b, out, T, H, eps, c.norm_add_one, accumulate, nullptr, s);
   };
   // out (fp32) = residual + mlp(in): up (or gate|up) into fp32 with its bias, the activation into 16-bit, down
@@ -1003,15 +1126,21 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
     float* mi = ws.mlp_in.as<float>();
     uint16_t* a = ws.act.as<uint16_t>();
     const int64_t n_in = c.gated_mlp ? 2 * In : In;
+    mark("mlp_in_gemm");
     gemm->run(et, f32, in, T, H, L.w_in, n_in, L.b_in, nullptr, mi, s);
+    mark("activation");
     cuda::activation_f32(et, mi, n_in, a, T, In, to_cuda(c.act), c.gated_mlp, s);
+    mark("down_gemm");
     gemm->run(et, f32, a, T, In, L.w_down, H, L.b_down, residual, out, s);
   };
 
   norm(x, L.attn_norm, L.attn_norm_b, h, et, false);
+  mark("qkv_gemm");
   gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, qkv, s);
-  if (c.clip_qkv > 0)
+  if (c.clip_qkv > 0) {
+    mark("clamp");
     cuda::clamp(et, qkv, T * ld_qkv, static_cast<float>(-c.clip_qkv), static_cast<float>(c.clip_qkv), s);
+  }
   const bool rotary = c.position == PositionKind::Rope;
   cuda::RopeKvArgs r;
   r.num_tokens = T;
@@ -1031,6 +1160,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
   r.q_norm = L.q_norm;
   r.k_norm = L.k_norm;
   r.qk_norm_eps = eps;
+  mark("rope_kv");
   cuda::rope_kv_write(et, qkv, r, s);
 
   cuda::AttentionShape shape;
@@ -1055,6 +1185,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
                                          num_sms, 1);
     kv.block_tables = p.tab;
     kv.kv_lens = p.lens;
+    mark("attn_decode");
     cuda::decode_attention(et, plan, shape, qkv, ld_qkv, kv, att, nq, ws.decode_ws.p, s);
   }
   if (p.np > 0) {
@@ -1062,6 +1193,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
         cuda::plan_prefill_attention(shape, static_cast<int32_t>(p.np), static_cast<int32_t>(p.max_q));
     kv.block_tables = p.tab + p.nd * p.mb;
     kv.kv_lens = p.lens + p.nd;
+    mark("attn_prefill");
     cuda::prefill_attention(et, plan, shape, qkv + p.row0_p * ld_qkv, ld_qkv, p.cu, kv, att + p.row0_p * nq, nq, s);
   }
 
@@ -1069,14 +1201,18 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
     // Attention and MLP both read this layer's input: the MLP's norm (or, shared, the attention's, still in h)
     // is taken before o_proj adds into x; then x += o_proj(att) and x += mlp(h), in the CPU's order.
     if (c.norm_layout != NormLayout::Shared) norm(x, L.mlp_norm, L.mlp_norm_b, h, et, false);
+    mark("o_gemm");
     gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, x, x, s);
     mlp(h, x, x);
     return;
   }
   if (L.post_attn != nullptr) {
+    mark("o_gemm");
     gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, nullptr, y, s);
     norm(y, L.post_attn, L.post_attn_b, x, f32, true);
   } else {
+    mark("o_gemm");
+    mark("o_gemm");
     gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, x, x, s);  // x += att · Woᵀ (+ bo)
   }
   norm(x, L.mlp_norm, L.mlp_norm_b, h, et, false);
@@ -1109,6 +1245,7 @@ void CudaDecoderModel::Impl::sample_tail(CudaWorkspace& ws, const StepMeta& m, i
     a.token_logprobs = ws.out_logprobs() + r0;
     a.top_ids = ws.out_top_ids() + r0 * top_k;
     a.top_logprobs = ws.out_top_logprobs() + r0 * top_k;
+    mark("sample");
     cuda::sample(a, stream);
   }
 }

@@ -27,8 +27,8 @@ struct CudaModelOptions {
   bool cuda_graphs = true;
   // Tokens per KV block of the states this model makes.
   int32_t block_size = 16;
-  // Weights, activations and KV cache: BF16 or F16. Unset: BF16 for bf16 checkpoints, F16 for f16 and f32 ones
-  // (falling back to BF16 when a weight is outside the f16 range).
+  // Weights, activations and KV cache: BF16 or F16. Unset: F16, whatever the checkpoint's type (falling back to
+  // BF16 when a weight is outside the f16 range; the residual stream is fp32 either way).
   std::optional<DType> dtype;
 };
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/random_normal.h"
 #include "core/thread_pool.h"
 #include "kiln/error.h"
 #include "model/decoder_model.h"
@@ -14,13 +15,6 @@ namespace kiln {
 namespace {
 
 namespace fs = std::filesystem;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 bool is_norm_scale(WeightRole r) {
   switch (r) {
@@ -74,28 +68,30 @@ class RandomSource final : public WeightSource {
   bool has(WeightRole, int64_t) const override { return true; }
   void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
     const int64_t n = shape_numel(shape);
-    if (is_norm_scale(role) || is_bias(role)) {
-      const float v = is_norm_scale(role) && !norm_add_one_ ? 1.0f : 0.0f;
-      std::fill(dst, dst + n, v);
+    const WeightFormula f = *formula(role, layer);
+    if (f.kind == WeightFormula::Constant) {
+      std::fill(dst, dst + n, f.value);
       return;
     }
-    const uint64_t key =
-        splitmix64(seed_ ^ splitmix64((static_cast<uint64_t>(role) << 32) ^ static_cast<uint64_t>(layer + 1)));
-    const DType dt = dtype_;
-    // Box-Muller over pairs: element 2i and 2i + 1 come from one 64-bit draw of counter i.
-    const int64_t pairs = (n + 1) / 2;
-    ThreadPool::global().parallel_for(pairs, 1 << 14, [&](int64_t begin, int64_t end) {
-      constexpr double kTwoPi = 6.283185307179586;
-      for (int64_t i = begin; i < end; ++i) {
-        const uint64_t h = splitmix64(key + static_cast<uint64_t>(i));
-        const double u1 = (static_cast<double>(h >> 32) + 0.5) * 0x1p-32;  // (0, 1): log is finite
-        const double u2 = static_cast<double>(h & 0xffffffffu) * 0x1p-32;
-        const double r = 0.02 * std::sqrt(-2.0 * std::log(u1));
-        const float a = static_cast<float>(round_to_dtype(r * std::cos(kTwoPi * u2), dt));
-        dst[2 * i] = a;
-        if (2 * i + 1 < n) dst[2 * i + 1] = static_cast<float>(round_to_dtype(r * std::sin(kTwoPi * u2), dt));
-      }
+    const DType dt = f.round_to;
+    ThreadPool::global().parallel_for(n, 1 << 15, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        dst[i] = static_cast<float>(round_to_dtype(random_normal(f.key, i, f.stddev), dt));
     });
+  }
+  // The same values as a formula, so the CUDA loader fills them on the device (cuda::fill_normal).
+  std::optional<WeightFormula> formula(WeightRole role, int64_t layer) const override {
+    WeightFormula f;
+    if (is_norm_scale(role) || is_bias(role)) {
+      f.kind = WeightFormula::Constant;
+      f.value = is_norm_scale(role) && !norm_add_one_ ? 1.0f : 0.0f;
+      return f;
+    }
+    f.kind = WeightFormula::Normal;
+    f.key = splitmix64(seed_ ^ splitmix64((static_cast<uint64_t>(role) << 32) ^ static_cast<uint64_t>(layer + 1)));
+    f.stddev = 0.02;
+    f.round_to = dtype_;
+    return f;
   }
 
  private:

@@ -105,8 +105,8 @@ struct LoadOptions {
   bool progress = false;
   // CUDA: the decoder on the GPU (CudaDecoderModel, every family; CUDA builds only, refused by name otherwise).
   Device device = Device::CPU;
-  // CUDA: what weights, activations and the KV cache are stored as (BF16 or F16); unset: BF16 for bf16
-  // checkpoints, F16 for f16 and f32 ones. The CPU backend computes in f32 whatever this says.
+  // CUDA: what weights, activations and the KV cache are stored as (BF16 or F16); unset: F16 (BF16 when a
+  // weight is outside the f16 range). The CPU backend computes in f32 whatever this says.
   std::optional<DType> compute_dtype;
   // Build the model from an HF config.json (the path is the file, or a folder holding it) with
   // deterministic random weights instead of reading a checkpoint: matrices and embeddings normal(0, 0.02),

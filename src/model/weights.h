@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "kiln/tensor.h"
@@ -17,6 +18,16 @@ enum class WeightRole : uint8_t {
   PostAttnNorm, PostAttnNormBias, PostMlpNorm, PostMlpNormBias,
 };
 
+// A tensor given by a formula: every element `value`, or element i = round_to(random_normal(key, i, stddev))
+// (core/random_normal.h).
+struct WeightFormula {
+  enum Kind { Constant, Normal } kind = Constant;
+  float value = 0.0f;
+  uint64_t key = 0;
+  double stddev = 0.0;
+  DType round_to = DType::F32;
+};
+
 // A checkpoint seen as tensors by role. Implementations convert to f32 and undo format-specific
 // layouts (e.g. GGUF's permuted q/k rows) so every source yields Hugging Face row order.
 class WeightSource {
@@ -30,6 +41,9 @@ class WeightSource {
   // Checks the stored shape equals `shape` and writes the values as f32 to dst; throws kiln::Error naming
   // the tensor and the file when it is missing or has another shape.
   virtual void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const = 0;
+  // Sources whose values are a formula (random weights) describe it here, so a device loader can compute them in
+  // place instead of copying what read() gives; read() must return exactly these values. nullopt: no formula.
+  virtual std::optional<WeightFormula> formula(WeightRole, int64_t) const { return std::nullopt; }
 };
 
 }  // namespace kiln

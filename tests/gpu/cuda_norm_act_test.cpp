@@ -2,6 +2,8 @@
 // ops of the fp32 residual stream (norm_f32, embedding_f32, activation_f32, clamp, softcap).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
 
@@ -272,6 +274,42 @@ TEST(CudaActivationF32, GatedAndPlainMatchCpu) {
             EXPECT_LT(testing::rel_err(testing::to_float(dy.download(), t), want), testing::tol16(t))
                 << testing::type_name(t) << " act=" << static_cast<int>(ga) << " gated=" << gated << " n=" << n;
           }
+}
+
+// f16 stores that feed a GEMM saturate at +-65504 (the automatic f16 compute type of bf16 checkpoints) instead of
+// becoming infinite; NaN stays NaN, and bf16 keeps its range.
+TEST(CudaActivationF32, F16StoresSaturate) {
+  KILN_REQUIRE_GPU();
+  const int64_t n = 4;
+  // gate|up rows: SiLU(gate) * up = 1e5 * 2, -3e5 * 1 (SiLU(x) ~ x for large x), NaN, 1.5.
+  const std::vector<float> in = {1e5f, 3e5f, std::nanf(""), 1.0f, 2.0f, -1.0f, 1.0f, 3.0f};
+  std::vector<float> silu = {1e5f, 3e5f, std::nanf(""), 1.0f};
+  cpu::gated_activation(in.data(), in.data() + n, silu.data(), 1, n, 2 * n, cpu::Activation::SiLU);
+  DeviceBuffer<float> din(in);
+  for (ElemType t : kTypes) {
+    DeviceBuffer<uint16_t> dy(n);
+    cuda::activation_f32(t, din.get(), 2 * n, dy.get(), 1, n, cuda::Act::SiLU, true, nullptr);
+    const std::vector<float> got = testing::to_float(dy.download(), t);
+    if (t == ElemType::F16) {
+      EXPECT_EQ(got[0], 65504.0f);
+      EXPECT_EQ(got[1], -65504.0f);
+    } else {
+      EXPECT_NEAR(got[0], silu[0], 1e-2 * std::fabs(silu[0]));
+      EXPECT_NEAR(got[1], silu[1], 1e-2 * std::fabs(silu[1]));
+    }
+    EXPECT_TRUE(std::isnan(got[2])) << testing::type_name(t);
+    EXPECT_NEAR(got[3], silu[3], 1e-2) << testing::type_name(t);
+  }
+  // The norm's 16-bit output: a row whose normalized value times its weight is 2e5.
+  const int64_t dim = 64;
+  std::vector<float> x(dim, 0.0f), w(dim, 1.0f);
+  x[0] = 1.0f;
+  w[0] = 2e5f / 8.0f;  // rms of x is 1/8, so x[0] normalizes to 8
+  DeviceBuffer<float> dx(x), dw(w);
+  DeviceBuffer<uint16_t> dy(dim);
+  cuda::norm_f32(ElemType::F16, false, dx.get(), dw.get(), nullptr, dy.get(), 1, dim, 0.0f, false, false, nullptr,
+                 nullptr);
+  EXPECT_EQ(testing::to_float(dy.download(), ElemType::F16)[0], 65504.0f);
 }
 
 TEST(CudaClampSoftcap, MatchCpu) {

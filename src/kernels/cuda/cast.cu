@@ -1,6 +1,7 @@
 // Casts between f32 and the 16-bit float types on the GPU.
 #include <algorithm>
 
+#include "core/random_normal.h"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -53,7 +54,45 @@ void run_cast(Kernel kernel, const float* host_in, uint16_t* host_out, size_t n)
   KILN_CUDA_CHECK(err);
 }
 
+template <typename T>
+__global__ void fill_normal_kernel(T* dst, int64_t n, uint64_t key, double stddev, ElemType round_via) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = static_cast<float>(random_normal(key, i, stddev));
+    if (round_via == ElemType::BF16) v = __bfloat162float(__float2bfloat16_rn(v));
+    if (round_via == ElemType::F16) v = __half2float(__float2half_rn(v));
+    dst[i] = from_f<T>(v);
+  }
+}
+
+__global__ void fill_f32_kernel(float* dst, int64_t n, float value) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dst[i] = value;
+}
+
+unsigned fill_grid(int64_t n) { return static_cast<unsigned>(std::clamp<int64_t>((n + 255) / 256, 1, 1 << 16)); }
+
 }  // namespace
+
+void fill_normal(ElemType t, void* dst, int64_t n, uint64_t key, double stddev, ElemType round_via,
+                 cudaStream_t stream) {
+  if (n <= 0) return;
+  if (t == ElemType::F32) {
+    fill_normal_kernel<float><<<fill_grid(n), 256, 0, stream>>>(static_cast<float*>(dst), n, key, stddev, round_via);
+  } else {
+    KILN_DISPATCH_16(t, T, {
+      fill_normal_kernel<T><<<fill_grid(n), 256, 0, stream>>>(static_cast<T*>(dst), n, key, stddev, round_via);
+    });
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream) {
+  if (n <= 0) return;
+  fill_f32_kernel<<<fill_grid(n), 256, 0, stream>>>(dst, n, value);
+  KILN_CUDA_LAUNCH_CHECK();
+}
 
 int device_count() {
   int n = 0;

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/error.h"
@@ -53,6 +54,15 @@ __device__ __forceinline__ float to_f(T v) {
 }
 template <typename T>
 __device__ __forceinline__ T from_f(float v) {
+  return Elem<T>::from_f(v);
+}
+
+// As from_f, but an f16 result saturates at +-65504 instead of becoming infinite (NaN stays NaN): the stores of
+// activations that feed a GEMM, so that an f16 compute type degrades a rare out-of-range value instead of
+// turning the rest of the forward into inf/NaN (bf16 and f32 have the range and are unchanged).
+template <typename T>
+__device__ __forceinline__ T from_f_sat(float v) {
+  if constexpr (std::is_same_v<T, __half>) v = v > 65504.0f ? 65504.0f : (v < -65504.0f ? -65504.0f : v);
   return Elem<T>::from_f(v);
 }
 

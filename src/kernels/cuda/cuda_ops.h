@@ -24,6 +24,14 @@ void cast_f32_to_f16(const float* host_in, uint16_t* host_out, size_t n);
 // Element type of activations, weights and the KV cache (fp32 accumulation everywhere).
 enum class ElemType : uint8_t { BF16, F16, F32 };
 
+// Random weights in place (core/random_normal.h): dst[i] (type t) = round_via(float(random_normal(key, i,
+// stddev))), round_via being the checkpoint's type (BF16/F16 round once more, F32 not); the values the host's
+// RandomSource gives, up to the last bit of the device's double log/sin/cos in rare cases.
+void fill_normal(ElemType t, void* dst, int64_t n, uint64_t key, double stddev, ElemType round_via,
+                 cudaStream_t stream);
+// dst[i] = value over n fp32 elements.
+void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
+
 // ---------------------------------------------------------------------------------------------
 // GEMM (cuBLASLt): y[t, o] = sum_k x[t, k] * w[o, k] (+ bias[o]) (+ residual[t, o]), as cpu::matmul.
 // x and w are `in_type` (bf16/f16); y is in_type or F32. bias and residual have y's type: 16-bit with a

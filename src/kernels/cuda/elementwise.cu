@@ -90,7 +90,7 @@ __global__ void activation_f32_kernel(const float* in, int64_t ld_in, T* out, in
   const float* r = in + row * ld_in;
   float v = act_one<kAct>(r[i]);
   if constexpr (kGated) v *= r[n + i];
-  out[row * n + i] = from_f<T>(v);
+  out[row * n + i] = from_f_sat<T>(v);
 }
 
 template <typename T>

@@ -264,7 +264,7 @@ __global__ void norm_f32_kernel(const float* x, const int32_t* rows_idx, const f
     if constexpr (sizeof(TO) == sizeof(float)) {
       if (accumulate) v += to_f(yr[i]);
     }
-    yr[i] = from_f<TO>(v);
+    yr[i] = from_f_sat<TO>(v);
   }
 }
 
