@@ -135,14 +135,6 @@ std::string device_name(const std::string& device) {
   return cpu_name();
 }
 
-// What the forward pass computes in: f32 on the CPU backend, the CUDA backend's bf16 or f16.
-std::string compute_dtype(const Model& model) {
-#ifdef KILN_HAVE_CUDA
-  if (const auto* m = dynamic_cast<const CudaDecoderModel*>(&model)) return std::string(dtype_name(m->compute_dtype()));
-#endif
-  (void)model;
-  return "f32";
-}
 
 std::string utc_timestamp() {
   const std::time_t t = std::time(nullptr);

@@ -11,6 +11,7 @@
 #include "kiln/error.h"
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
+#include "model/cuda_decoder_model.h"
 #endif
 
 namespace kiln::cli {
@@ -93,6 +94,14 @@ Device check_device(const std::string& device) {
 #else
   KILN_THROW("--device cuda: this kiln was built without the CUDA backend (no nvcc when configured); use --device cpu");
 #endif
+}
+
+std::string compute_dtype(const Model& model) {
+#ifdef KILN_HAVE_CUDA
+  if (const auto* m = dynamic_cast<const CudaDecoderModel*>(&model)) return std::string(dtype_name(m->compute_dtype()));
+#endif
+  (void)model;
+  return "f32";
 }
 
 std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device) {

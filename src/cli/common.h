@@ -39,6 +39,8 @@ std::string read_chat_template(const std::string& path);
 // the f16 range), "bf16" or "f16"; anything else, or a type other than auto with --device cpu (which
 // computes in f32), is a one-line kiln::Error.
 std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device);
+// What a loaded model's forward pass computes in: f32 on the CPU backend, the CUDA backend's bf16 or f16.
+std::string compute_dtype(const Model& model);
 
 // The ids that end generation: the tokenizer's eos ids and the model config's.
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config);

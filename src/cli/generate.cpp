@@ -106,8 +106,9 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
   const ModelConfig& cfg = model->config();
   if (!f.quiet && !lo.progress)
-    std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) on %s in %.2f s\n", path.c_str(),
+    std::fprintf(stderr, "kiln: loaded %s (%s, %.1fM parameters) on %s, computing in %s, in %.2f s\n", path.c_str(),
                  cfg.architecture.c_str(), model->num_parameters() / 1e6, device == Device::CUDA ? "cuda" : "cpu",
+                 cli::compute_dtype(*model).c_str(),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count());
 
   if (prompt_ids_given) {

@@ -353,7 +353,12 @@ struct CudaDecoderModel::Impl {
     if (prof.on) prof.mark(op, stream);
   }
   void end_step(const StepMeta& m) const {
-    if (prof.on) prof.end_step(m.np == 0 ? "decode" : m.nd == 0 ? "prefill" : "mixed", m.T, stream);
+    if (!prof.on) return;
+    const char* kind = m.np > 0 ? (m.nd == 0 ? "prefill" : "mixed")
+                       : m.T <= 64  ? "decode (batch <= 64)"
+                       : m.T <= 256 ? "decode (batch 65-256)"
+                                    : "decode (batch > 256)";
+    prof.end_step(kind, m.T, stream);
   }
 
   void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;

@@ -36,6 +36,20 @@ a=$(ids "$tmp/chunk.json") b=$(ids "$tmp/llama3-gqa-bf16.cuda.json")
   --max-num-tokens 3 >"$tmp/chunk2.json" || status=1
 a=$(ids "$tmp/chunk2.json") b=$(ids "$tmp/gpt2-learned-f32.cuda.json")
 [[ -n "$a" && "$a" == "$b" ]] && echo "gpt2 chunked == unchunked on cuda" || echo "gpt2 chunked differs on cuda: $a vs $b"
+# --dtype: the automatic type is f16 (the upload line says so); --dtype bf16 computes in bf16 and still runs.
+for t in auto bf16 f16; do
+  if ! "$KILN" generate --model "$fx/gemma-mqa-bf16" --prompt-ids 1,5,9,200,7,33,4 -n 16 -t 0 --json --device cuda \
+    --dtype $t >"$tmp/dt.$t.json" 2>"$tmp/dt.$t.err"; then
+    echo "FAILED: generate --dtype $t: $(tail -1 "$tmp/dt.$t.err")"
+    status=1
+  fi
+  echo "--dtype $t: $(grep -o 'computing in [bf0-9]*' "$tmp/dt.$t.err") $(ids "$tmp/dt.$t.json")"
+done
+grep -q "computing in f16" "$tmp/dt.auto.err" && grep -q "computing in bf16" "$tmp/dt.bf16.err" || {
+  echo "FAILED: --dtype auto/bf16 did not upload as f16/bf16"
+  status=1
+}
+[[ "$(ids "$tmp/dt.auto.json")" == "$(ids "$tmp/dt.f16.json")" ]] || { echo "FAILED: --dtype auto != f16"; status=1; }
 "$KILN" generate --model "$fx/llama3-gqa-bf16" --prompt-ids 1,2 -n 2 --device tpu 2>&1 | head -1
 rm -rf "$tmp"
 exit $status

@@ -595,5 +595,14 @@ TEST(CudaBench, DISABLED_Llama8BForward) {
               "batch 1, ISL 128, 128 steps", med * 1e6, 1.0 / med, step[step.size() * 9 / 10] * 1e6);
 }
 
+// Decode attention at the batch and context of the serving benchmarks' decode phases (docs/benchmarks.md):
+// 1000/1000 at 384 sequences (context 1,000 to 2,000) and 2048/128 at 256 (2,048 to 2,176).
+TEST(CudaBench, DISABLED_ServingDecodeAttention) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  for (int ctx : {1024, 1536, 2000}) bench_decode(384, ctx, 0, 0, 16, true, false);
+  bench_decode(256, 2112, 0, 0, 16, true, false);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -155,7 +155,7 @@ TEST(CudaNormF32, MatchesCpuNorms) {
   std::mt19937 rng(6);
   for (ElemType t : {ElemType::BF16, ElemType::F16, ElemType::F32})
     for (int64_t rows : {1, 5, 17})
-      for (int64_t dim : {48, 100, 4096, 5120})
+      for (int64_t dim : {48, 50, 100, 4096, 5120, 12288})  // 50, 12288: the scalar kernel; the rest in registers
         for (int kind = 0; kind < 4; ++kind) {  // rms, rms (1 + w), layer (w, b), layer (no w, no b)
           const bool layer = kind >= 2;
           const std::vector<float> x = testing::randn(rows * dim, rng, 30.0f);
@@ -257,7 +257,7 @@ TEST(CudaActivationF32, GatedAndPlainMatchCpu) {
     for (auto [ga, ca] : acts)
       for (bool gated : {false, true})
         for (int64_t rows : {1, 17})
-          for (int64_t n : {100, 1000}) {
+          for (int64_t n : {100, 1000, 102}) {  // 102: the scalar kernel
             const int64_t ld = gated ? 2 * n : n;
             const std::vector<float> in = testing::randn(rows * ld, rng, 2.0f);
             std::vector<float> want(rows * n);
