@@ -103,21 +103,17 @@ struct PinnedMem {
   }
 };
 
-// Where the K/V of a pass live: layer-major, block b of layer l holds K at base + l * layer_stride + b *
-// block_stride and V `per` elements after it, each [kv_head][block_size][head_dim] (per is that size rounded up to
-// 8 elements, so every K and V starts 16-byte aligned; block_stride = 2 per, layer_stride = num_blocks *
-// block_stride). Not block-major (all layers of a block together, the CPU pool's layout): one layer's blocks then
-// sit 2 * num_layers * per apart (2 MiB for the 8B shape), a power-of-two stride that took decode attention at
-// batch 384 from 94% of copy bandwidth to about 80% (docs/kernels.md).
+// Where the K/V of a pass live: block b of layer l holds K at base + b * block_stride + 2 l * per and V at
+// + (2 l + 1) * per elements, each [kv_head][block_size][head_dim] (per is that size rounded up to 8 elements,
+// so every layer's K and V start 16-byte aligned). The CPU pool's layout, so both pools have one shape.
 struct KvLayout {
   uint16_t* base = nullptr;
   int64_t per = 0;
   int64_t block_stride = 0;
-  int64_t layer_stride = 0;
   int32_t block_size = 0;
   int64_t num_blocks = 0;
-  void* k(int64_t layer) const { return base + layer * layer_stride; }
-  void* v(int64_t layer) const { return base + layer * layer_stride + per; }
+  void* k(int64_t layer) const { return base + 2 * layer * per; }
+  void* v(int64_t layer) const { return base + (2 * layer + 1) * per; }
 };
 
 int64_t kv_per_layer(const ModelConfig& c, int32_t block_size) {
@@ -130,11 +126,10 @@ struct KvStorage {
   KvLayout layout;
   KvStorage(const ModelConfig& c, int64_t num_blocks, int32_t block_size) {
     layout.per = kv_per_layer(c, block_size);
-    layout.block_stride = 2 * layout.per;
-    layout.layer_stride = num_blocks * layout.block_stride;
+    layout.block_stride = 2 * c.num_layers * layout.per;
     layout.block_size = block_size;
     layout.num_blocks = num_blocks;
-    mem = DeviceMem(static_cast<size_t>(c.num_layers * layout.layer_stride) * sizeof(uint16_t));
+    mem = DeviceMem(static_cast<size_t>(num_blocks * layout.block_stride) * sizeof(uint16_t));
     layout.base = mem.as<uint16_t>();
   }
 };
