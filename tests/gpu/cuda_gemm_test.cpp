@@ -1,5 +1,6 @@
 // cuBLASLt GEMM agrees with cpu::matmul (y = x·Wᵀ + bias + residual) on odd shapes, strides and types, 16-bit
-// or fp32 y (an fp32 y with fp32 bias and residual: the logits and the fp32 residual stream).
+// or fp32 y (an fp32 y with fp32 bias and residual: the logits and the fp32 residual stream); autotuned
+// algorithms likewise, the in-place residual added exactly once, and no tuning while a graph is captured.
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
@@ -19,7 +20,7 @@ struct GemmCase {
   int64_t ldx_pad = 0, ldy_pad = 0;
 };
 
-void run_case(cuda::Gemm& gemm, const GemmCase& c, std::mt19937& rng) {
+void run_case(cuda::Gemm& gemm, const GemmCase& c, std::mt19937& rng, cudaStream_t stream = nullptr) {
   const int64_t ldx = c.in + c.ldx_pad, ldy = c.out + c.ldy_pad;
   const Half16 x = testing::round16(testing::randn(c.T * ldx, rng), c.in_type);
   const Half16 w = testing::round16(testing::randn(c.out * c.in, rng, 0.05f), c.in_type);
@@ -44,8 +45,9 @@ void run_case(cuda::Gemm& gemm, const GemmCase& c, std::mt19937& rng) {
       dy.upload(res_f);
     else
       dy.poison();
+    KILN_TEST_CUDA(cudaDeviceSynchronize());  // the uploads and the poison are done before `stream` reads them
     gemm.run(c.in_type, c.out_type, dx.get(), c.T, c.in, dw.get(), c.out, c.bias ? db.get() : nullptr,
-             c.residual ? dy.get() : nullptr, dy.get(), nullptr, ldx, ldy);
+             c.residual ? dy.get() : nullptr, dy.get(), stream, ldx, ldy);
     got = dy.download();
   } else {
     DeviceBuffer<uint16_t> db(bias16.bits), dy(c.T * ldy);
@@ -53,8 +55,9 @@ void run_case(cuda::Gemm& gemm, const GemmCase& c, std::mt19937& rng) {
       dy.upload(res16.bits);
     else
       dy.poison();
+    KILN_TEST_CUDA(cudaDeviceSynchronize());  // the uploads and the poison are done before `stream` reads them
     gemm.run(c.in_type, c.out_type, dx.get(), c.T, c.in, dw.get(), c.out, c.bias ? db.get() : nullptr,
-             c.residual ? dy.get() : nullptr, dy.get(), nullptr, ldx, ldy);
+             c.residual ? dy.get() : nullptr, dy.get(), stream, ldx, ldy);
     got = testing::to_float(dy.download(), c.out_type);
   }
   // Compare only the written columns (the padding of ldy is not part of y).
@@ -89,6 +92,122 @@ TEST(CudaGemm, MatchesCpuMatmul) {
   EXPECT_GT(gemm.cached_plans(), 0u);
   // A second call of a cached shape gives the same answer.
   run_case(gemm, {17, 136, 100, true, false, ElemType::BF16, ElemType::BF16}, rng);
+}
+
+// Shapes with several cuBLASLt candidates, tuned: the first T of each bucket (T rounded up to a power of two)
+// times the candidates on its operands, later T of the bucket reuse the choice; in-place residuals included,
+// on the default stream and on a non-blocking one.
+TEST(CudaGemm, TunedMatchesCpuMatmul) {
+  KILN_REQUIRE_GPU();
+  DeviceBuffer<uint8_t> ws(32 << 20);
+  cuda::Gemm gemm(ws.get(), ws.size());
+  gemm.set_tuning(true);
+  ASSERT_TRUE(gemm.tuning());
+  cudaStream_t s = nullptr;
+  KILN_TEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  std::mt19937 rng(11);
+  for (ElemType t : {ElemType::BF16, ElemType::F16}) {
+    for (int64_t T : {97, 100, 65, 300, 1, 3}) {  // 97, 100 and 65 share a bucket (128)
+      run_case(gemm, {T, 1000, 520, false, false, t, t}, rng);
+      run_case(gemm, {T, 1000, 520, true, true, t, t}, rng, s);                // 16-bit y += in place
+      run_case(gemm, {T, 2048, 1032, true, true, t, ElemType::F32}, rng);      // fp32 residual stream (o, down)
+      run_case(gemm, {T, 2048, 1032, false, true, t, ElemType::F32}, rng, s);  // the same on a non-default stream
+      run_case(gemm, {T, 1536, 3000, true, false, t, ElemType::F32}, rng);     // gate_up / logits into fp32
+      run_case(gemm, {T, 520, 264, false, false, t, t, 8, 24}, rng);           // strided rows
+    }
+  }
+  EXPECT_GT(gemm.tuned_shapes(), 0u);
+  EXPECT_LT(gemm.tuned_shapes(), gemm.cached_plans());  // the bucket's other T reused the tuned choice
+  KILN_TEST_CUDA(cudaStreamDestroy(s));
+}
+
+// y += x·Wᵀ in place (C == D), tuned: each call adds the product exactly once, however many timing runs the
+// first call made (after n calls y = r + n·P); also for a second T of the bucket.
+TEST(CudaGemm, TunedResidualAddedExactlyOnce) {
+  KILN_REQUIRE_GPU();
+  DeviceBuffer<uint8_t> ws(32 << 20);
+  cuda::Gemm gemm(ws.get(), ws.size());
+  gemm.set_tuning(true);
+  std::mt19937 rng(5);
+  const int64_t in = 2048, out = 1032;
+  for (int64_t T : {300, 260, 600}) {
+    const Half16 x = testing::round16(testing::randn(T * in, rng), ElemType::BF16);
+    const Half16 w = testing::round16(testing::randn(out * in, rng, 0.05f), ElemType::BF16);
+    const std::vector<float> r = testing::randn(T * out, rng, 10.0f);
+    std::vector<float> prod(T * out);
+    cpu::matmul(x.f.data(), T, in, w.f.data(), out, nullptr, prod.data(), in, out);
+    DeviceBuffer<uint16_t> dx(x.bits), dw(w.bits);
+    DeviceBuffer<float> dy(r);
+    const size_t tuned_before = gemm.tuned_shapes();
+    for (int calls = 1; calls <= 2; ++calls) {
+      gemm.run(ElemType::BF16, ElemType::F32, dx.get(), T, in, dw.get(), out, nullptr, dy.get(), dy.get(), nullptr);
+      const std::vector<float> y = dy.download();
+      std::vector<float> added(T * out), want(T * out);
+      for (int64_t i = 0; i < T * out; ++i) added[i] = y[i] - r[i], want[i] = calls * prod[i];
+      EXPECT_LT(testing::rel_err(added, want), 1e-4) << "T=" << T << " after " << calls << " call(s)";
+    }
+    if (T != 260)
+      EXPECT_EQ(gemm.tuned_shapes(), tuned_before + 1) << "T=" << T << " starts a bucket: tuned";
+    else
+      EXPECT_EQ(gemm.tuned_shapes(), tuned_before) << "T=260 is in 300's bucket (512)";
+  }
+}
+
+// A shape first seen while a stream is captured into a CUDA graph is planned without tuning (the heuristic's
+// choice), and the graph computes it right; KILN_GEMM_TUNE=0 turns tuning off.
+TEST(CudaGemm, NoTuningWhileCapturingOrWhenOff) {
+  KILN_REQUIRE_GPU();
+  DeviceBuffer<uint8_t> ws(32 << 20);
+  {
+    cuda::Gemm gemm(ws.get(), ws.size());
+    gemm.set_tuning(true);
+    std::mt19937 rng(3);
+    const int64_t T = 200, in = 1024, out = 776;
+    const Half16 x = testing::round16(testing::randn(T * in, rng), ElemType::BF16);
+    const Half16 w = testing::round16(testing::randn(out * in, rng, 0.05f), ElemType::BF16);
+    const std::vector<float> r = testing::randn(T * out, rng);
+    std::vector<float> want(T * out);
+    cpu::matmul(x.f.data(), T, in, w.f.data(), out, nullptr, want.data(), in, out);
+    for (int64_t i = 0; i < T * out; ++i) want[i] += r[i];
+    DeviceBuffer<uint16_t> dx(x.bits), dw(w.bits);
+    DeviceBuffer<float> dy(r);
+    cudaStream_t s = nullptr;
+    KILN_TEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    {
+      // The heuristic's kernel for this shape, loaded outside the capture (as the model's eager run does).
+      cuda::Gemm warm(ws.get(), ws.size());
+      warm.set_tuning(false);
+      DeviceBuffer<float> scratch(T * out);
+      warm.run(ElemType::BF16, ElemType::F32, dx.get(), T, in, dw.get(), out, nullptr, scratch.get(), scratch.get(), s);
+      KILN_TEST_CUDA(cudaStreamSynchronize(s));
+    }
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    KILN_TEST_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    gemm.run(ElemType::BF16, ElemType::F32, dx.get(), T, in, dw.get(), out, nullptr, dy.get(), dy.get(), s);
+    KILN_TEST_CUDA(cudaStreamEndCapture(s, &graph));
+    EXPECT_EQ(gemm.tuned_shapes(), 0u);
+    EXPECT_EQ(gemm.cached_plans(), 1u);
+    KILN_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    KILN_TEST_CUDA(cudaGraphLaunch(exec, s));
+    KILN_TEST_CUDA(cudaStreamSynchronize(s));
+    EXPECT_LT(testing::rel_err(dy.download(), want), 1e-4);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    KILN_TEST_CUDA(cudaStreamDestroy(s));
+  }
+  const char* old = std::getenv("KILN_GEMM_TUNE");
+  const std::string saved = old ? old : "";
+  setenv("KILN_GEMM_TUNE", "0", 1);
+  cuda::Gemm off(ws.get(), ws.size());
+  if (old)
+    setenv("KILN_GEMM_TUNE", saved.c_str(), 1);
+  else
+    unsetenv("KILN_GEMM_TUNE");
+  EXPECT_FALSE(off.tuning());
+  std::mt19937 rng(4);
+  run_case(off, {300, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
+  EXPECT_EQ(off.tuned_shapes(), 0u);
 }
 
 }  // namespace

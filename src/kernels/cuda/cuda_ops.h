@@ -37,8 +37,13 @@ void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
 // x and w are `in_type` (bf16/f16); y is in_type or F32. bias and residual have y's type: 16-bit with a
 // 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
 // through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
-// (in-place residual add). The algorithm is chosen once per shape by cuBLASLt's heuristic and cached; calls
-// from one thread at a time.
+// (in-place residual add). Calls from one thread at a time.
+// The algorithm is chosen once per shape and cached. With tuning on (the default; KILN_GEMM_TUNE=0 in the
+// environment turns it off: the heuristic's top choice, as before), the first call of a shape whose row count
+// T falls in a bucket (T rounded up to a power of two) not yet tuned times up to 8 of cuBLASLt's heuristic
+// candidates on its own operands (under ~50 ms; the result is unchanged: an in-place residual is not
+// accumulated more than once) and keeps the fastest for that bucket; later shapes of the bucket use it where
+// cuBLASLt accepts it for their T. Never tunes while the stream is capturing a CUDA graph.
 class Gemm {
  public:
   // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
@@ -51,6 +56,11 @@ class Gemm {
            const void* bias, const void* residual, void* y, cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
   // Shapes planned so far (for tests and logs).
   size_t cached_plans() const;
+  // Tuning on or off for shapes planned from now on (the constructor reads KILN_GEMM_TUNE).
+  void set_tuning(bool on);
+  bool tuning() const;
+  // Buckets (shape, T rounded up to a power of two) tuned so far.
+  size_t tuned_shapes() const;
 
  private:
   struct Impl;

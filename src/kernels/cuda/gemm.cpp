@@ -1,11 +1,18 @@
-// GEMM through cuBLASLt: y = x·Wᵀ (+ bias) (+ residual) with fp32 accumulation; one plan per shape, cached.
+// GEMM through cuBLASLt: y = x·Wᵀ (+ bias) (+ residual) with fp32 accumulation; one plan per shape, cached,
+// its algorithm autotuned on the first call of its row-count bucket (as TensorRT-LLM's GEMM plugin profiles).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/error.h"
@@ -76,7 +83,9 @@ struct KeyHash {
 struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t algo{};       // what run() uses
+  cublasLtMatmulAlgo_t heuristic{};  // the heuristic's top choice (the fallback of a reused tuned algo)
+  bool reused = false;               // algo is a tuned one taken over from another T of the bucket
   ~Plan() {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -85,19 +94,166 @@ struct Plan {
   }
 };
 
+// The row count of the key a tuned algorithm is kept under: T rounded up to a power of two, so that prefill
+// chunks of every length tune at most ~log2(max T) times per weight shape.
+int64_t row_bucket(int64_t T) {
+  int64_t b = 1;
+  while (b < T) b <<= 1;
+  return b;
+}
+
+size_t elem_bytes(ElemType t) {
+  return t == ElemType::F32 ? 4 : 2;
+}
+
+bool env_tuning() {
+  const char* e = std::getenv("KILN_GEMM_TUNE");
+  return !(e && std::string_view(e) == "0");
+}
+
+std::string algo_desc(const cublasLtMatmulAlgo_t& a) {
+  int32_t id = -1, tile = -1, splitk = -1, stages = -1;
+  size_t w = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof(tile), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof(splitk), &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof(stages), &w);
+  return "id " + std::to_string(id) + " tile " + std::to_string(tile) + " splitK " + std::to_string(splitk) +
+         " stages " + std::to_string(stages);
+}
+
+// Tuning cost bound per key (host wall time, the candidates' runs included): each candidate gets one untimed
+// and one timed run; more candidates only while within it (at least two), more timed rounds only while within it.
+constexpr double kTuneBudgetMs = 50.0;
+constexpr int kTuneCandidates = 8, kTuneMaxTimedRuns = 5;
+// A candidate replaces the heuristic's top choice only when this much faster (noise must not flip choices).
+constexpr double kTuneMargin = 0.97;
+
 }  // namespace
 
 struct Gemm::Impl {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  bool tune = true;
+  bool log = false;
+  int l2_bytes = 0;
   std::unordered_map<Key, std::unique_ptr<Plan>, KeyHash> plans;
+  // Key with n = row_bucket(T) -> the algorithm tuned for it (fixed for the Gemm's lifetime).
+  std::unordered_map<Key, cublasLtMatmulAlgo_t, KeyHash> tuned;
+
+  cublasLtMatmulPreference_t preference(const Key& key) const {
+    cublasLtMatmulPreference_t pref = nullptr;
+    KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_bytes;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_c, 4);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d, 4);
+    return pref;
+  }
+
+  // Times up to kTuneCandidates heuristic candidates on the call's operands and returns the index of the
+  // fastest in `cands` (0, the heuristic's top, unless another beats it by the margin). Runs on `stream`, ahead
+  // of the real call, and synchronizes with it. -1 when tuning could not run (no memory for the scratch
+  // output, say): the caller keeps the heuristic's choice and leaves the bucket untuned.
+  //
+  // The timing runs must leave the call's result alone. y is written by the real call after them, so runs that
+  // only write y are harmless: also with a residual C that does not overlap y (beta = 1 reads C, writes D = y).
+  // But when C overlaps D (the fp32 residual stream: o_proj and down accumulate in place, C == D), every run
+  // would add x·Wᵀ to the residual once more. Those candidates are timed on the same descriptors, alpha and
+  // beta = 1 with C = the residual (read only) and D = a scratch buffer of y's size, allocated stream-ordered
+  // on `stream` for the tuning alone: the same work and memory traffic as the real call, which then runs once.
+  //
+  // Small-T GEMMs are memory-bound and their weights can stay in L2 from run to run, unlike in the model,
+  // where every layer has its own: for T <= 256 each timed run follows a write over twice the L2 size.
+  int time_candidates(const Plan& p, const cublasLtMatmulHeuristicResult_t* cands, int n, const void* x, int64_t T,
+                      int64_t k, int64_t m, const void* w, const void* c, void* y, size_t y_bytes, bool aliased,
+                      float beta, cudaStream_t stream) {
+    using Clock = std::chrono::steady_clock;
+    const auto t0 = Clock::now();
+    auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); };
+    void* scratch = nullptr;
+    void* flush = nullptr;
+    size_t flush_bytes = 0;
+    cudaEvent_t ev[2] = {nullptr, nullptr};
+    std::vector<double> best(n, -1.0);  // min timed run in ms; < 0: failed or not run
+    bool ok = true;
+    // A failed allocation or event creation leaves no error behind for the caller's checks.
+    if (aliased && cudaMallocAsync(&scratch, y_bytes, stream) != cudaSuccess)
+      ok = false, scratch = nullptr, cudaGetLastError();
+    if (ok && T <= 256 && l2_bytes > 0) {
+      flush_bytes = size_t{2} * static_cast<size_t>(l2_bytes);
+      if (cudaMallocAsync(&flush, flush_bytes, stream) != cudaSuccess)
+        flush = nullptr, flush_bytes = 0, cudaGetLastError();
+    }
+    if (ok && (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess))
+      ok = false, cudaGetLastError();
+    void* d = aliased ? scratch : y;
+    const float alpha = 1.0f;
+    auto launch = [&](int i) {
+      return cublasLtMatmul(handle, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, d, p.c, &cands[i].algo, workspace,
+                            workspace_bytes, stream) == CUBLAS_STATUS_SUCCESS;
+    };
+    // One timed run of candidate i (ms), < 0 when it failed.
+    auto timed = [&](int i) -> double {
+      if (flush) cudaMemsetAsync(flush, 0, flush_bytes, stream);
+      cudaEventRecord(ev[0], stream);
+      const bool launched = launch(i);
+      cudaEventRecord(ev[1], stream);
+      float ms = -1.0f;
+      if (cudaEventSynchronize(ev[1]) != cudaSuccess || !launched ||
+          cudaEventElapsedTime(&ms, ev[0], ev[1]) != cudaSuccess)
+        return -1.0;
+      return ms;
+    };
+    int timed_candidates = 0;
+    for (int i = 0; ok && i < n; ++i) {
+      if (timed_candidates >= 2 && elapsed_ms() > kTuneBudgetMs) break;
+      if (!launch(i)) continue;  // first run: loads the kernel, warms up
+      best[i] = timed(i);
+      if (best[i] >= 0) ++timed_candidates;
+    }
+    for (int round = 1; ok && round < kTuneMaxTimedRuns && elapsed_ms() < kTuneBudgetMs; ++round)
+      for (int i = 0; i < n; ++i)
+        if (best[i] >= 0) {
+          const double t = timed(i);
+          if (t >= 0) best[i] = std::min(best[i], t);
+        }
+    if (ev[0]) cudaEventDestroy(ev[0]);
+    if (ev[1]) cudaEventDestroy(ev[1]);
+    if (scratch) cudaFreeAsync(scratch, stream);
+    if (flush) cudaFreeAsync(flush, stream);
+    if (!ok || timed_candidates == 0) return -1;
+    int pick = -1;
+    for (int i = 0; i < n; ++i)
+      if (best[i] >= 0 && (pick < 0 || best[i] < best[pick])) pick = i;
+    if (best[0] >= 0 && best[pick] > kTuneMargin * best[0]) pick = 0;
+    if (log) {
+      std::fprintf(stderr,
+                   "kiln: gemm tune T=%lld (bucket %lld) in=%lld out=%lld%s: %d candidates (%d timed), top %.2f us, "
+                   "chose #%d %.2f us (%s), %.1f ms\n",
+                   static_cast<long long>(T), static_cast<long long>(row_bucket(T)), static_cast<long long>(k),
+                   static_cast<long long>(m), aliased ? " in place" : "", n, timed_candidates,
+                   best[0] >= 0 ? 1000.0 * best[0] : -1.0, pick, 1000.0 * best[pick],
+                   algo_desc(cands[pick].algo).c_str(), elapsed_ms());
+    }
+    return pick;
+  }
 };
 
 Gemm::Gemm(void* workspace, size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   impl_->workspace = workspace;
   impl_->workspace_bytes = workspace ? workspace_bytes : 0;
+  impl_->tune = env_tuning();
+  const char* l = std::getenv("KILN_GEMM_TUNE_LOG");
+  impl_->log = l && *l && std::string_view(l) != "0";
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&impl_->l2_bytes, cudaDevAttrL2CacheSize, dev) != cudaSuccess)
+    impl_->l2_bytes = 0, cudaGetLastError();
 }
 
 Gemm::~Gemm() {
@@ -107,6 +263,18 @@ Gemm::~Gemm() {
 
 size_t Gemm::cached_plans() const {
   return impl_->plans.size();
+}
+
+void Gemm::set_tuning(bool on) {
+  impl_->tune = on;
+}
+
+bool Gemm::tuning() const {
+  return impl_->tune;
+}
+
+size_t Gemm::tuned_shapes() const {
+  return impl_->tuned.size();
 }
 
 void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, int64_t in, const void* w, int64_t out,
@@ -135,6 +303,8 @@ void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, in
           residual ? alignment(residual) : 256u,
           alignment(y),
           bias ? alignment(bias) : 256u};
+  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+  const void* c = residual ? residual : y;
   auto it = impl_->plans.find(key);
   if (it == impl_->plans.end()) {
     auto p = std::make_unique<Plan>();
@@ -155,31 +325,66 @@ void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, in
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ti, in, T, ldx));
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, to, out, T, ldy));
 
-    cublasLtMatmulPreference_t pref = nullptr;
-    KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = impl_->workspace_bytes;
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.al_a, 4);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.al_b, 4);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.al_c, 4);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.al_d, 4);
-    cublasLtMatmulHeuristicResult_t result{};
+    // Tuning (never while the stream is being captured into a CUDA graph: the model runs each graph bucket
+    // eagerly first, which tunes). The tuned algorithm is kept per bucket of T (row_bucket) and reused for the
+    // other T of the bucket when cuBLASLt accepts it for their descriptors (cublasLtMatmulAlgoCheck), else
+    // those T take the heuristic's top choice.
+    Key bkey = key;
+    bkey.n = row_bucket(T);
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    const bool capturing = cudaStreamIsCapturing(stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone;
+    if (capturing) cudaGetLastError();
+
+    cublasLtMatmulPreference_t pref = impl_->preference(key);
+    cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
     int found = 0;
-    const cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(impl_->handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
+    const bool tune = impl_->tune && !capturing && !impl_->tuned.count(bkey);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl_->handle, p->desc, p->a, p->b, p->c, p->c, pref,
+                                                             tune ? kTuneCandidates : 1, results, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     KILN_CUBLAS_CHECK(st);
     KILN_CHECK(found > 0, "GEMM: cuBLASLt has no algorithm for T={} in={} out={}", T, in, out);
-    p->algo = result.algo;
+    p->heuristic = p->algo = results[0].algo;
+    if (impl_->tune) {
+      if (auto t = impl_->tuned.find(bkey); t != impl_->tuned.end()) {
+        cublasLtMatmulHeuristicResult_t check{};
+        if (cublasLtMatmulAlgoCheck(impl_->handle, p->desc, p->a, p->b, p->c, p->c, &t->second, &check) ==
+                CUBLAS_STATUS_SUCCESS &&
+            check.workspaceSize <= impl_->workspace_bytes) {
+          p->algo = t->second;
+          p->reused = true;
+        }
+      } else if (tune && found > 1) {
+        // In place when the residual C overlaps D = y (C == D in the model): see time_candidates.
+        const size_t y_bytes = static_cast<size_t>(T) * ldy * elem_bytes(out_type);
+        const auto yb = reinterpret_cast<uintptr_t>(y), cb = reinterpret_cast<uintptr_t>(c);
+        const bool aliased = residual && cb < yb + y_bytes && yb < cb + y_bytes;
+        const int pick =
+            impl_->time_candidates(*p, results, found, x, T, in, out, w, c, y, y_bytes, aliased, beta, stream);
+        if (pick >= 0) {
+          p->algo = results[pick].algo;
+          impl_->tuned.emplace(bkey, p->algo);
+        }
+      } else if (tune) {
+        impl_->tuned.emplace(bkey, p->algo);  // a single candidate: nothing to time
+      }
+    }
     it = impl_->plans.emplace(key, std::move(p)).first;
   }
   Plan& p = *it->second;
   if (bias)
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
-  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
-  const void* c = residual ? residual : y;
-  KILN_CUBLAS_CHECK(cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, y, p.c, &p.algo,
-                                   impl_->workspace, impl_->workspace_bytes, stream));
+  cublasStatus_t st = cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, y, p.c, &p.algo,
+                                     impl_->workspace, impl_->workspace_bytes, stream);
+  if (st != CUBLAS_STATUS_SUCCESS && p.reused) {
+    // cublasLtMatmulAlgoCheck does not promise that the algorithm runs: a tuned one taken over from another T
+    // that is refused gives way to the heuristic's choice for this shape, for good.
+    p.algo = p.heuristic;
+    p.reused = false;
+    st = cublasLtMatmul(impl_->handle, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, y, p.c, &p.algo, impl_->workspace,
+                        impl_->workspace_bytes, stream);
+  }
+  KILN_CUBLAS_CHECK(st);
 }
 
 }  // namespace kiln::cuda
