@@ -362,6 +362,7 @@ struct CudaDecoderModel::Impl {
   }
 
   void make_workspace(CudaWorkspace& ws, int64_t tokens, int64_t table) const;
+  void tune_gemms(CudaWorkspace& ws) const;
   void grow_tables(CudaWorkspace& ws, int64_t table) const;
   void grow_penalties(CudaWorkspace& ws, int64_t entries) const;
   StepMeta upload_meta(CudaWorkspace& ws, const KvLayout& kv, const ForwardBatch& b, int64_t pad_to,
@@ -619,6 +620,33 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
   // it (a plan that would need more runs unsplit).
   ws.decode_ws = DeviceMem(static_cast<size_t>(c.num_heads) * (4 * num_sms + 2) * (hd + 1) * sizeof(float));
   grow_tables(ws, std::min<int64_t>(table, kInitialTableEntries));
+  tune_gemms(ws);
+}
+
+// With GEMM tuning on (cuda::Gemm; KILN_GEMM_TUNE=0 turns it off), tunes the layer and lm_head GEMMs now, for
+// every row-count bucket up to the workspace's tokens, as TensorRT-LLM profiles its GEMMs when it builds an
+// engine: the steps then never pay for it (a bucket is tuned once per model). Timing only: the operands are the
+// workspace's (whatever they hold) and layer 0's weights; the outputs land in the workspace, which every step
+// writes before it reads.
+void CudaDecoderModel::Impl::tune_gemms(CudaWorkspace& ws) const {
+  if (!gemm->tuning() || layers.empty()) return;
+  const ModelConfig& c = cfg;
+  const Layer& L = layers[0];
+  const cuda::ElemType f32 = cuda::ElemType::F32;
+  const int64_t H = c.hidden_size, In = c.intermediate_size, hd = c.head_dim;
+  const int64_t nq = c.num_heads * hd, ld_qkv = nq + 2 * c.num_kv_heads * hd, n_in = c.gated_mlp ? 2 * In : In;
+  float* x = ws.x.as<float>();
+  const uint16_t* h = ws.h.as<uint16_t>();
+  for (int64_t T = 1;; T = std::min(2 * T, ws.tokens)) {
+    gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, ws.qkv.p, stream);
+    gemm->run(et, f32, ws.att.as<uint16_t>(), T, nq, L.wo, H, L.bo, x, x, stream);
+    gemm->run(et, f32, h, T, H, L.w_in, n_in, L.b_in, nullptr, ws.mlp_in.p, stream);
+    gemm->run(et, f32, ws.act.as<uint16_t>(), T, In, L.w_down, H, L.b_down, x, x, stream);
+    if (T <= ws.logit_rows)
+      gemm->run(et, f32, h, T, H, lm_head, c.vocab_size, lm_head_b, nullptr, ws.logits.p, stream);
+    if (T == ws.tokens) break;
+  }
+  KILN_MODEL_CUDA(cudaStreamSynchronize(stream));
 }
 
 // The metadata buffers (ids, positions, slots, logit rows, kv lengths and cu_q: at most 6 T + 1 ints) with room

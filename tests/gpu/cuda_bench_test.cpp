@@ -627,6 +627,38 @@ TEST(CudaBench, DISABLED_ServingDecodeAttention) {
   measure_copy();
   for (int ctx : {1024, 1536, 2000}) bench_decode(384, ctx, 0, 0, 16, true, false);
   bench_decode(256, 2112, 0, 0, 16, true, false);
+  // Block tables in allocation order (a prefill takes its blocks in a row) and the CUDA pool's layout: every
+  // block holds its 32 layers' K|V, so one layer's blocks sit 2 MiB apart.
+  for (bool shuffle : {true, false}) {
+    const int batch = 384, ctx = 1024, bs = 16, layers = 32, per = ctx / bs, blocks = batch * per;
+    const size_t block_elems = static_cast<size_t>(kKvHeads) * bs * kHeadDim;
+    DeviceBuffer<uint16_t> pool(static_cast<size_t>(blocks) * layers * 2 * block_elems);
+    KILN_TEST_CUDA(cudaMemset(pool.get(), 0x3c, pool.size() * 2));
+    std::vector<int32_t> table(blocks), lens(batch, ctx);
+    std::iota(table.begin(), table.end(), 0);
+    if (shuffle) std::shuffle(table.begin(), table.end(), std::mt19937(12));
+    DeviceBuffer<int32_t> dt(table), dl(lens);
+    DeviceBuffer<uint16_t> q(random_bf16(batch * kHeads * kHeadDim, 13)), out(batch * kHeads * kHeadDim);
+    cuda::AttentionShape sh;
+    sh.num_heads = kHeads;
+    sh.num_kv_heads = kKvHeads;
+    sh.head_dim = kHeadDim;
+    sh.scale = 0.088f;
+    const cuda::DecodePlan plan = cuda::plan_decode_attention(sh, batch, 2048, cuda::num_sms());
+    DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
+    cuda::PagedKv kv;
+    kv.k_cache = pool.get() + 30 * block_elems;  // layer 15's K and V
+    kv.v_cache = pool.get() + 31 * block_elems;
+    kv.block_stride = static_cast<int64_t>(2 * layers * block_elems);
+    kv.block_tables = dt.get();
+    kv.max_blocks_per_seq = per;
+    kv.block_size = bs;
+    kv.kv_lens = dl.get();
+    const double us = time_us(
+        [&] { cuda::decode_attention(ElemType::BF16, plan, sh, q.get(), 0, kv, out.get(), 0, w.get(), nullptr); }, 20);
+    report("decode_attention", std::string("b=384 ctx=1024 @2048 32 layers ") + (shuffle ? "shuffled" : "in order"), us,
+           2.0 * batch * ctx * kKvHeads * kHeadDim * 2, 4.0 * batch * kHeads * ctx * kHeadDim);
+  }
 }
 
 }  // namespace
