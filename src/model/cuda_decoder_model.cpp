@@ -15,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <numeric>
+#include <random>
 #include <string>
 #include <tuple>
 
@@ -112,6 +114,13 @@ struct KvLayout {
   int64_t block_stride = 0;
   int32_t block_size = 0;
   int64_t num_blocks = 0;
+  // Logical block b (the runtime's id) lives at physical block phys[b]; null: b itself. The runtime hands out
+  // blocks in order, so a prefill's blocks are neighbours and the concurrent reads of decode attention land
+  // 2 num_layers per apart, a regular stride that the DRAM channels serve unevenly: at batch 384 x 1024 tokens,
+  // tables in allocation order read at 85% of copy bandwidth, shuffled ones at 94% (docs/kernels.md). The pool
+  // therefore places blocks by a fixed random permutation.
+  const int32_t* phys = nullptr;
+  int64_t physical(int64_t b) const { return phys ? phys[b] : b; }
   void* k(int64_t layer) const { return base + 2 * layer * per; }
   void* v(int64_t layer) const { return base + (2 * layer + 1) * per; }
 };
@@ -212,6 +221,10 @@ class CudaKvPool final : public KvPool {
  public:
   CudaKvPool(const void* owner, const ModelConfig& c, int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens)
       : owner_(owner), kv_(c, num_blocks, block_size) {
+    perm_.resize(static_cast<size_t>(num_blocks));
+    std::iota(perm_.begin(), perm_.end(), 0);
+    std::shuffle(perm_.begin(), perm_.end(), std::mt19937_64(0x6b696c6e));
+    kv_.layout.phys = perm_.data();
     num_blocks_ = num_blocks;
     block_size_ = block_size;
     max_batch_tokens_ = max_batch_tokens;
@@ -223,6 +236,7 @@ class CudaKvPool final : public KvPool {
  private:
   const void* owner_;
   KvStorage kv_;
+  std::vector<int32_t> perm_;  // kv_.layout.phys
 };
 
 // KILN_PROFILE=1 in the environment: CUDA events between the ops of every step (graphs off), the time of each
@@ -1014,7 +1028,8 @@ CudaDecoderModel::Impl::StepMeta CudaDecoderModel::Impl::upload_meta(CudaWorkspa
   for (int64_t t = 0; t < T0; ++t) {
     h_ids[t] = b.tokens[t];
     h_pos[t] = static_cast<int32_t>(b.positions[t]);
-    h_slots[t] = static_cast<int32_t>(b.slots[t]);
+    const int64_t slot = b.slots[t];
+    h_slots[t] = static_cast<int32_t>(slot < 0 ? slot : kv_layout.physical(slot / bs) * bs + slot % bs);
   }
   for (int64_t t = T0; t < T; ++t) h_ids[t] = 0, h_pos[t] = 0, h_slots[t] = -1;
   if (pad) {
@@ -1030,7 +1045,7 @@ CudaDecoderModel::Impl::StepMeta CudaDecoderModel::Impl::upload_meta(CudaWorkspa
     if (i >= nd) h_cu[i - nd + 1] = static_cast<int32_t>(s.query_start + s.query_len - row0_p);
     const int64_t n = (s.context_len + bs - 1) / bs;
     int32_t* row = h_tab + i * mb;
-    std::copy(s.block_table.begin(), s.block_table.begin() + n, row);
+    for (int64_t j = 0; j < n; ++j) row[j] = static_cast<int32_t>(kv_layout.physical(s.block_table[j]));
     std::fill(row + n, row + mb, 0);
   }
   for (int64_t i = ns0; i < ns; ++i) {

@@ -154,7 +154,7 @@ TEST(CudaGemm, TunedResidualAddedExactlyOnce) {
 }
 
 // A shape first seen while a stream is captured into a CUDA graph is planned without tuning (the heuristic's
-// choice), and the graph computes it right; KILN_GEMM_TUNE=0 turns tuning off.
+// choice), and the graph computes it right; tuning is off by default and KILN_GEMM_TUNE=1 turns it on.
 TEST(CudaGemm, NoTuningWhileCapturingOrWhenOff) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<uint8_t> ws(32 << 20);
@@ -198,6 +198,10 @@ TEST(CudaGemm, NoTuningWhileCapturingOrWhenOff) {
   }
   const char* old = std::getenv("KILN_GEMM_TUNE");
   const std::string saved = old ? old : "";
+  setenv("KILN_GEMM_TUNE", "1", 1);
+  EXPECT_TRUE(cuda::Gemm(ws.get(), ws.size()).tuning()) << "KILN_GEMM_TUNE=1 turns tuning on";
+  unsetenv("KILN_GEMM_TUNE");
+  EXPECT_FALSE(cuda::Gemm(ws.get(), ws.size()).tuning()) << "off by default";
   setenv("KILN_GEMM_TUNE", "0", 1);
   cuda::Gemm off(ws.get(), ws.size());
   if (old)

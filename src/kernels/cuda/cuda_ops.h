@@ -38,11 +38,11 @@ void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
 // 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
 // through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
 // (in-place residual add). Calls from one thread at a time.
-// The algorithm is chosen once per shape and cached. With tuning on (the default; KILN_GEMM_TUNE=0 in the
-// environment turns it off: the heuristic's top choice, as before), the first call of a shape whose row count
-// T falls in a bucket (T rounded up to a power of two) not yet tuned times up to 8 of cuBLASLt's heuristic
-// candidates on its own operands (under ~50 ms; the result is unchanged: an in-place residual is not
-// accumulated more than once) and keeps the fastest for that bucket; later shapes of the bucket use it where
+// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, with tuning on
+// (KILN_GEMM_TUNE=1 in the environment, or set_tuning; off by default: it did not pay on the 8B serving runs,
+// docs/kernels.md), the fastest of up to 8 heuristic candidates timed on the first call of a shape whose row
+// count T falls in a bucket (T rounded up to a power of two) not yet tuned (under ~50 ms; the result is
+// unchanged: an in-place residual is not accumulated more than once); later shapes of the bucket use it where
 // cuBLASLt accepts it for their T. Never tunes while the stream is capturing a CUDA graph.
 class Gemm {
  public:
