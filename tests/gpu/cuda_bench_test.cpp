@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <numeric>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "cuda_test_util.h"
@@ -112,8 +113,9 @@ void measure_copy() {
   report("copy (ceiling)", "2 GiB D2D", us, 2.0 * n, 0);
 }
 
-// Causal prefill of `seqs` sequences of q_len new tokens after `prefix` cached ones (16-token blocks).
-void bench_prefill(int seqs, int q_len, int prefix, int variant) {
+// Causal prefill of `seqs` sequences of q_len new tokens after `prefix` cached ones (16-token blocks), for each
+// of `variants` on the same data.
+void bench_prefill(int seqs, int q_len, int prefix, const std::vector<int>& variants) {
   const int bs = 16, ctx = q_len + prefix, per = (ctx + bs - 1) / bs, blocks = seqs * per;
   DeviceBuffer<uint16_t> kc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 14)),
       vc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 15));
@@ -128,7 +130,6 @@ void bench_prefill(int seqs, int q_len, int prefix, int variant) {
   sh.num_kv_heads = kKvHeads;
   sh.head_dim = kHeadDim;
   sh.scale = 0.088f;
-  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len, variant);
   cuda::PagedKv kv;
   kv.k_cache = kc.get();
   kv.v_cache = vc.get();
@@ -136,16 +137,27 @@ void bench_prefill(int seqs, int q_len, int prefix, int variant) {
   kv.max_blocks_per_seq = per;
   kv.block_size = bs;
   kv.kv_lens = dl.get();
-  const double us = time_us(
-      [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); }, 5);
   double pairs = 0;  // visible (query, key) pairs per head
   for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
   const double flops = 4.0 * seqs * kHeads * kHeadDim * pairs;
-  report("prefill_attention",
-         std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") v" +
-             std::to_string(variant),
-         us, 2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
+  for (int variant : variants) {
+    const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len, variant);
+    const double us = time_us(
+        [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); },
+        5);
+    report("prefill_attention",
+           std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") v" +
+               std::to_string(variant),
+           us, 2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
+  }
 }
+void bench_prefill(int seqs, int q_len, int prefix, int variant) {
+  bench_prefill(seqs, q_len, prefix, std::vector<int>{variant});
+}
+
+// Prefill benchmark rows: sequences, new tokens each, cached prefix.
+constexpr int kPrefillRows[][3] = {{1, 4096, 0}, {8, 1024, 0}, {1, 512, 3584},
+                                   {4, 8192, 0}, {1, 2048, 0}, {4, 2048, 0}};
 
 // Every decode and prefill configuration on the Llama-3.1-8B shape, with the copy ceiling.
 TEST(CudaBench, DISABLED_AttentionVariants) {
@@ -160,13 +172,17 @@ TEST(CudaBench, DISABLED_AttentionVariants) {
   }
   for (int variant : {3, 4})
     for (int splits : {1, 2, 3, 4}) bench_decode(64, 2048, variant, splits, 16, true, false);
-  for (int variant = 1; variant < cuda::kPrefillAttentionVariants; ++variant) {
-    bench_prefill(1, 4096, 0, variant);
-    bench_prefill(8, 1024, 0, variant);
-    bench_prefill(1, 512, 3584, variant);
-    bench_prefill(4, 8192, 0, variant);
-    bench_prefill(1, 2048, 0, variant);
-  }
+  std::vector<int> prefill_variants;
+  for (int variant = 1; variant < cuda::kPrefillAttentionVariants; ++variant) prefill_variants.push_back(variant);
+  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, prefill_variants);
+}
+
+// The prefill configurations alone (the default's, the best earlier ones, and the `fast`-softmax ones v9-v15),
+// each row's data shared by all of them.
+TEST(CudaBench, DISABLED_PrefillAttentionVariants) {
+  KILN_REQUIRE_GPU();
+  const std::vector<int> variants = {0, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15};
+  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, variants);
 }
 
 TEST(CudaBench, DISABLED_DecodeLayouts) {

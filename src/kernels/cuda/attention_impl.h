@@ -72,15 +72,38 @@ constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D) {
 }
 
 // Prefill kernel configurations: warps per CTA, keys per tile, cp.async stages (the whole CTA shares the K/V
-// tiles), m-tiles per warp (16 query rows each; a warp's m-tiles share each K/V fragment it loads). Public variant v
+// tiles), m-tiles per warp (16 query rows each; a warp's m-tiles share each K/V fragment it loads), the CTAs per
+// SM asked of the compiler (__launch_bounds__ minBlocks: 2 caps 8-warp CTAs at 128 registers per thread, so two
+// CTAs share an SM and one's softmax overlaps the other's mma), whether a warp keeps its Q fragments in registers
+// (1 m-tile, head_dim <= 128) or reloads them from shared memory per tile, and `fast`: the scale folded into the
+// exponent's FMA, ex2.approx.ftz, lazy rescaling (a row's reference max moves only when a tile raises it by more
+// than 2^8, and a warp skips the O rescale when none of its rows moved), heaviest row tiles of all (sequence, KV
+// head) pairs launched first, and all of L1 as shared memory. Configurations 8-14 (v9-v15) are the `fast` ones,
+// not yet measured on the GPU. Public variant v
 // (PrefillPlan::variant): 0 is kDefaultPrefillConfig, v >= 1 is config v - 1; head dims other than 128 always use
 // config 0 (keys per tile 32 for head_dim 256).
 struct PrefillConfig {
   int warps, tok, stages, mt;
+  int min_ctas = 1;
+  bool q_regs = true;
+  bool fast = false;
 };
-constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1}, {8, 64, 2, 1}, {8, 32, 3, 1}, {4, 64, 3, 1},
-                                             {4, 32, 4, 1}, {4, 64, 2, 2}, {4, 32, 3, 2}, {4, 32, 2, 2}};
-constexpr int kNumPrefillConfigs = 8;
+constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1},
+                                             {8, 64, 2, 1},
+                                             {8, 32, 3, 1},
+                                             {4, 64, 3, 1},
+                                             {4, 32, 4, 1},
+                                             {4, 64, 2, 2},
+                                             {4, 32, 3, 2},
+                                             {4, 32, 2, 2},
+                                             {8, 64, 2, 1, 1, true, true},
+                                             {8, 32, 3, 1, 2, false, true},
+                                             {8, 32, 2, 1, 2, false, true},
+                                             {4, 32, 2, 2, 1, true, true},
+                                             {4, 32, 3, 2, 1, true, true},
+                                             {8, 32, 2, 2, 1, true, true},
+                                             {6, 32, 3, 1, 2, true, true}};
+constexpr int kNumPrefillConfigs = 15;
 // 8 warps x 16 rows, 64-key tiles, 2 stages: 180 TFLOP/s on causal 1 x 4096 (H200; config 0: 162).
 constexpr int kDefaultPrefillConfig = 1;
 constexpr int kNumPrefillVariants = kNumPrefillConfigs + 1;

@@ -205,18 +205,20 @@ __device__ __forceinline__ float logit2(float raw, const Params& p, float slope,
   return sc * 1.4426950408889634f;
 }
 
-// Online-softmax update of one warp's 16 rows (this lane holds rows g and g + 8) with a tile of
-// log2-domain scores (masked entries -inf); s becomes the probabilities P.
+// Online-softmax update of one warp's 16 rows (this lane holds rows g and g + 8) with a tile of scores
+// s * sc in the log2 domain (sc > 0; masked entries -inf); s becomes the probabilities P. Folding the scale
+// into the exponent's FMA (exp2(s * sc - max)) saves a multiply per score on unmasked tiles.
 template <int D, int TOK>
 __device__ __forceinline__ void softmax_update(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
-                                               float (&o)[D / 8][4]) {
+                                               float (&o)[D / 8][4], float sc = 1.0f) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = m[h];
+    float mx = -INFINITY;
 #pragma unroll
     for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    mx = fmaxf(m[h], mx * sc);
     // A row with nothing visible yet keeps -inf; subtract 0 instead so no inf - inf appears.
     const float base = mx == -INFINITY ? 0.0f : mx;
     const float alpha = exp2f(m[h] - base);
@@ -224,8 +226,8 @@ __device__ __forceinline__ void softmax_update(float (&s)[TOK / 8][4], float (&m
     float sum = 0.0f;
 #pragma unroll
     for (int nb = 0; nb < TOK / 8; ++nb) {
-      s[nb][2 * h] = exp2f(s[nb][2 * h] - base);
-      s[nb][2 * h + 1] = exp2f(s[nb][2 * h + 1] - base);
+      s[nb][2 * h] = exp2f(fmaf(s[nb][2 * h], sc, -base));
+      s[nb][2 * h + 1] = exp2f(fmaf(s[nb][2 * h + 1], sc, -base));
       sum += s[nb][2 * h] + s[nb][2 * h + 1];
     }
     l[h] = l[h] * alpha + sum;  // per-lane partial; summed over the quad at the end
@@ -233,6 +235,55 @@ __device__ __forceinline__ void softmax_update(float (&s)[TOK / 8][4], float (&m
     for (int db = 0; db < D / 8; ++db) {
       o[db][2 * h] *= alpha;
       o[db][2 * h + 1] *= alpha;
+    }
+  }
+}
+
+// 2^x on the MUFU unit alone (flushing results below 2^-126 to zero, which no 16-bit P can hold anyway);
+// exp2f adds the denormal fix-ups around it.
+__device__ __forceinline__ float ex2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// softmax_update with lazy rescaling (prefill's `fast` configurations): a row's reference max m moves only when
+// the tile's max exceeds it by more than 8 (log2 units), so P = exp2(s * sc - m) stays <= 2^8 and O and l keep
+// one common reference (the result O / l is the same); the warp skips the O rescale when none of its rows moved,
+// which is most tiles once the rows have seen their largest scores.
+template <int D, int TOK>
+__device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
+                                                    float (&o)[D / 8][4], float sc) {
+  float alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    mx *= sc;
+    const float mnew = mx > m[h] + 8.0f ? mx : m[h];
+    // Rows with nothing visible yet keep -inf (alpha 1, nothing accumulated); exp2(-inf) = 0 for the first max.
+    alpha[h] = mnew == m[h] ? 1.0f : ex2_ftz(m[h] - mnew);
+    const float base = mnew == -INFINITY ? 0.0f : mnew;
+    m[h] = mnew;
+    float sum = 0.0f;
+#pragma unroll
+    for (int nb = 0; nb < TOK / 8; ++nb) {
+      s[nb][2 * h] = ex2_ftz(fmaf(s[nb][2 * h], sc, -base));
+      s[nb][2 * h + 1] = ex2_ftz(fmaf(s[nb][2 * h + 1], sc, -base));
+      sum += s[nb][2 * h] + s[nb][2 * h + 1];
+    }
+    l[h] = l[h] * alpha[h] + sum;  // per-lane partial; summed over the quad at the end
+  }
+  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+#pragma unroll
+    for (int db = 0; db < D / 8; ++db) {
+      o[db][0] *= alpha[0];
+      o[db][1] *= alpha[0];
+      o[db][2] *= alpha[1];
+      o[db][3] *= alpha[1];
     }
   }
 }
@@ -588,14 +639,14 @@ void launch_decode(const Params& p, int config, cudaStream_t stream) {
 // pairs; the CTA walks the keys [lo, hi) its rows can see in tiles of TOK through a STAGES-deep cp.async
 // pipeline (one __syncthreads per tile), masking only tiles that straddle the causal diagonal or the window
 // edge; warps skip tiles they cannot see.
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT>
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool QREG = true>
 struct PrefillCfg {
   static constexpr int kRows = 16 * MT * WARPS;
   static constexpr int kStageElems = 2 * TOK * Tile<D>::kStride;
   static constexpr int kQElems = kRows * Tile<D>::kStride;
   static constexpr size_t kSmem =
       (static_cast<size_t>(kQElems) + STAGES * static_cast<size_t>(kStageElems)) * sizeof(T);
-  static constexpr bool kQReg = D <= 128 && MT == 1;
+  static constexpr bool kQReg = D <= 128 && MT == 1 && QREG;
 };
 
 // S[MT][16 x TOK] = Q Kᵀ for MT m-tiles of one warp (q fragments from shared memory, rows 16 apart), each K
@@ -658,9 +709,9 @@ __device__ __forceinline__ void pv_tile_mt(float (&o)[MT][D / 8][4], const float
   }
 }
 
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT>
-__global__ void __launch_bounds__(WARPS * 32) prefill_kernel(Params p) {
-  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT>;
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST>
+__global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
+  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG>;
   using TL = Tile<D>;
   constexpr int kThreads = WARPS * 32;
   constexpr int kWarpRows = 16 * MT;
@@ -668,7 +719,19 @@ __global__ void __launch_bounds__(WARPS * 32) prefill_kernel(Params p) {
   T* q_s = reinterpret_cast<T*>(smem_raw);
   T* kv_s = q_s + Cfg::kQElems;
 
-  const int tile = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
+  int tile, kvh, seq;
+  if constexpr (FAST) {
+    // Heaviest row tiles of every (sequence, KV head) first: the launch order walks tiles from the last (most
+    // keys under the causal mask) down, all heads and sequences of a tile together.
+    const long long b = blockIdx.x + static_cast<long long>(gridDim.x) * (blockIdx.y + gridDim.y * blockIdx.z);
+    const long long per_tile = static_cast<long long>(gridDim.y) * gridDim.z;
+    tile = gridDim.x - 1 - static_cast<int>(b / per_tile);
+    const int rem = static_cast<int>(b % per_tile);
+    seq = rem / gridDim.y;
+    kvh = rem % gridDim.y;
+  } else {
+    tile = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
+  }
   const int q_start = p.cu_q_lens[seq];
   const int q_len = p.cu_q_lens[seq + 1] - q_start;
   const int row0 = tile * Cfg::kRows;
@@ -710,16 +773,6 @@ __global__ void __launch_bounds__(WARPS * 32) prefill_kernel(Params p) {
 
   // This warp's rows and their positions (rows g and g + 8 of each m-tile for this lane).
   const int g = lane >> 2, t4 = lane & 3;
-  int rpos[MT][2];
-  float slope[MT][2];
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
-      rpos[mt][h] = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
-      slope[mt][h] = p.alibi_slopes && row <= last_row ? p.alibi_slopes[kvh * p.group + row % p.group] : 0.0f;
-    }
   const int wrow_first = row0 + warp * kWarpRows, wrow_last = min(row0 + warp * kWarpRows + kWarpRows - 1, last_row);
   const int wpos_min = wrow_first <= last_row ? pos0 + wrow_first / p.group : -1;
   const int wpos_max = wrow_first <= last_row ? pos0 + wrow_last / p.group : -1;
@@ -764,28 +817,46 @@ __global__ void __launch_bounds__(WARPS * 32) prefill_kernel(Params p) {
       }
       const bool full = t0 + TOK - 1 <= wpos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > wpos_max - p.window) &&
                         wrow_last - wrow_first == kWarpRows - 1;
-      if (full && p.softcap <= 0.0f && p.alibi_slopes == nullptr) {
+      // Unmasked tiles without soft-cap or ALiBi: scaled here, or (FAST) kept raw with the scale folded into the
+      // softmax's exponent. Other tiles become log2-domain logits here (row positions and slopes recomputed, not
+      // held in registers through the loop).
+      const bool nomask = full && p.softcap <= 0.0f && p.alibi_slopes == nullptr;
+      const bool plain = FAST && nomask && p.scale_log2 > 0.0f;
+      if (!FAST && nomask) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int nb = 0; nb < TOK / 8; ++nb)
 #pragma unroll
             for (int e = 0; e < 4; ++e) s[mt][nb][e] *= p.scale_log2;
-      } else {
+      } else if (!plain) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-          for (int nb = 0; nb < TOK / 8; ++nb)
+          for (int h = 0; h < 2; ++h) {
+            const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
+            const int rp = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
+            const float slope =
+                p.alibi_slopes && row <= last_row ? p.alibi_slopes[kvh * p.group + row % p.group] : 0.0f;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
-              const int rp = rpos[mt][e >> 1];
-              const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
-              s[mt][nb][e] = ok ? logit2(s[mt][nb][e], p, slope[mt][e >> 1], tok, rp) : -INFINITY;
-            }
+            for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int tok = t0 + nb * 8 + 2 * t4 + e;
+                const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
+                s[mt][nb][2 * h + e] = ok ? logit2(s[mt][nb][2 * h + e], p, slope, tok, rp) : -INFINITY;
+              }
+          }
       }
+      const float sc = plain ? p.scale_log2 : 1.0f;
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) softmax_update<D, TOK>(s[mt], m[mt], l[mt], o[mt]);
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (FAST) {
+          softmax_update_lazy<D, TOK>(s[mt], m[mt], l[mt], o[mt], sc);
+        } else {
+          softmax_update<D, TOK>(s[mt], m[mt], l[mt], o[mt]);
+        }
+      }
       if constexpr (MT == 1) {
         pv_tile<T, D, TOK>(o[0], s[0], stage_v(st), lane);
       } else {
@@ -819,12 +890,16 @@ template <typename T, int D, int C>
 void run_prefill(const Params& p, cudaStream_t stream) {
   constexpr PrefillConfig c = kPrefillConfigs[C];
   constexpr int kTok = D <= 128 ? c.tok : 32;
-  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt>;
-  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt>;
+  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, c.q_regs>;
+  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast>;
   static bool configured = false;
   if (!configured) {
     KILN_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem)));
+    // All of the unified L1 as shared memory, so that min_ctas CTAs (2 x 87-104 KB) fit on an SM.
+    if constexpr (c.fast)
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           static_cast<int>(cudaSharedmemCarveoutMaxShared)));
     configured = true;
   }
   const dim3 grid(p.row_tiles, p.num_kv_heads, p.num_seqs);
@@ -836,7 +911,7 @@ void run_prefill(const Params& p, cudaStream_t stream) {
 template <typename T, int D>
 void launch_prefill(const Params& p, int config, cudaStream_t stream) {
   if constexpr (D == 128) {
-    static_assert(kNumPrefillConfigs == 8, "add the new configurations below");
+    static_assert(kNumPrefillConfigs == 15, "add the new configurations below");
     switch (config) {
       case 1:
         return run_prefill<T, D, 1>(p, stream);
@@ -852,6 +927,20 @@ void launch_prefill(const Params& p, int config, cudaStream_t stream) {
         return run_prefill<T, D, 6>(p, stream);
       case 7:
         return run_prefill<T, D, 7>(p, stream);
+      case 8:
+        return run_prefill<T, D, 8>(p, stream);
+      case 9:
+        return run_prefill<T, D, 9>(p, stream);
+      case 10:
+        return run_prefill<T, D, 10>(p, stream);
+      case 11:
+        return run_prefill<T, D, 11>(p, stream);
+      case 12:
+        return run_prefill<T, D, 12>(p, stream);
+      case 13:
+        return run_prefill<T, D, 13>(p, stream);
+      case 14:
+        return run_prefill<T, D, 14>(p, stream);
       default:
         break;
     }
