@@ -67,12 +67,15 @@ std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
 }
 
 // Decode attention over a paged cache of `bs`-token blocks (shuffled or in order; K and V in two pools or
-// side by side in one), Llama-3.1-8B heads.
-void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared) {
+// side by side in one; layers > 1: each block holds that many layers' K|V, as CudaDecoderModel's pool, and a
+// middle layer is read), Llama-3.1-8B heads, planned for `plan_ctx` (0: ctx).
+void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared, int layers = 1,
+                  int plan_ctx = 0) {
   const int per = (ctx + bs - 1) / bs;
   const int blocks = batch * per;
   const size_t block_elems = static_cast<size_t>(kKvHeads) * bs * kHeadDim;
-  DeviceBuffer<uint16_t> pool(2 * blocks * block_elems);
+  if (layers > 1) shared = true;
+  DeviceBuffer<uint16_t> pool(2 * blocks * block_elems * layers);
   KILN_TEST_CUDA(cudaMemset(pool.get(), 0x3c, pool.size() * 2));  // non-zero finite values
   std::vector<int32_t> table(blocks), lens(batch, ctx);
   std::iota(table.begin(), table.end(), 0);
@@ -84,12 +87,14 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   sh.num_kv_heads = kKvHeads;
   sh.head_dim = kHeadDim;
   sh.scale = 0.088f;
-  const cuda::DecodePlan plan = cuda::plan_decode_attention(sh, batch, ctx, cuda::num_sms(), splits, variant);
+  const cuda::DecodePlan plan =
+      cuda::plan_decode_attention(sh, batch, plan_ctx > 0 ? plan_ctx : ctx, cuda::num_sms(), splits, variant);
   DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
   cuda::PagedKv kv;
-  kv.k_cache = pool.get();
-  kv.v_cache = pool.get() + (shared ? block_elems : blocks * block_elems);
-  kv.block_stride = shared ? static_cast<int64_t>(2 * block_elems) : 0;
+  const size_t layer0 = static_cast<size_t>(layers / 2) * 2 * block_elems;
+  kv.k_cache = pool.get() + layer0;
+  kv.v_cache = pool.get() + layer0 + (shared ? block_elems : blocks * block_elems);
+  kv.block_stride = shared ? static_cast<int64_t>(2 * layers * block_elems) : 0;
   kv.block_tables = dt.get();
   kv.max_blocks_per_seq = per;
   kv.block_size = bs;
@@ -100,7 +105,8 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   report("decode_attention",
          "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " v" + std::to_string(variant) +
              " sp=" + std::to_string(plan.num_splits) + " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") +
-             (shared ? " kv|" : ""),
+             (shared ? " kv|" : "") + (layers > 1 ? " x" + std::to_string(layers) + " layers" : "") +
+             (plan_ctx > 0 ? " plan@" + std::to_string(plan_ctx) : ""),
          us, bytes, 4.0 * batch * kHeads * ctx * kHeadDim);
 }
 
@@ -645,36 +651,7 @@ TEST(CudaBench, DISABLED_ServingDecodeAttention) {
   bench_decode(256, 2112, 0, 0, 16, true, false);
   // Block tables in allocation order (a prefill takes its blocks in a row) and the CUDA pool's layout: every
   // block holds its 32 layers' K|V, so one layer's blocks sit 2 MiB apart.
-  for (bool shuffle : {true, false}) {
-    const int batch = 384, ctx = 1024, bs = 16, layers = 32, per = ctx / bs, blocks = batch * per;
-    const size_t block_elems = static_cast<size_t>(kKvHeads) * bs * kHeadDim;
-    DeviceBuffer<uint16_t> pool(static_cast<size_t>(blocks) * layers * 2 * block_elems);
-    KILN_TEST_CUDA(cudaMemset(pool.get(), 0x3c, pool.size() * 2));
-    std::vector<int32_t> table(blocks), lens(batch, ctx);
-    std::iota(table.begin(), table.end(), 0);
-    if (shuffle) std::shuffle(table.begin(), table.end(), std::mt19937(12));
-    DeviceBuffer<int32_t> dt(table), dl(lens);
-    DeviceBuffer<uint16_t> q(random_bf16(batch * kHeads * kHeadDim, 13)), out(batch * kHeads * kHeadDim);
-    cuda::AttentionShape sh;
-    sh.num_heads = kHeads;
-    sh.num_kv_heads = kKvHeads;
-    sh.head_dim = kHeadDim;
-    sh.scale = 0.088f;
-    const cuda::DecodePlan plan = cuda::plan_decode_attention(sh, batch, 2048, cuda::num_sms());
-    DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
-    cuda::PagedKv kv;
-    kv.k_cache = pool.get() + 30 * block_elems;  // layer 15's K and V
-    kv.v_cache = pool.get() + 31 * block_elems;
-    kv.block_stride = static_cast<int64_t>(2 * layers * block_elems);
-    kv.block_tables = dt.get();
-    kv.max_blocks_per_seq = per;
-    kv.block_size = bs;
-    kv.kv_lens = dl.get();
-    const double us = time_us(
-        [&] { cuda::decode_attention(ElemType::BF16, plan, sh, q.get(), 0, kv, out.get(), 0, w.get(), nullptr); }, 20);
-    report("decode_attention", std::string("b=384 ctx=1024 @2048 32 layers ") + (shuffle ? "shuffled" : "in order"), us,
-           2.0 * batch * ctx * kKvHeads * kHeadDim * 2, 4.0 * batch * kHeads * ctx * kHeadDim);
-  }
+  for (bool shuffle : {true, false}) bench_decode(384, 1024, 0, 0, 16, shuffle, true, 32, 2048);
 }
 
 }  // namespace
