@@ -1,10 +1,11 @@
-// Scheduler without a model: the token budget, decodes before prefill chunks, max_batch_size, admission
+// Scheduler without a model: the token budget, decodes before prefill chunks (or after: PrefillFirst), max_batch_size, admission
 // order by priority, preemption of the newest when blocks run out, and that every request completes.
 #include <gtest/gtest.h>
 
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 
 #include "runtime/scheduler.h"
 
@@ -12,8 +13,9 @@ namespace kiln {
 namespace {
 
 struct Harness {
-  Harness(int64_t blocks, int32_t block_size, int64_t max_tokens, int32_t max_batch)
-      : kv({blocks, block_size, true}), sched({max_tokens, max_batch}, kv) {}
+  Harness(int64_t blocks, int32_t block_size, int64_t max_tokens, int32_t max_batch,
+          SchedulePolicy policy = SchedulePolicy::DecodeFirst)
+      : kv({blocks, block_size, true}), sched({max_tokens, max_batch, policy}, kv) {}
 
   Sequence* add(int prompt_len, int max_new, int32_t priority = 0, int32_t first_token = 1) {
     auto s = std::make_unique<Sequence>();
@@ -30,6 +32,8 @@ struct Harness {
   // One step: schedule, "run", append a token to each sequence that reached its end, finish those done.
   const SchedulerOutput& step() {
     const SchedulerOutput& out = sched.schedule();
+    std::set<const Sequence*> once;
+    for (const ScheduledSeq& s : out.scheduled) EXPECT_TRUE(once.insert(s.seq).second) << "scheduled twice";
     sched.finish_step(out);
     for (const ScheduledSeq& s : out.scheduled) {
       Sequence* q = s.seq;
@@ -74,6 +78,29 @@ TEST(Scheduler, LongPromptIsChunkedAndNeverStallsDecodes) {
   const SchedulerOutput& out = h.step();
   EXPECT_EQ(tokens_of(out, b), 5);
   EXPECT_EQ(b->num_computed, 50);
+}
+
+TEST(Scheduler, PrefillFirstGivesPromptsTheBudgetThenDecodes) {
+  Harness h(1000, 4, 16, 8, SchedulePolicy::PrefillFirst);
+  Sequence* a = h.add(3, 100);
+  h.step();  // a's prompt
+  Sequence* b = h.add(50, 2);
+  for (int i = 0; i < 3; ++i) {
+    const SchedulerOutput& out = h.step();
+    EXPECT_EQ(tokens_of(out, b), 16);  // the prompt takes the whole budget
+    EXPECT_EQ(tokens_of(out, a), 0);   // a waits
+  }
+  const SchedulerOutput& out = h.step();
+  EXPECT_EQ(tokens_of(out, b), 2);  // the prompt's last chunk...
+  EXPECT_EQ(tokens_of(out, a), 1);  // ...and a decodes with what is left
+  EXPECT_EQ(out.scheduled.front().seq, b);
+  EXPECT_EQ(out.num_tokens, 3);
+  // A one-token prompt is admitted and, in the same step, not picked again as a decode.
+  Sequence* c = h.add(1, 3);
+  const SchedulerOutput& next = h.step();
+  EXPECT_EQ(tokens_of(next, c), 1);
+  EXPECT_EQ(tokens_of(next, a), 1);
+  EXPECT_EQ(tokens_of(next, b), 1);
 }
 
 TEST(Scheduler, MaxBatchSizeBoundsRunning) {
@@ -151,9 +178,11 @@ TEST(Scheduler, PrefixHitSkipsComputedTokensAndIsCounted) {
   (void)a;
 }
 
-TEST(Scheduler, RandomLoadAlwaysDrains) {
+class SchedulerPolicies : public testing::TestWithParam<SchedulePolicy> {};
+
+TEST_P(SchedulerPolicies, RandomLoadAlwaysDrains) {
   std::mt19937 rng(11);
-  Harness h(24, 4, 32, 6);
+  Harness h(24, 4, 32, 6, GetParam());
   int added = 0;
   for (int it = 0; it < 4000 && (added < 300 || h.done.size() < static_cast<size_t>(added)); ++it) {
     if (added < 300 && rng() % 3 == 0) {
@@ -169,6 +198,13 @@ TEST(Scheduler, RandomLoadAlwaysDrains) {
   EXPECT_EQ(h.kv.num_free_blocks(), 24);
   EXPECT_EQ(h.kv.num_open_sequences(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Scheduler, SchedulerPolicies,
+                         testing::Values(SchedulePolicy::DecodeFirst, SchedulePolicy::PrefillFirst),
+                         [](const testing::TestParamInfo<SchedulePolicy>& i) {
+                           return i.param == SchedulePolicy::DecodeFirst ? std::string("DecodeFirst")
+                                                                         : std::string("PrefillFirst");
+                         });
 
 }  // namespace
 }  // namespace kiln

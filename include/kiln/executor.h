@@ -83,6 +83,10 @@ struct ExecutorConfig {
   double kv_cache_fraction = 0.5;  // of the memory free after weights (CPU: of MemAvailable)
   bool enable_prefix_caching = true;
   int64_t max_queue = 0;           // waiting requests at most (0: unbounded); beyond it enqueue throws QueueFullError
+  // What a step's token budget serves first: running decodes (false, the default: a long prompt never stalls
+  // them) or prompts (true: a burst of requests finishes sooner, as its requests then decode in large batches,
+  // but running decodes wait while prompts fill the budget).
+  bool prefill_first = false;
   // Sample on the device when the model can (Model::samples_on_device: the CUDA backend), so logits never
   // leave it. Same semantics as the CPU Sampler, but seeded draws come from a different generator (Philox keyed
   // by seed and token index instead of mt19937): a seed repeats on one path, not across the two.

@@ -61,6 +61,7 @@ struct BenchFlags {
   int64_t kv_cache_bytes = 0;  // 0: what the workload needs at full concurrency
   int32_t block_size = 16;
   bool no_prefix_caching = false;
+  std::string schedule = "decode-first";
   bool no_cuda_graphs = false;
   bool no_device_sampling = false;
   bool json = false;
@@ -491,6 +492,7 @@ ExecutorConfig engine_config(const BenchFlags& f, const Model& model, const std:
   ec.max_num_tokens = f.max_num_tokens;
   ec.block_size = f.block_size;
   ec.enable_prefix_caching = !f.no_prefix_caching;
+  ec.prefill_first = f.schedule == "prefill-first";
   ec.device_sampling = !f.no_device_sampling;
   ec.kv_cache_bytes = f.kv_cache_bytes;
   if (ec.kv_cache_bytes == 0) {
@@ -529,6 +531,7 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["max_num_tokens"] = ec.max_num_tokens;
   j["block_size"] = ec.block_size;
   j["prefix_caching"] = ec.enable_prefix_caching;
+  j["schedule"] = ec.prefill_first ? "prefill-first" : "decode-first";
   j["device_sampling"] = ec.device_sampling && s.model->samples_on_device();
   j["cuda_graphs"] = f.device == "cuda" && !f.no_cuda_graphs;
   const ModelStats ms = s.model->stats();
@@ -563,9 +566,10 @@ void print_engine(const Executor& ex, const RunOutcome& agg) {
   const ExecutorStats st = ex.stats();
   const ExecutorConfig& ec = ex.config();
   std::printf(
-      "  %-14s max batch %d, max tokens/step %lld, KV %s in %lld blocks of %d (peak use %.1f%%), "
+      "  %-14s max batch %d, max tokens/step %lld, %s, KV %s in %lld blocks of %d (peak use %.1f%%), "
       "%lld steps, %lld preemptions\n",
-      "engine", ec.max_batch_size, static_cast<long long>(ec.max_num_tokens), mib(st.kv_cache_bytes).c_str(),
+      "engine", ec.max_batch_size, static_cast<long long>(ec.max_num_tokens),
+      ec.prefill_first ? "prefill-first" : "decode-first", mib(st.kv_cache_bytes).c_str(),
       static_cast<long long>(st.kv_blocks_total), ec.block_size,
       st.kv_blocks_total > 0 ? 100.0 * agg.kv_peak_blocks / st.kv_blocks_total : 0.0, static_cast<long long>(agg.steps),
       static_cast<long long>(agg.preemptions));
@@ -813,6 +817,11 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
       ->capture_default_str();
   app.add_option("--block-size", f.block_size, "Engine: tokens per KV block")->capture_default_str();
   app.add_flag("--no-prefix-caching", f.no_prefix_caching, "Engine: turn prefix caching off");
+  app.add_option("--schedule", f.schedule,
+                 "Engine: what a step's token budget serves first, running decodes (decode-first) or prompts "
+                 "(prefill-first)")
+      ->check(CLI::IsMember({"decode-first", "prefill-first"}))
+      ->capture_default_str();
   app.add_flag("--no-cuda-graphs", f.no_cuda_graphs,
                "Engine (cuda): run decode steps kernel by kernel, no CUDA graphs");
   app.add_flag("--no-device-sampling", f.no_device_sampling,

@@ -39,6 +39,7 @@ struct ServeFlags {
   int64_t kv_cache_bytes = 0;
   double kv_cache_fraction = 0.5;
   bool no_prefix_caching = false;
+  std::string schedule = "decode-first";
   bool no_cuda_graphs = false;
   int64_t max_queue = 256;
   double shutdown_timeout = 30;
@@ -151,6 +152,7 @@ int run(const ServeFlags& f) {
     ec.kv_cache_bytes = f.kv_cache_bytes;
     ec.kv_cache_fraction = f.kv_cache_fraction;
     ec.enable_prefix_caching = !f.no_prefix_caching;
+    ec.prefill_first = f.schedule == "prefill-first";
     ec.max_queue = f.max_queue;
     executor = std::make_unique<Executor>(model, tok, ec);
     engine = std::make_unique<server::ExecutorEngine>(*executor);
@@ -227,6 +229,11 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--kv-cache-fraction", f->kv_cache_fraction, "Fraction of free memory for the KV cache")
       ->capture_default_str();
   app.add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not reuse KV blocks of shared prompt prefixes");
+  app.add_option("--schedule", f->schedule,
+                 "What a step's token budget serves first: running decodes (decode-first: a long prompt never "
+                 "stalls them) or prompts (prefill-first: bursts finish sooner, decodes wait while prompts arrive)")
+      ->check(CLI::IsMember({"decode-first", "prefill-first"}))
+      ->capture_default_str();
   app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");
   app.add_option("--max-queue", f->max_queue, "Requests waiting at most; beyond it requests get 429 (0: unbounded)")
       ->capture_default_str();

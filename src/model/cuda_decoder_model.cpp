@@ -355,6 +355,28 @@ struct CudaDecoderModel::Impl {
 
   // Counters of stats() (atomic: read from other threads).
   mutable std::atomic<int64_t> graph_captures{0}, graph_replays{0}, eager_steps{0};
+  // KILN_STEP_LOG set: two events around each sampled step's device work, its time in last_step_gpu_ms.
+  struct StepTimer {
+    StepTimer() {
+      const char* e = std::getenv("KILN_STEP_LOG");
+      if (e == nullptr || *e == '\0') return;
+      if (cudaEventCreate(&begin) != cudaSuccess || cudaEventCreate(&end) != cudaSuccess) {
+        cudaGetLastError();
+        return;
+      }
+      on = true;
+    }
+    ~StepTimer() {
+      if (begin) cudaEventDestroy(begin);
+      if (end) cudaEventDestroy(end);
+    }
+    StepTimer(const StepTimer&) = delete;
+    StepTimer& operator=(const StepTimer&) = delete;
+    bool on = false;
+    cudaEvent_t begin = nullptr, end = nullptr;
+  };
+  mutable StepTimer step_timer;
+  mutable std::atomic<double> last_step_gpu_ms{-1.0};
 
   // Where a step's batch metadata sits on the device, and the sizes the kernels are planned for.
   struct StepMeta {
@@ -889,6 +911,7 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
     hp[i] = q;
   }
   cudaStream_t s = I.stream;
+  if (I.step_timer.on) KILN_MODEL_CUDA(cudaEventRecord(I.step_timer.begin, s));
   I.mark("upload");
   KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_params(), hp, static_cast<size_t>(R) * sizeof(cuda::SampleRowParams),
                                   cudaMemcpyHostToDevice, s));
@@ -956,7 +979,13 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, const ForwardBatch&
     KILN_MODEL_CUDA(
         cudaMemcpyAsync(h_toplp, ws.out_top_logprobs(), r0 * top_k * sizeof(float), cudaMemcpyDeviceToHost, s));
   }
+  if (I.step_timer.on) KILN_MODEL_CUDA(cudaEventRecord(I.step_timer.end, s));
   KILN_MODEL_CUDA(cudaStreamSynchronize(s));
+  if (I.step_timer.on) {
+    float ms = -1.0f;
+    KILN_MODEL_CUDA(cudaEventElapsedTime(&ms, I.step_timer.begin, I.step_timer.end));
+    I.last_step_gpu_ms = ms;
+  }
   out.tokens.assign(h_tok, h_tok + r0);
   out.logprobs.assign(h_lp, h_lp + r0);
   out.top_stride = top_k;
@@ -969,6 +998,7 @@ ModelStats CudaDecoderModel::stats() const {
   st.graph_captures = impl_->graph_captures.load();
   st.graph_replays = impl_->graph_replays.load();
   st.eager_steps = impl_->eager_steps.load();
+  st.last_step_gpu_ms = impl_->last_step_gpu_ms.load();
   return st;
 }
 

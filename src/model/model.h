@@ -98,6 +98,9 @@ struct ModelStats {
   int64_t graph_captures = 0;  // graphs captured (one per batch bucket and table width first used twice)
   int64_t graph_replays = 0;   // steps run by replaying one
   int64_t eager_steps = 0;     // forward_batch_sample steps run kernel by kernel
+  // GPU time of the last forward_batch_sample step in ms (CUDA events around its device work), measured only
+  // when KILN_STEP_LOG is set; -1 otherwise.
+  double last_step_gpu_ms = -1;
 };
 
 struct LoadOptions {

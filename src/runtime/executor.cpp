@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -117,6 +119,48 @@ struct Incoming {
   uint64_t seed;
 };
 
+// KILN_STEP_LOG=<file>: one tab-separated line per step, for finding where an engine step's time goes:
+// when it started, its host phases (schedule and pack, the model's forward, the tokens' bookkeeping, and the
+// rest of the loop before it: admission, cancels, handing out responses), the GPU time the model measured
+// (-1 when it measures none), and the step's shape.
+class StepLog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  StepLog() {
+    const char* e = std::getenv("KILN_STEP_LOG");
+    if (e == nullptr || *e == '\0') return;
+    f_ = std::fopen(e, "w");
+    if (f_ == nullptr) {
+      std::fprintf(stderr, "kiln: KILN_STEP_LOG: cannot open %s for writing; no step log\n", e);
+      return;
+    }
+    std::fprintf(f_, "step\tt_ms\tloop_ms\tschedule_ms\tforward_ms\tpost_ms\tgpu_ms\tseqs\tdecodes\ttokens\n");
+    origin_ = last_end_ = Clock::now();
+  }
+  ~StepLog() {
+    if (f_) std::fclose(f_);
+  }
+  StepLog(const StepLog&) = delete;
+  StepLog& operator=(const StepLog&) = delete;
+  bool on() const { return f_ != nullptr; }
+  static double ms(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  }
+  // t0 step start, t1 batch packed, t2 forward returned, t3 tokens handled.
+  void write(Clock::time_point t0, Clock::time_point t1, Clock::time_point t2, Clock::time_point t3,
+             double gpu_ms, int64_t seqs, int64_t decodes, int64_t tokens) {
+    std::fprintf(f_, "%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%lld\t%lld\t%lld\n", static_cast<long long>(n_++),
+                 ms(origin_, t0), ms(last_end_, t0), ms(t0, t1), ms(t1, t2), ms(t2, t3), gpu_ms,
+                 static_cast<long long>(seqs), static_cast<long long>(decodes), static_cast<long long>(tokens));
+    last_end_ = t3;
+  }
+
+ private:
+  std::FILE* f_ = nullptr;
+  Clock::time_point origin_, last_end_;
+  int64_t n_ = 0;
+};
+
 // Responses of a request enqueued without a callback, waiting for await_responses.
 struct Mailbox {
   std::deque<Response> responses;
@@ -171,6 +215,7 @@ struct Executor::Impl {
   BatchSamples step_device_samples_;
   bool device_sampling_ = false;
   int64_t kv_cache_bytes_ = 0;
+  StepLog step_log_;
 
   // Shared state, under mu_.
   mutable std::mutex mu_;
@@ -239,7 +284,10 @@ Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Token
   pool_ = model_->new_kv_pool(num_blocks, c.block_size, c.max_num_tokens);
   device_sampling_ = c.device_sampling && model_->samples_on_device();
   kv_ = std::make_unique<KvCacheManager>(KvCacheManager::Config{num_blocks, c.block_size, c.enable_prefix_caching});
-  scheduler_ = std::make_unique<Scheduler>(SchedulerConfig{c.max_num_tokens, c.max_batch_size}, *kv_);
+  scheduler_ = std::make_unique<Scheduler>(
+      SchedulerConfig{c.max_num_tokens, c.max_batch_size,
+                      c.prefill_first ? SchedulePolicy::PrefillFirst : SchedulePolicy::DecodeFirst},
+      *kv_);
   builder_ = std::make_unique<BatchBuilder>(c.max_num_tokens, c.max_batch_size);
   stats_.kv_blocks_total = num_blocks;
   stats_.kv_blocks_free = num_blocks;
@@ -432,6 +480,7 @@ void Executor::Impl::admit(Incoming& in) {
 }
 
 void Executor::Impl::step() {
+  const StepLog::Clock::time_point t0 = step_log_.on() ? StepLog::Clock::now() : StepLog::Clock::time_point{};
   const SchedulerOutput& out = scheduler_->schedule();
   if (out.scheduled.empty()) {
     // Everything running was preempted this round (the next admits again); nothing running and nothing
@@ -441,6 +490,7 @@ void Executor::Impl::step() {
     return;
   }
   const ForwardBatch& batch = builder_->build(out, *kv_);
+  StepLog::Clock::time_point t1, t2;
   const std::vector<Sequence*>& seqs = builder_->logit_seqs();
   step_actives_.resize(seqs.size());
   step_samples_.resize(seqs.size());
@@ -464,12 +514,14 @@ void Executor::Impl::step() {
       r.logprobs = p.logprobs;
       r.penalties = a.penalties;
     }
+    if (step_log_.on()) t1 = StepLog::Clock::now();
     try {
       model_->forward_batch_sample(*pool_, batch, step_rows_, step_device_samples_);
     } catch (const std::exception& e) {
       for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
       return;
     }
+    if (step_log_.on()) t2 = StepLog::Clock::now();
     scheduler_->finish_step(out);
     const BatchSamples& d = step_device_samples_;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -482,12 +534,14 @@ void Executor::Impl::step() {
         r.top.push_back({d.top_ids[i * d.top_stride + j], static_cast<double>(d.top_logprobs[i * d.top_stride + j])});
     }
   } else {
+    if (step_log_.on()) t1 = StepLog::Clock::now();
     try {
       model_->forward_batch(*pool_, batch, logits_);
     } catch (const std::exception& e) {
       for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
       return;
     }
+    if (step_log_.on()) t2 = StepLog::Clock::now();
     scheduler_->finish_step(out);
     // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
     // the same result as one after another; tokens are then applied in row order.
@@ -503,6 +557,13 @@ void Executor::Impl::step() {
     });
   }
   for (size_t i = 0; i < seqs.size(); ++i) on_token(*step_actives_[i], step_samples_[i]);
+  if (step_log_.on()) {
+    int64_t decodes = 0;
+    for (const ScheduledSeq& s : out.scheduled)  // (num_computed already counts this step's token)
+      decodes += s.num_tokens == 1 && s.seq->num_computed - 1 >= s.seq->prompt_len;
+    step_log_.write(t0, t1, t2, StepLog::Clock::now(), device_sampling_ ? model_->stats().last_step_gpu_ms : -1.0,
+                    static_cast<int64_t>(out.scheduled.size()), decodes, out.num_tokens);
+  }
   std::lock_guard lk(mu_);
   ++stats_.steps;
   stats_.tokens_last_step = out.num_tokens;

@@ -40,32 +40,40 @@ void Scheduler::remove(Sequence* seq) {
 const SchedulerOutput& Scheduler::schedule() {
   out_.clear();
   int64_t budget = config_.max_num_tokens;
-  select_running(budget);
+  const bool prefill_first = config_.policy == SchedulePolicy::PrefillFirst;
+  select_running(budget, !prefill_first);
+  if (prefill_first) {
+    // Prompts first: running chunks, then admission (not after a preemption, as below), then the decodes.
+    if (out_.preempted.empty()) admit_waiting(budget);
+    select_running(budget, true);
+  } else {
+    select_running(budget, false);
+  }
   if (!out_.preempted.empty()) {
     std::erase_if(running_, [](Sequence* s) { return s->preempted_now; });
     for (Sequence* s : out_.preempted) s->preempted_now = false;
-  } else {
+  } else if (!prefill_first) {
     // No admission in a step that had to preempt: the pool is full, and the preempted would come right back.
     admit_waiting(budget);
   }
+  for (const ScheduledSeq& s : out_.scheduled) s.seq->scheduled_now = false;
   out_.num_tokens = config_.max_num_tokens - budget;
   return out_;
 }
 
-// Running sequences in two passes, decodes first: a long prompt takes what is left of the budget after
-// every running decode, so it never stalls them.
-void Scheduler::select_running(int64_t& budget) {
-  for (int pass = 0; pass < 2; ++pass) {
-    const bool decodes = pass == 0;
-    for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
-      Sequence* seq = running_[i];
-      const int64_t left = seq->tokens_left();
-      if (seq->preempted_now || left <= 0 || (left == 1) != decodes) continue;
-      const int64_t n = std::min(left, budget);
-      if (!allocate_or_preempt(seq, n, budget)) continue;
-      out_.scheduled.push_back({seq, n});
-      budget -= n;
-    }
+// The running decodes (decodes) or prompt chunks (!decodes) that the budget allows, in running order. A
+// sequence scheduled earlier in the step (just admitted) is skipped.
+void Scheduler::select_running(int64_t& budget, bool decodes) {
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* seq = running_[i];
+    const int64_t left = seq->tokens_left();
+    if (seq->preempted_now || left <= 0 || (left == 1) != decodes) continue;
+    if (seq->scheduled_now) continue;
+    const int64_t n = std::min(left, budget);
+    if (!allocate_or_preempt(seq, n, budget)) continue;
+    out_.scheduled.push_back({seq, n});
+    seq->scheduled_now = true;
+    budget -= n;
   }
 }
 
@@ -90,6 +98,7 @@ void Scheduler::preempt(Sequence* victim, int64_t& budget) {
   victim->num_computed = 0;
   victim->running = false;
   victim->preempted_now = true;
+  victim->scheduled_now = false;
   ++victim->num_preemptions;
   ++preemptions_;
   waiting_.insert(victim);
@@ -119,6 +128,7 @@ void Scheduler::admit_waiting(int64_t& budget) {
     seq->running = true;
     running_.insert(std::upper_bound(running_.begin(), running_.end(), seq, SequenceOrder{}), seq);
     out_.scheduled.push_back({seq, n});
+    seq->scheduled_now = true;
     budget -= n;
   }
 }

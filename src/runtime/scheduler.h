@@ -2,7 +2,8 @@
 // budget (max_num_tokens) and max_batch_size. There are no prefill and decode phases: a sequence's
 // computed tokens catch up with its known tokens (prompt + generated), one token when decoding, a chunk
 // when prefilling. A step is three small named parts:
-//   TokenSelection   running sequences, decodes first, each given min(tokens left, budget left);
+//   TokenSelection   running sequences, decodes first (or prompts first: SchedulePolicy), each given
+//                    min(tokens left, budget left);
 //   CapacityPolicy   when the KV pool is short, which running sequence gives its blocks back;
 //   Admission        waiting sequences join while the batch, the budget and free blocks allow.
 // Preempted sequences return to the waiting queue with nothing computed and are recomputed later (their
@@ -28,6 +29,7 @@ struct Sequence {
   KvHandle kv;               // invalid while waiting
   bool running = false;
   bool preempted_now = false;  // marked within one schedule() call
+  bool scheduled_now = false;  // likewise
   int64_t num_preemptions = 0;
   int64_t cached_prompt_tokens = -1;  // prompt tokens found in the prefix cache at first admission (-1: not yet)
 
@@ -57,9 +59,18 @@ struct SchedulerOutput {
   }
 };
 
+// Which tokens a step's budget goes to first.
+//   DecodeFirst   every running decode, then prompt chunks (running, then admitted): a long prompt never stalls
+//                 the decodes (the default; inter-token latency stays flat while prompts arrive).
+//   PrefillFirst  prompt chunks (running, then admitted), then decodes with what is left: prompts are computed
+//                 as soon as they arrive and requests then decode together in large batches, so a burst of
+//                 requests finishes sooner, but running decodes wait while prompts fill the budget.
+enum class SchedulePolicy { DecodeFirst, PrefillFirst };
+
 struct SchedulerConfig {
   int64_t max_num_tokens = 2048;
   int32_t max_batch_size = 64;
+  SchedulePolicy policy = SchedulePolicy::DecodeFirst;
 };
 
 // Picks the running sequence that gives its blocks back: the lowest priority, then the latest arrival.
@@ -92,7 +103,7 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
 
  private:
-  void select_running(int64_t& budget);
+  void select_running(int64_t& budget, bool decodes);
   bool allocate_or_preempt(Sequence* seq, int64_t num_tokens, int64_t& budget);
   void preempt(Sequence* victim, int64_t& budget);
   void admit_waiting(int64_t& budget);

@@ -87,7 +87,29 @@ PY
   >"$tmp/t1.json" 2>"$tmp/t1.err"
 check "$tmp/t1.json" throughput 'o["num_requests"] == 12; o["isl"] == 16; o["osl"] == 8; o["output_tokens"] == 96;
   o["input_tokens"] == 192; o["max_batch_size"] == 4; o["random_weights"] == False; o["request_rate"] is None;
-  o["architecture"] == "LlamaForCausalLM"; o["preemptions"] == 0'
+  o["architecture"] == "LlamaForCausalLM"; o["preemptions"] == 0; o["schedule"] == "decode-first"'
+# The prefill-first schedule serves the same workload.
+"$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 --max-batch-size 4 --max-num-tokens 24 \
+  --schedule prefill-first --json --quiet >"$tmp/t1p.json"
+check "$tmp/t1p.json" throughput 'o["schedule"] == "prefill-first"; o["output_tokens"] == 96; o["num_requests"] == 12'
+# KILN_STEP_LOG: one line per engine step (here 12 x 16 prompt tokens at 24 a step, then decodes), and its summary.
+KILN_STEP_LOG="$tmp/steps.tsv" "$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 \
+  --max-batch-size 4 --max-num-tokens 24 --json --quiet >/dev/null
+python3 - "$tmp/steps.tsv" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+head, body = rows[0], rows[1:]
+assert head[:3] == ["step", "t_ms", "loop_ms"], head
+col = {k: i for i, k in enumerate(head)}
+assert sum(int(r[col["tokens"]]) for r in body) >= 12 * 16 + 12 * 7, "every prompt token and decode is in a step"
+assert all(float(r[col["gpu_ms"]]) == -1 for r in body), "the CPU backend measures no GPU time"
+assert any(r[col["decodes"]] == r[col["seqs"]] for r in body) and any(r[col["decodes"]] == "0" for r in body)
+print("step log ok:", len(body), "steps")
+PY
+python3 "$src/bench/step_log_summary.py" "$tmp/steps.tsv" | grep -q "decode"
+if "$kiln" bench throughput --model "$fixture" --schedule sideways --num-requests 1 >/dev/null 2>&1; then
+  echo "an unknown --schedule was accepted"; exit 1
+fi
 # stderr is no terminal here: periodic lines, never carriage returns.
 grep -q "requests done" "$tmp/t1.err"
 if grep -q $'\r' "$tmp/t1.err"; then echo "carriage return in non-terminal progress"; exit 1; fi
