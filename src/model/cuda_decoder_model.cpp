@@ -651,10 +651,11 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
   ws.samp_out = DeviceMem(ws.out_bytes());
   ws.host_out = PinnedMem(ws.out_bytes());
   grow_penalties(ws, 4096);
-  // Split-K decode plans at most ~two CTAs per multiprocessor beyond one per sequence, and splits only while
-  // sequences x KV heads are under twice the multiprocessors: (4 SMs + 2) x heads x (head_dim + 1) floats cover
-  // it (a plan that would need more runs unsplit).
-  ws.decode_ws = DeviceMem(static_cast<size_t>(c.num_heads) * (4 * num_sms + 2) * (hd + 1) * sizeof(float));
+  // Split-K decode: small batches split up to about a wave of CTAs (4 SMs + 2 (sequence, split) pairs cover
+  // it), large ones into the few splits that round their waves up (2 per sequence at batch 320); a plan that
+  // would need more than this workspace runs unsplit.
+  const int64_t pairs = 4 * num_sms + 2 + 2 * std::min<int64_t>(T, 1024);
+  ws.decode_ws = DeviceMem(static_cast<size_t>(c.num_heads) * static_cast<size_t>(pairs) * (hd + 1) * sizeof(float));
   grow_tables(ws, std::min<int64_t>(table, kInitialTableEntries));
   tune_gemms(ws);
 }

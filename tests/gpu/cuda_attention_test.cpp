@@ -214,30 +214,32 @@ TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndVariants) {
       }
 }
 
-// A plan made for a longer context serves shorter ones (as inside a CUDA graph), for every variant.
-TEST(CudaDecodeAttention, PlanForLongerContextServesShorter) {
+// A plan made for a longer context serves shorter ones (as inside a CUDA graph), and one made for a shorter
+// context serves longer ones (each sequence's context is divided among the splits), for every variant.
+TEST(CudaDecodeAttention, PlanServesOtherContextLengths) {
   KILN_REQUIRE_GPU();
   std::mt19937 rng(23);
-  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant) {
-    const AttnCase c{32, 8, 128, 16, 0, ElemType::BF16};
-    Paged pg({1, 300, 2049, 17}, c.H, c.Hkv, c.D, c.bs, c.t, rng);
-    const int64_t row = static_cast<int64_t>(c.H) * c.D;
-    const Half16 q = testing::round16(testing::randn(4 * row, rng, 2.0f), c.t);
-    std::vector<float> hs;
-    DeviceBuffer<float> ds;
-    const cuda::AttentionShape shape = make_shape(c, hs, ds);
-    const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 4, 8192, 132, 0, variant);
-    DeviceBuffer<uint16_t> dq(q.bits), dout(4 * row);
-    DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
-    dout.poison();
-    ws.poison();
-    cuda::decode_attention(c.t, plan, shape, dq.get(), 0, pg.kv(), dout.get(), 0, ws.get(), nullptr);
-    const auto got = testing::to_float(dout.download(), c.t);
-    std::vector<float> want(4 * row);
-    pg.reference(q.f.data(), row, std::vector<int32_t>(4, 1), 0, shape.scale, nullptr, 0.0f, want.data());
-    EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
-        << "variant " << variant << " splits " << plan.num_splits;
-  }
+  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+    for (auto [plan_len, splits] : {std::pair{8192, 0}, std::pair{64, 5}, std::pair{16, 0}}) {
+      const AttnCase c{32, 8, 128, 16, 0, ElemType::BF16};
+      Paged pg({1, 300, 2049, 17}, c.H, c.Hkv, c.D, c.bs, c.t, rng);
+      const int64_t row = static_cast<int64_t>(c.H) * c.D;
+      const Half16 q = testing::round16(testing::randn(4 * row, rng, 2.0f), c.t);
+      std::vector<float> hs;
+      DeviceBuffer<float> ds;
+      const cuda::AttentionShape shape = make_shape(c, hs, ds);
+      const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 4, plan_len, 132, splits, variant);
+      DeviceBuffer<uint16_t> dq(q.bits), dout(4 * row);
+      DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
+      dout.poison();
+      ws.poison();
+      cuda::decode_attention(c.t, plan, shape, dq.get(), 0, pg.kv(), dout.get(), 0, ws.get(), nullptr);
+      const auto got = testing::to_float(dout.download(), c.t);
+      std::vector<float> want(4 * row);
+      pg.reference(q.f.data(), row, std::vector<int32_t>(4, 1), 0, shape.scale, nullptr, 0.0f, want.data());
+      EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
+          << "variant " << variant << " plan for " << plan_len << " splits " << plan.num_splits;
+    }
 }
 
 TEST(CudaPrefillAttention, MatchesCpuOverShapes) {

@@ -69,17 +69,20 @@ std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
 // Decode attention over a paged cache of `bs`-token blocks (shuffled or in order; K and V in two pools or
 // side by side in one; layers > 1: each block holds that many layers' K|V, as CudaDecoderModel's pool, and a
 // middle layer is read), Llama-3.1-8B heads, planned for `plan_ctx` (0: ctx).
+// `spread` > 1: the pool holds spread times the blocks the batch uses, and the batch's blocks are drawn at random
+// from all of it (as in a serving pool that is only partly full).
 void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared, int layers = 1,
-                  int plan_ctx = 0) {
+                  int plan_ctx = 0, int spread = 1) {
   const int per = (ctx + bs - 1) / bs;
   const int blocks = batch * per;
   const size_t block_elems = static_cast<size_t>(kKvHeads) * bs * kHeadDim;
   if (layers > 1) shared = true;
-  DeviceBuffer<uint16_t> pool(2 * blocks * block_elems * layers);
+  DeviceBuffer<uint16_t> pool(2 * static_cast<size_t>(blocks) * spread * block_elems * layers);
   KILN_TEST_CUDA(cudaMemset(pool.get(), 0x3c, pool.size() * 2));  // non-zero finite values
-  std::vector<int32_t> table(blocks), lens(batch, ctx);
+  std::vector<int32_t> table(static_cast<size_t>(blocks) * spread), lens(batch, ctx);
   std::iota(table.begin(), table.end(), 0);
   if (shuffle) std::shuffle(table.begin(), table.end(), std::mt19937(12));
+  table.resize(blocks);
   DeviceBuffer<int32_t> dt(table), dl(lens);
   DeviceBuffer<uint16_t> q(random_bf16(batch * kHeads * kHeadDim, 13)), out(batch * kHeads * kHeadDim);
   cuda::AttentionShape sh;
@@ -93,7 +96,7 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   cuda::PagedKv kv;
   const size_t layer0 = static_cast<size_t>(layers / 2) * 2 * block_elems;
   kv.k_cache = pool.get() + layer0;
-  kv.v_cache = pool.get() + layer0 + (shared ? block_elems : blocks * block_elems);
+  kv.v_cache = pool.get() + layer0 + (shared ? block_elems : static_cast<size_t>(blocks) * spread * block_elems);
   kv.block_stride = shared ? static_cast<int64_t>(2 * layers * block_elems) : 0;
   kv.block_tables = dt.get();
   kv.max_blocks_per_seq = per;
@@ -106,7 +109,8 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
          "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " v" + std::to_string(variant) +
              " sp=" + std::to_string(plan.num_splits) + " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") +
              (shared ? " kv|" : "") + (layers > 1 ? " x" + std::to_string(layers) + " layers" : "") +
-             (plan_ctx > 0 ? " plan@" + std::to_string(plan_ctx) : ""),
+             (plan_ctx > 0 ? " plan@" + std::to_string(plan_ctx) : "") +
+             (spread > 1 ? " in a pool x" + std::to_string(spread) : ""),
          us, bytes, 4.0 * batch * kHeads * ctx * kHeadDim);
 }
 
@@ -652,6 +656,16 @@ TEST(CudaBench, DISABLED_ServingDecodeAttention) {
   // Block tables in allocation order (a prefill takes its blocks in a row) and the CUDA pool's layout: every
   // block holds its 32 layers' K|V, so one layer's blocks sit 2 MiB apart.
   for (bool shuffle : {true, false}) bench_decode(384, 1024, 0, 0, 16, shuffle, true, 32, 2048);
+  // The 1000/1000 run's pool: blocks for 384 x 2000 tokens, about half in use at context ~1,000 (96 GB).
+  bench_decode(384, 1024, 0, 0, 16, true, true, 32, 2048, 2);
+  // Split counts against partial waves (batch 300 pads to a 320-row graph: 640 CTAs on ~528 resident slots),
+  // and contexts just past a power of two planned for the next one (a graph's plan).
+  for (int sp : {0, 1, 2, 3, 4}) bench_decode(320, 2112, 0, sp, 16, true, false);  // 0: the plan's choice
+  for (int sp : {0, 1, 2, 3}) bench_decode(384, 2000, 0, sp, 16, true, false);
+  for (int b : {48, 128}) {
+    bench_decode(b, 2150, 0, 0, 16, true, false);
+    bench_decode(b, 2150, 0, 0, 16, true, false, 1, 4096);
+  }
 }
 
 }  // namespace

@@ -31,7 +31,6 @@ struct Params {
   int32_t window = 0;
   // decode split-K
   int32_t num_splits = 1;
-  int32_t split_tokens = 0;
   int32_t head_chunks = 1;
   float* part_o = nullptr;    // [num_seqs, num_heads, num_splits, head_dim]
   float* part_lse = nullptr;  // [num_seqs, num_heads, num_splits] (log2 domain)
@@ -115,6 +114,9 @@ constexpr int prefill_config(int variant, int head_dim) {
 
 template <typename T, int D>
 void launch_decode(const Params& p, int variant, cudaStream_t stream);
+// CTAs of a decode configuration resident per multiprocessor (the occupancy API; bf16 instance).
+template <typename T, int D>
+int decode_ctas_per_sm(int config);
 template <typename T, int D>
 void launch_prefill(const Params& p, int variant, cudaStream_t stream);
 

@@ -317,8 +317,11 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   const int kv_len = p.kv_lens[seq];
   const int pos = kv_len - 1;
   const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  const int start = lo + split * p.split_tokens;
-  const int end = min(kv_len, start + p.split_tokens);
+  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
+  // context is shorter than the plan's.
+  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
+  const int start = lo + split * per;
+  const int end = min(kv_len, start + per);
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
 
   // Query rows: heads chunk*16 .. of the group (zeros past the group).
@@ -456,8 +459,11 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   const int kv_len = p.kv_lens[seq];
   const int pos = kv_len - 1;
   const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  const int start = lo + split * p.split_tokens;
-  const int end = min(kv_len, start + p.split_tokens);
+  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
+  // context is shorter than the plan's.
+  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
+  const int start = lo + split * per;
+  const int end = min(kv_len, start + per);
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const int g = lane >> 2, t4 = lane & 3;
 
@@ -570,25 +576,37 @@ __global__ void decode_merge_kernel(Params p) {
       from_f<T>(L > 0.0f ? acc / L : 0.0f);
 }
 
+// The kernel of decode configuration C, with its dynamic shared memory limit raised (once per instance).
 template <typename T, int D, int C>
-void run_decode(const Params& p, cudaStream_t stream) {
+void (*decode_kernel_of())(Params) {
   constexpr DecodeConfig c = kDecodeConfigs[C];
   constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D));
   void (*kernel)(Params);
-  dim3 grid;
   if constexpr (c.head_major) {
     kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
-    const int units = p.num_kv_heads * p.head_chunks;
-    grid = dim3((units + c.warps - 1) / c.warps, p.num_splits, p.num_seqs);
   } else {
     static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages>::kSmem == static_cast<size_t>(kSmem), "smem size");
     kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
-    grid = dim3(p.num_splits, p.num_kv_heads * p.head_chunks, p.num_seqs);
   }
   static bool configured = false;  // raising the limit once per instance is enough
   if (!configured) {
     KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     configured = true;
+  }
+  return kernel;
+}
+
+template <typename T, int D, int C>
+void run_decode(const Params& p, cudaStream_t stream) {
+  constexpr DecodeConfig c = kDecodeConfigs[C];
+  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D));
+  void (*kernel)(Params) = decode_kernel_of<T, D, C>();
+  dim3 grid;
+  if constexpr (c.head_major) {
+    const int units = p.num_kv_heads * p.head_chunks;
+    grid = dim3((units + c.warps - 1) / c.warps, p.num_splits, p.num_seqs);
+  } else {
+    grid = dim3(p.num_splits, p.num_kv_heads * p.head_chunks, p.num_seqs);
   }
   kernel<<<grid, c.warps * 32, kSmem, stream>>>(p);
   KILN_CUDA_LAUNCH_CHECK();
@@ -598,40 +616,52 @@ void run_decode(const Params& p, cudaStream_t stream) {
   }
 }
 
+// CTAs of decode configuration C resident on one multiprocessor (registers and shared memory both counted).
+template <typename T, int D, int C>
+int decode_occupancy() {
+  constexpr DecodeConfig c = kDecodeConfigs[C];
+  int n = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel_of<T, D, C>(), c.warps * 32,
+                                                                decode_smem_bytes(c, D)));
+  return n;
+}
+
 // `config` indexes kDecodeConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all.
+// F(C) runs the instance of configuration C.
+#define KILN_DECODE_CONFIG_SWITCH(config, F)                            \
+  if constexpr (D == 128) {                                            \
+    static_assert(kNumDecodeConfigs == 12, "add the new configurations below"); \
+    switch (config) {                                                  \
+      case 1: return F(1);                                             \
+      case 2: return F(2);                                             \
+      case 3: return F(3);                                             \
+      case 4: return F(4);                                             \
+      case 5: return F(5);                                             \
+      case 6: return F(6);                                             \
+      case 7: return F(7);                                             \
+      case 8: return F(8);                                             \
+      case 9: return F(9);                                             \
+      case 10: return F(10);                                           \
+      case 11: return F(11);                                           \
+      default: break;                                                  \
+    }                                                                  \
+  }                                                                    \
+  return F(0);
+
 template <typename T, int D>
 void launch_decode(const Params& p, int config, cudaStream_t stream) {
-  if constexpr (D == 128) {
-    static_assert(kNumDecodeConfigs == 12, "add the new configurations below");
-    switch (config) {
-      case 1:
-        return run_decode<T, D, 1>(p, stream);
-      case 2:
-        return run_decode<T, D, 2>(p, stream);
-      case 3:
-        return run_decode<T, D, 3>(p, stream);
-      case 4:
-        return run_decode<T, D, 4>(p, stream);
-      case 5:
-        return run_decode<T, D, 5>(p, stream);
-      case 6:
-        return run_decode<T, D, 6>(p, stream);
-      case 7:
-        return run_decode<T, D, 7>(p, stream);
-      case 8:
-        return run_decode<T, D, 8>(p, stream);
-      case 9:
-        return run_decode<T, D, 9>(p, stream);
-      case 10:
-        return run_decode<T, D, 10>(p, stream);
-      case 11:
-        return run_decode<T, D, 11>(p, stream);
-      default:
-        break;
-    }
-  }
-  run_decode<T, D, 0>(p, stream);
+#define KILN_RUN_DECODE(C) run_decode<T, D, C>(p, stream)
+  KILN_DECODE_CONFIG_SWITCH(config, KILN_RUN_DECODE)
+#undef KILN_RUN_DECODE
 }
+
+template <typename T, int D>
+int decode_ctas_per_sm(int config) {
+#define KILN_DECODE_OCCUPANCY(C) decode_occupancy<T, D, C>()
+  KILN_DECODE_CONFIG_SWITCH(config, KILN_DECODE_OCCUPANCY)
+#undef KILN_DECODE_OCCUPANCY
+}
+#undef KILN_DECODE_CONFIG_SWITCH
 
 // ---------------------------------------------------------------------------------------------
 // Prefill: grid (row_tiles, num_kv_heads, num_seqs), heaviest row tiles first; WARPS warps own 16 * MT rows
@@ -950,6 +980,7 @@ void launch_prefill(const Params& p, int config, cudaStream_t stream) {
 
 #define KILN_ATTN_INSTANCES(D)                                                      \
   template void launch_decode<__nv_bfloat16, D>(const Params&, int, cudaStream_t);  \
+  template int decode_ctas_per_sm<__nv_bfloat16, D>(int);                           \
   template void launch_decode<__half, D>(const Params&, int, cudaStream_t);         \
   template void launch_prefill<__nv_bfloat16, D>(const Params&, int, cudaStream_t); \
   template void launch_prefill<__half, D>(const Params&, int, cudaStream_t);

@@ -182,13 +182,14 @@ struct AttentionShape {
 
 // Decode: one query per sequence, q [num_seqs, ldq] (heads packed, head_dim each), out likewise.
 // Split-K over the context (flash-decoding); each CTA loads a KV tile once for all query heads of its
-// KV group. The plan depends only on sizes (safe to reuse across steps and inside CUDA graphs as long
-// as every kv_len <= max_kv_len).
+// KV group. Each sequence's own context is divided evenly (in whole tiles) among the splits, so a plan is
+// right for any kv_len and reusable across steps and inside CUDA graphs; max_kv_len only sizes the split
+// count.
 struct DecodePlan {
   int32_t num_seqs = 0;
   int32_t max_kv_len = 0;
   int32_t num_splits = 1;
-  int32_t split_tokens = 0;  // context tokens per split
+  int32_t split_tokens = 0;  // context tokens per split at max_kv_len
   int32_t head_chunks = 1;   // query heads of a group are done 16 at a time
   int32_t variant = 0;       // kernel configuration (0: default; others for benchmarks)
   size_t workspace_bytes = 0;
