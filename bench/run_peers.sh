@@ -204,6 +204,9 @@ acceptance() {
       --max-batch-size 512 --max-num-tokens 8192
     kiln_bench accept-2048-128 throughput --model "$CONFIG" "${rw[@]}" --isl 2048 --osl 128 --num-requests 300 \
       --max-batch-size 256 --max-num-tokens 8192
+    # The same workload with every request admitted and prompts first: they then decode together, at batch 300.
+    kiln_bench accept-2048-128-prefill-first throughput --model "$CONFIG" "${rw[@]}" --isl 2048 --osl 128 \
+      --num-requests 300 --max-batch-size 300 --max-num-tokens 8192 --schedule prefill-first
     kiln_bench accept-1000-1000 throughput --model "$CONFIG" "${rw[@]}" --isl 1000 --osl 1000 --num-requests 384 \
       --max-batch-size 384 --max-num-tokens 8192
   fi
