@@ -162,6 +162,27 @@ TEST(Executor, ChunkedPrefillEqualsUnchunked) {
   }
 }
 
+// Under the prefill-first schedule (prompts take the budget, decodes wait, requests arriving as others run and
+// several steps mixing the two), every request still gets the tokens it gets alone.
+TEST(Executor, PrefillFirstTokensEqualAlone) {
+  std::mt19937 rng(9);
+  ExecutorConfig c = small_config();
+  c.prefill_first = true;
+  c.max_num_tokens = 24;
+  std::vector<Request> reqs;
+  for (int k = 0; k < 12; ++k)
+    reqs.push_back(greedy(random_prompt(rng, 1 + static_cast<int>(rng() % 60)), 1 + rng() % 30));
+  Executor ex(fx().model, fx().tok, c);
+  std::vector<RequestId> ids;
+  int64_t at = 0;
+  for (const Request& r : reqs) {
+    at += rng() % 5;
+    wait_steps(ex, at);
+    ids.push_back(ex.enqueue(r));
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) expect_same(collect(ex, ids[i]), run_alone(reqs[i]));
+}
+
 TEST(Executor, PrefixCacheHitEqualsMissAndIsCounted) {
   std::mt19937 rng(6);
   const std::vector<int32_t> shared = random_prompt(rng, 70);

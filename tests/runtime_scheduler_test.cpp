@@ -93,7 +93,7 @@ TEST(Scheduler, PrefillFirstGivesPromptsTheBudgetThenDecodes) {
   const SchedulerOutput& out = h.step();
   EXPECT_EQ(tokens_of(out, b), 2);  // the prompt's last chunk...
   EXPECT_EQ(tokens_of(out, a), 1);  // ...and a decodes with what is left
-  EXPECT_EQ(out.scheduled.front().seq, b);
+  EXPECT_EQ(out.scheduled.front().seq, a);  // one-token rows still lead the batch
   EXPECT_EQ(out.num_tokens, 3);
   // A one-token prompt is admitted and, in the same step, not picked again as a decode.
   Sequence* c = h.add(1, 3);

@@ -57,6 +57,11 @@ const SchedulerOutput& Scheduler::schedule() {
     admit_waiting(budget);
   }
   for (const ScheduledSeq& s : out_.scheduled) s.seq->scheduled_now = false;
+  // One-token rows lead the batch whatever was chosen first: the CUDA model runs the leading one-row sequences
+  // through split-K decode attention and the rest through prefill attention.
+  if (prefill_first)
+    std::stable_partition(out_.scheduled.begin(), out_.scheduled.end(),
+                          [](const ScheduledSeq& s) { return s.num_tokens == 1; });
   out_.num_tokens = config_.max_num_tokens - budget;
   return out_;
 }

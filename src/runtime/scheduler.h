@@ -62,9 +62,10 @@ struct SchedulerOutput {
 // Which tokens a step's budget goes to first.
 //   DecodeFirst   every running decode, then prompt chunks (running, then admitted): a long prompt never stalls
 //                 the decodes (the default; inter-token latency stays flat while prompts arrive).
-//   PrefillFirst  prompt chunks (running, then admitted), then decodes with what is left: prompts are computed
-//                 as soon as they arrive and requests then decode together in large batches, so a burst of
-//                 requests finishes sooner, but running decodes wait while prompts fill the budget.
+//   PrefillFirst  prompt chunks (running, then admitted), then decodes with what is left (one-token rows still
+//                 lead the batch): prompts are computed as soon as they arrive and requests then decode together
+//                 in large batches, so a burst of requests finishes sooner, but running decodes wait while
+//                 prompts fill the budget.
 enum class SchedulePolicy { DecodeFirst, PrefillFirst };
 
 struct SchedulerConfig {

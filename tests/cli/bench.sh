@@ -106,7 +106,8 @@ assert all(float(r[col["gpu_ms"]]) == -1 for r in body), "the CPU backend measur
 assert any(r[col["decodes"]] == r[col["seqs"]] for r in body) and any(r[col["decodes"]] == "0" for r in body)
 print("step log ok:", len(body), "steps")
 PY
-python3 "$src/bench/step_log_summary.py" "$tmp/steps.tsv" | grep -q "decode"
+python3 "$src/bench/step_log_summary.py" "$tmp/steps.tsv" >"$tmp/steps.txt"
+grep -q "decode" "$tmp/steps.txt"
 if "$kiln" bench throughput --model "$fixture" --schedule sideways --num-requests 1 >/dev/null 2>&1; then
   echo "an unknown --schedule was accepted"; exit 1
 fi
