@@ -384,6 +384,11 @@ struct CudaDecoderModel::Impl {
     const int32_t *d_ids = nullptr, *d_pos = nullptr, *d_slots = nullptr, *d_rows = nullptr, *d_lens = nullptr,
                   *d_cu = nullptr, *d_tab = nullptr;
   };
+  // gate|up GEMM output in 16 bits (f16 compute, a gated MLP without an up bias): the activation's input is
+  // then f16 (|x| <= 65504, ten mantissa bits, against fp32 otherwise). KILN_MLP_F16=0 keeps fp32.
+  bool mlp16 = false;
+  bool mlp_in_16bit(const Layer& L) const { return mlp16 && L.b_in == nullptr; }
+
   mutable OpProfile prof;
   void mark(const char* op) const {
     if (prof.on) prof.mark(op, stream);
@@ -567,6 +572,10 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   }
   KILN_MODEL_CUDA(cudaDeviceSynchronize());  // the fills ran on the legacy stream
   I.et = to_elem(I.dtype);
+  {
+    const char* e = std::getenv("KILN_MLP_F16");
+    I.mlp16 = I.dtype == DType::F16 && c.gated_mlp && !(e != nullptr && std::string(e) == "0");
+  }
   auto at = [&](size_t slot) -> const uint16_t* {
     if (slot == kNoTensor) return nullptr;
     KILN_CHECK(!slots[slot].f32, "CUDA model: tensor {} is not 16-bit", slot);
@@ -677,7 +686,10 @@ void CudaDecoderModel::Impl::tune_gemms(CudaWorkspace& ws) const {
   for (int64_t T = 1;; T = std::min(2 * T, ws.tokens)) {
     gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, ws.qkv.p, stream);
     gemm->run(et, f32, ws.att.as<uint16_t>(), T, nq, L.wo, H, L.bo, x, x, stream);
-    gemm->run(et, f32, h, T, H, L.w_in, n_in, L.b_in, nullptr, ws.mlp_in.p, stream);
+    if (mlp_in_16bit(L))
+      gemm->run(et, et, h, T, H, L.w_in, n_in, nullptr, nullptr, ws.mlp_in.p, stream);
+    else
+      gemm->run(et, f32, h, T, H, L.w_in, n_in, L.b_in, nullptr, ws.mlp_in.p, stream);
     gemm->run(et, f32, ws.act.as<uint16_t>(), T, In, L.w_down, H, L.b_down, x, x, stream);
     if (T <= ws.logit_rows)
       gemm->run(et, f32, h, T, H, lm_head, c.vocab_size, lm_head_b, nullptr, ws.logits.p, stream);
@@ -1200,15 +1212,23 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
     cuda::norm_f32(ot, ln, in, w, b, out, T, H, eps, c.norm_add_one, accumulate, nullptr, s);
   };
   // out (fp32) = residual + mlp(in): up (or gate|up) into fp32 with its bias, the activation into 16-bit, down
-  // with its bias (and the residual, which may be out).
+  // with its bias (and the residual, which may be out). gate|up without a bias under f16 compute goes into f16
+  // instead (mlp_in_16bit): half the bytes written and read between the GEMM and the activation.
   auto mlp = [&](const uint16_t* in, const float* residual, float* out) {
-    float* mi = ws.mlp_in.as<float>();
     uint16_t* a = ws.act.as<uint16_t>();
     const int64_t n_in = c.gated_mlp ? 2 * In : In;
     mark("mlp_in_gemm");
-    gemm->run(et, f32, in, T, H, L.w_in, n_in, L.b_in, nullptr, mi, s);
-    mark("activation");
-    cuda::activation_f32(et, mi, n_in, a, T, In, to_cuda(c.act), c.gated_mlp, s);
+    if (mlp_in_16bit(L)) {
+      uint16_t* mi = ws.mlp_in.as<uint16_t>();
+      gemm->run(et, et, in, T, H, L.w_in, n_in, nullptr, nullptr, mi, s);
+      mark("activation");
+      cuda::gated_activation(et, mi, mi + In, a, T, In, n_in, to_cuda(c.act), s);
+    } else {
+      float* mi = ws.mlp_in.as<float>();
+      gemm->run(et, f32, in, T, H, L.w_in, n_in, L.b_in, nullptr, mi, s);
+      mark("activation");
+      cuda::activation_f32(et, mi, n_in, a, T, In, to_cuda(c.act), c.gated_mlp, s);
+    }
     mark("down_gemm");
     gemm->run(et, f32, a, T, In, L.w_down, H, L.b_down, residual, out, s);
   };

@@ -300,6 +300,22 @@ TEST(CudaActivationF32, F16StoresSaturate) {
     EXPECT_TRUE(std::isnan(got[2])) << testing::type_name(t);
     EXPECT_NEAR(got[3], silu[3], 1e-2) << testing::type_name(t);
   }
+  // The 16-bit gated activation (the model's gate|up in f16): 300 * SiLU(300) and -200 * SiLU(400) are past the
+  // f16 range; 8 columns take the 16-byte path, the first 4 the scalar one.
+  {
+    const std::vector<float> gu = {300.0f, 400.0f, std::nanf(""), 1.0f, 0.5f, 0.5f, 0.5f, 0.5f,
+                                   300.0f, -200.0f, 1.0f, 3.0f, 2.0f, 2.0f, 2.0f, 2.0f};
+    DeviceBuffer<uint16_t> dgu(testing::round16(gu, ElemType::F16).bits);
+    for (int64_t cols : {8, 4}) {
+      DeviceBuffer<uint16_t> dy(cols);
+      cuda::gated_activation(ElemType::F16, dgu.get(), dgu.get() + 8, dy.get(), 1, cols, 16, cuda::Act::SiLU, nullptr);
+      const std::vector<float> got = testing::to_float(dy.download(), ElemType::F16);
+      EXPECT_EQ(got[0], 65504.0f) << cols;
+      EXPECT_EQ(got[1], -65504.0f) << cols;
+      EXPECT_TRUE(std::isnan(got[2])) << cols;
+      EXPECT_NEAR(got[3], 3.0f / (1.0f + std::exp(-1.0f)), 1e-2) << cols;
+    }
+  }
   // The norm's 16-bit output: a row whose normalized value times its weight is 2e5.
   const int64_t dim = 64;
   std::vector<float> x(dim, 0.0f), w(dim, 1.0f);

@@ -86,7 +86,8 @@ void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, co
 enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
 
 // out[r, i] = act(gate[r, i]) * up[r, i]; gate/up rows have stride ld_in, out rows stride n. As
-// cpu::gated_activation (a fused gate_up GEMM output gives gate = buf, up = buf + n, ld_in = 2n).
+// cpu::gated_activation (a fused gate_up GEMM output gives gate = buf, up = buf + n, ld_in = 2n). f16 stores
+// saturate at +-65504 (NaN stays NaN), as activation_f32's.
 void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
                       Act act, cudaStream_t stream);
 

@@ -32,13 +32,14 @@ __global__ void gated_kernel(const T* gate, const T* up, T* out, int64_t n, int6
     float gv[8], uv[8];
     load8(g + c * 8, gv);
     load8(u + c * 8, uv);
+    Vec8<T> v;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) gv[i] = act_one<kAct>(gv[i]) * uv[i];
-    store8(o + c * 8, gv);
+    for (int i = 0; i < 8; ++i) v.h[i] = from_f_sat<T>(act_one<kAct>(gv[i]) * uv[i]);
+    *reinterpret_cast<uint4*>(o + c * 8) = v.u;
   } else {
     const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i >= n) return;
-    o[i] = from_f<T>(act_one<kAct>(to_f(g[i])) * to_f(u[i]));
+    o[i] = from_f_sat<T>(act_one<kAct>(to_f(g[i])) * to_f(u[i]));
   }
 }
 
