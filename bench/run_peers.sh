@@ -209,6 +209,11 @@ acceptance() {
       --num-requests 300 --max-batch-size 300 --max-num-tokens 8192 --schedule prefill-first
     kiln_bench accept-1000-1000 throughput --model "$CONFIG" "${rw[@]}" --isl 1000 --osl 1000 --num-requests 384 \
       --max-batch-size 384 --max-num-tokens 8192
+    # The same two workloads with an fp8 e4m3 KV cache (bf16 weights; half the bytes decode attention reads).
+    kiln_bench accept-2048-128-fp8kv throughput --model "$CONFIG" "${rw[@]}" --isl 2048 --osl 128 \
+      --num-requests 300 --max-batch-size 300 --max-num-tokens 8192 --schedule prefill-first --kv-cache-dtype fp8
+    kiln_bench accept-1000-1000-fp8kv throughput --model "$CONFIG" "${rw[@]}" --isl 1000 --osl 1000 \
+      --num-requests 384 --max-batch-size 384 --max-num-tokens 8192 --kv-cache-dtype fp8
   fi
   if [[ " $parts " == *" configs "* ]]; then
     for c in bench/configs/*.json; do

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
@@ -81,6 +83,60 @@ TEST_P(FixtureTest, GreedyAndLogprobsMatchFloat64Reference) {
     }
     EXPECT_EQ(got, want);
   }
+}
+
+// With an fp8 e4m3 KV cache (LoadOptions::kv_cache_fp8) every K and V value is rounded to 3 mantissa bits
+// without a scale, so the model is no longer the reference's: fed the reference's tokens, the top-5 logprobs
+// stay within the fixture's bound of it, and the greedy id matches wherever the reference's margin exceeds the
+// bound. The tiny fixtures' K and V are small (random weights of std 0.02 on hidden sizes of 16-64), many of
+// them in e4m3's subnormal range (below 2^-6, steps of 2^-9), which is where the rounding costs most: measured
+// worst errors 0.06-1.05 nats (printed as `fp8-kv-error`; docs/models.md). The bounds are those plus a quarter,
+// a guard against a change in what is rounded or how, and each run must also differ from the reference (the
+// rounding happened).
+const std::map<std::string, double> kFp8KvBound = {
+    {"bloom-alibi-bf16", 0.17},     {"falcon-7b-mqa-bf16", 0.19}, {"falcon-newarch-gqa-f16", 0.25},
+    {"gemma-mqa-bf16", 1.32},       {"gemma2-gqa-f32", 0.08},     {"gpt2-learned-f32", 0.26},
+    {"gptj-rotary-f16", 0.2},       {"llama-mqa-f16", 0.64},      {"llama2-mha-f32", 0.43},
+    {"llama3-gqa-bf16", 0.41},      {"mistral-swa", 0.66},        {"mpt-alibi-clip-f32", 0.17},
+    {"neox-parallel-bf16", 0.17},   {"neox-sequential-f32", 0.18}, {"phi3-fused-f16", 0.72},
+    {"qwen2-tied-bias", 0.62},      {"qwen3-qknorm", 0.38}};
+
+TEST_P(FixtureTest, Fp8KvCacheStaysNearFloat64Reference) {
+  const std::string name = GetParam();
+  const nlohmann::json ref = read_reference(name);
+  ASSERT_TRUE(kFp8KvBound.count(name)) << "no fp8 KV bound for " << name;
+  const double bound = kFp8KvBound.at(name);
+  LoadOptions o;
+  o.kv_cache_fp8 = true;
+  auto model = Model::load((kFixtures / name).string(), o);
+  double worst = 0.0;
+  int compared = 0;
+  for (const auto& c : ref["cases"]) {
+    const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
+    const auto& steps = c["steps"];
+    auto state = model->new_state(static_cast<int64_t>(prompt.size() + steps.size() + 1));
+    std::vector<float> logits;
+    model->forward(*state, prompt, logits);
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const auto& step = steps[s];
+      const auto lp = log_softmax(std::span<const float>(logits.data(), logits.size()));
+      const int32_t mine = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      const int32_t theirs = step["token_id"].get<int32_t>();
+      const auto& top = step["top"];
+      const double margin = top[0]["logprob"].get<double>() - top[1]["logprob"].get<double>();
+      if (mine != theirs) EXPECT_LE(margin, bound) << "step " << s << ": greedy " << mine << " vs " << theirs;
+      for (const auto& t : top) {
+        const double d = std::fabs(lp[t["id"].get<int>()] - t["logprob"].get<double>());
+        worst = std::max(worst, d);
+        EXPECT_LE(d, bound) << "step " << s << " top id " << t["id"].get<int>();
+      }
+      ++compared;
+      model->forward(*state, {&theirs, 1}, logits);
+    }
+  }
+  EXPECT_GT(worst, 1e-3) << "an fp8 KV cache gives the float64 reference's logprobs: nothing was rounded";
+  std::printf("fp8-kv-error %-24s worst top-5 logprob error %.4f over %d steps (bound %.2f)\n", name.c_str(), worst,
+              compared, bound);
 }
 
 // One forward over the whole sequence, token-by-token, and uneven chunks all give the same logits.

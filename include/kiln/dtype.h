@@ -50,6 +50,11 @@ inline uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
+// The fp8 e4m3 value nearest to f (ties to even), saturated at +-448 (infinities too), NaN kept: what an fp8 KV
+// cache stores (LoadOptions::kv_cache_fp8), as a float. Exact values: 3 mantissa bits, normals from 2^-6,
+// subnormals in steps of 2^-9.
+float round_to_fp8_e4m3(float f);
+
 // Converts n elements of type `src_type` at `src` to f32.
 void convert_to_f32(DType src_type, const void* src, float* dst, size_t n);
 

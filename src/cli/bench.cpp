@@ -63,6 +63,7 @@ struct BenchFlags {
   bool no_prefix_caching = false;
   std::string schedule = "decode-first";
   bool no_cuda_graphs = false;
+  std::string kv_cache_dtype = "auto";
   bool no_device_sampling = false;
   bool json = false;
   bool quiet = false;
@@ -451,6 +452,7 @@ Setup load(const BenchFlags& f) {
   lo.random_dtype = parse_dtype_flag(f.dtype);
   lo.device = check_device(f.device);
   lo.cuda_graphs = !f.no_cuda_graphs;
+  lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
   const auto t0 = Clock::now();
   s.model = Model::load(s.path, lo);
   s.load_s = secs(Clock::now() - t0);
@@ -534,6 +536,7 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["schedule"] = ec.prefill_first ? "prefill-first" : "decode-first";
   j["device_sampling"] = ec.device_sampling && s.model->samples_on_device();
   j["cuda_graphs"] = f.device == "cuda" && !f.no_cuda_graphs;
+  j["kv_cache_dtype"] = f.kv_cache_dtype == "fp8" ? std::string("fp8_e4m3") : compute_dtype(*s.model);
   const ModelStats ms = s.model->stats();
   j["graph_captures"] = ms.graph_captures;
   j["graph_replays"] = ms.graph_replays;
@@ -822,6 +825,7 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
                  "(prefill-first)")
       ->check(CLI::IsMember({"decode-first", "prefill-first"}))
       ->capture_default_str();
+  add_kv_cache_dtype_option(app, f.kv_cache_dtype);
   app.add_flag("--no-cuda-graphs", f.no_cuda_graphs,
                "Engine (cuda): run decode steps kernel by kernel, no CUDA graphs");
   app.add_flag("--no-device-sampling", f.no_device_sampling,

@@ -112,6 +112,15 @@ std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device
   return dtype == "bf16" ? DType::BF16 : DType::F16;
 }
 
+void add_kv_cache_dtype_option(CLI::App& app, std::string& value) {
+  app.add_option("--kv-cache-dtype", value,
+                 "KV cache storage: auto (the compute type; f32 on the CPU) or fp8 (e4m3, one byte per value, no "
+                 "scale: twice the tokens per byte, half the bytes decode attention reads; the CPU backend stores the "
+                 "same rounded values in f32)")
+      ->check(CLI::IsMember({"auto", "fp8"}))
+      ->capture_default_str();
+}
+
 std::vector<int32_t> stop_ids(const Tokenizer* tokenizer, const ModelConfig& config) {
   std::vector<int32_t> ids;
   if (tokenizer) ids = tokenizer->eos_ids();

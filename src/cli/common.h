@@ -1,6 +1,8 @@
 // Pieces shared by the kiln verbs: the default model, loading with progress, flag helpers.
 #pragma once
 
+#include <CLI/CLI.hpp>
+
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +41,8 @@ std::string read_chat_template(const std::string& path);
 // the f16 range), "bf16" or "f16"; anything else, or a type other than auto with --device cpu (which
 // computes in f32), is a one-line kiln::Error.
 std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device);
+// --kv-cache-dtype: the option, its help and the accepted values (auto, fp8), on every verb that loads a model.
+void add_kv_cache_dtype_option(CLI::App& app, std::string& value);
 // What a loaded model's forward pass computes in: f32 on the CPU backend, the CUDA backend's bf16 or f16.
 std::string compute_dtype(const Model& model);
 

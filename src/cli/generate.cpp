@@ -38,6 +38,7 @@ struct GenerateFlags {
   bool json = false;
   bool quiet = false;
   bool no_cuda_graphs = false;
+  std::string kv_cache_dtype = "auto";
   // Engine.
   int32_t max_batch_size = 64;
   int64_t max_num_tokens = 2048;
@@ -101,6 +102,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   lo.device = device;
   lo.compute_dtype = compute_dtype;
   lo.cuda_graphs = !f.no_cuda_graphs;
+  lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
   const auto t_load = std::chrono::steady_clock::now();
   std::shared_ptr<const Model> model = Model::load(path, lo);
   std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
@@ -271,6 +273,7 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_flag("--json", f->json, "Print one JSON object per prompt instead of streaming text");
   app.add_flag("--quiet,-q", f->quiet, "No progress or speed on stderr");
   app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");
+  add_kv_cache_dtype_option(app, f->kv_cache_dtype);
   app.add_option("--max-batch-size", f->max_batch_size, "Engine: running requests at most")->capture_default_str();
   app.add_option("--max-num-tokens", f->max_num_tokens, "Engine: tokens computed per step at most (the prefill chunk)")
       ->capture_default_str();

@@ -41,6 +41,7 @@ struct ServeFlags {
   bool no_prefix_caching = false;
   std::string schedule = "decode-first";
   bool no_cuda_graphs = false;
+  std::string kv_cache_dtype = "auto";
   int64_t max_queue = 256;
   double shutdown_timeout = 30;
   std::string api_key;
@@ -140,6 +141,7 @@ int run(const ServeFlags& f) {
     lo.device = device;
     lo.compute_dtype = compute_dtype;
     lo.cuda_graphs = !f.no_cuda_graphs;
+    lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
     std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
     const ModelConfig& cfg = model->config();
@@ -235,6 +237,7 @@ std::function<int()> add_serve(CLI::App& app) {
       ->check(CLI::IsMember({"decode-first", "prefill-first"}))
       ->capture_default_str();
   app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");
+  add_kv_cache_dtype_option(app, f->kv_cache_dtype);
   app.add_option("--max-queue", f->max_queue, "Requests waiting at most; beyond it requests get 429 (0: unbounded)")
       ->capture_default_str();
   app.add_option("--shutdown-timeout", f->shutdown_timeout,

@@ -1,11 +1,24 @@
 // Element type sizes, names and bulk conversions.
 #include "kiln/dtype.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kiln/error.h"
 
 namespace kiln {
+
+float round_to_fp8_e4m3(float f) {
+  if (std::isnan(f)) return f;
+  const float a = std::fabs(f);
+  if (a >= 448.0f) return std::copysign(448.0f, f);
+  int e = 0;
+  std::frexp(a, &e);                                   // a = m 2^e, m in [0.5, 1) (e = 0 for a = 0)
+  const int q = std::max(e - 1, -6) - 3;               // the spacing of e4m3 values around a is 2^q
+  const float r = std::nearbyint(std::ldexp(a, -q));  // exact scaling; ties to even (default rounding mode)
+  return std::copysign(std::ldexp(r, q), f);
+}
 
 size_t dtype_size(DType t) {
   switch (t) {

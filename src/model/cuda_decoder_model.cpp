@@ -106,10 +106,12 @@ struct PinnedMem {
 };
 
 // Where the K/V of a pass live: block b of layer l holds K at base + b * block_stride + 2 l * per and V at
-// + (2 l + 1) * per elements, each [kv_head][block_size][head_dim] (per is that size rounded up to 8 elements,
+// + (2 l + 1) * per elements, each [kv_head][block_size][head_dim] (per is that size rounded up to 16 bytes,
 // so every layer's K and V start 16-byte aligned). The CPU pool's layout, so both pools have one shape.
+// Elements are of the compute type, or one-byte fp8 e4m3 (CudaModelOptions::kv_fp8).
 struct KvLayout {
-  uint16_t* base = nullptr;
+  unsigned char* base = nullptr;
+  int64_t elem_bytes = 2;
   int64_t per = 0;
   int64_t block_stride = 0;
   int32_t block_size = 0;
@@ -121,25 +123,28 @@ struct KvLayout {
   // therefore places blocks by a fixed random permutation.
   const int32_t* phys = nullptr;
   int64_t physical(int64_t b) const { return phys ? phys[b] : b; }
-  void* k(int64_t layer) const { return base + 2 * layer * per; }
-  void* v(int64_t layer) const { return base + (2 * layer + 1) * per; }
+  void* k(int64_t layer) const { return base + 2 * layer * per * elem_bytes; }
+  void* v(int64_t layer) const { return base + (2 * layer + 1) * per * elem_bytes; }
 };
 
-int64_t kv_per_layer(const ModelConfig& c, int32_t block_size) {
-  return (c.num_kv_heads * block_size * c.head_dim + 7) / 8 * 8;
+// Elements of one layer's K (or V) in a block: whole 16-byte units.
+int64_t kv_per_layer(const ModelConfig& c, int32_t block_size, bool fp8) {
+  const int64_t unit = fp8 ? 16 : 8;
+  return (c.num_kv_heads * block_size * c.head_dim + unit - 1) / unit * unit;
 }
 
 // One K/V allocation of num_blocks blocks in KvLayout's layout.
 struct KvStorage {
   DeviceMem mem;
   KvLayout layout;
-  KvStorage(const ModelConfig& c, int64_t num_blocks, int32_t block_size) {
-    layout.per = kv_per_layer(c, block_size);
+  KvStorage(const ModelConfig& c, int64_t num_blocks, int32_t block_size, bool fp8) {
+    layout.elem_bytes = fp8 ? 1 : 2;
+    layout.per = kv_per_layer(c, block_size, fp8);
     layout.block_stride = 2 * c.num_layers * layout.per;
     layout.block_size = block_size;
     layout.num_blocks = num_blocks;
-    mem = DeviceMem(static_cast<size_t>(num_blocks * layout.block_stride) * sizeof(uint16_t));
-    layout.base = mem.as<uint16_t>();
+    mem = DeviceMem(static_cast<size_t>(num_blocks * layout.block_stride * layout.elem_bytes));
+    layout.base = mem.as<unsigned char>();
   }
 };
 
@@ -197,8 +202,8 @@ struct CudaWorkspace {
 // One sequence's KV cache: blocks 0 .. n-1 in order (its block table is the identity).
 class CudaKvState final : public KvState {
  public:
-  CudaKvState(const void* owner, const ModelConfig& c, int64_t capacity, int32_t block_size)
-      : owner_(owner), kv_(c, (capacity + block_size - 1) / block_size, block_size) {
+  CudaKvState(const void* owner, const ModelConfig& c, int64_t capacity, int32_t block_size, bool fp8)
+      : owner_(owner), kv_(c, (capacity + block_size - 1) / block_size, block_size, fp8) {
     capacity_ = capacity;
     table_.resize(static_cast<size_t>(kv_.layout.num_blocks));
     for (size_t i = 0; i < table_.size(); ++i) table_[i] = static_cast<int32_t>(i);
@@ -219,8 +224,9 @@ class CudaKvState final : public KvState {
 // The runtime's pool: K/V blocks on the device and the workspace of forward_batch.
 class CudaKvPool final : public KvPool {
  public:
-  CudaKvPool(const void* owner, const ModelConfig& c, int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens)
-      : owner_(owner), kv_(c, num_blocks, block_size) {
+  CudaKvPool(const void* owner, const ModelConfig& c, int64_t num_blocks, int32_t block_size, int64_t max_batch_tokens,
+             bool fp8)
+      : owner_(owner), kv_(c, num_blocks, block_size, fp8) {
     perm_.resize(static_cast<size_t>(num_blocks));
     std::iota(perm_.begin(), perm_.end(), 0);
     std::shuffle(perm_.begin(), perm_.end(), std::mt19937_64(0x6b696c6e));
@@ -728,7 +734,7 @@ void CudaDecoderModel::Impl::grow_penalties(CudaWorkspace& ws, int64_t entries) 
 std::unique_ptr<KvState> CudaDecoderModel::new_state(int64_t capacity) const {
   KILN_CHECK(capacity > 0, "KV state capacity must be positive, got {}", capacity);
   KILN_MODEL_CUDA(cudaSetDevice(impl_->opt.device));
-  return std::make_unique<CudaKvState>(this, impl_->cfg, capacity, impl_->opt.block_size);
+  return std::make_unique<CudaKvState>(this, impl_->cfg, capacity, impl_->opt.block_size, impl_->opt.kv_fp8);
 }
 
 void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, std::vector<float>& logits,
@@ -783,7 +789,8 @@ void CudaDecoderModel::forward(KvState& state, std::span<const int32_t> tokens, 
 
 int64_t CudaDecoderModel::kv_block_bytes(int32_t block_size) const {
   KILN_CHECK(block_size > 0, "KV block size must be positive, got {}", block_size);
-  return 2 * impl_->cfg.num_layers * kv_per_layer(impl_->cfg, block_size) * static_cast<int64_t>(sizeof(uint16_t));
+  const bool fp8 = impl_->opt.kv_fp8;
+  return 2 * impl_->cfg.num_layers * kv_per_layer(impl_->cfg, block_size, fp8) * (fp8 ? 1 : 2);
 }
 
 int64_t CudaDecoderModel::kv_memory_available() const {
@@ -801,7 +808,8 @@ std::unique_ptr<KvPool> CudaDecoderModel::new_kv_pool(int64_t num_blocks, int32_
   KILN_CHECK(num_blocks * block_size <= INT32_MAX, "KV pool: {} blocks of {} tokens exceed 2^31 slots", num_blocks,
              block_size);
   KILN_MODEL_CUDA(cudaSetDevice(impl_->opt.device));
-  auto pool = std::make_unique<CudaKvPool>(this, impl_->cfg, num_blocks, block_size, max_batch_tokens);
+  auto pool =
+      std::make_unique<CudaKvPool>(this, impl_->cfg, num_blocks, block_size, max_batch_tokens, impl_->opt.kv_fp8);
   // Block tables: up to max_batch_tokens sequences x the longest table a sequence can have (the context, and
   // never more than the pool), or kInitialTableEntries if that is less.
   int64_t longest = num_blocks;
@@ -1259,6 +1267,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
   r.q_norm = L.q_norm;
   r.k_norm = L.k_norm;
   r.qk_norm_eps = eps;
+  r.kv_fp8 = opt.kv_fp8;
   mark("rope_kv");
   cuda::rope_kv_write(et, qkv, r, s);
 
@@ -1270,6 +1279,7 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
   shape.softcap = static_cast<float>(c.attn_logit_softcap);
   shape.alibi_slopes = alibi_slopes.as<float>();
   shape.window = static_cast<int32_t>(c.window_for_layer(l));
+  shape.kv_fp8 = opt.kv_fp8;
   cuda::PagedKv kv;
   kv.k_cache = kv_layout.k(l);
   kv.v_cache = kv_layout.v(l);

@@ -30,6 +30,9 @@ struct CudaModelOptions {
   // Weights, activations and KV cache: BF16 or F16. Unset: F16, whatever the checkpoint's type (falling back to
   // BF16 when a weight is outside the f16 range; the residual stream is fp32 either way).
   std::optional<DType> dtype;
+  // The KV cache as fp8 e4m3 (LoadOptions::kv_cache_fp8); K and V are widened exactly to the compute type in
+  // the attention kernels.
+  bool kv_fp8 = false;
 };
 
 class CudaDecoderModel final : public Model {

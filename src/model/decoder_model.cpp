@@ -174,6 +174,7 @@ std::unique_ptr<DecoderModel> DecoderModel::create(ModelConfig c, const WeightSo
   if (c.position == PositionKind::Alibi) m->alibi_slopes_ = cpu::alibi_slopes(c.num_heads, c.alibi_bias_max);
   m->num_parameters_ = params;
   m->weight_bytes_ = total * sizeof(float);
+  m->kv_fp8_ = options.kv_cache_fp8;
   m->cfg_ = std::move(c);
   if (options.progress) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -355,7 +356,7 @@ void DecoderModel::run(const ForwardBatch& b, const KvView& kv, Workspace& ws, s
     float* kc = kv.base + 2 * l * layer_floats;
     float* vc = kc + layer_floats;
     cpu::paged_kv_write(qkv + nq, qkv + nq + nkv, ld_qkv, T, b.slots.data(), nkvh, hd, kc, vc, kv.block_stride,
-                        kv.block_size);
+                        kv.block_size, kv_fp8_);
     cpu::paged_attention(qkv, ld_qkv, ws.seqs, nh, hd, {kc, vc, kv.block_stride, kv.block_size}, nkvh,
                          c.window_for_layer(l), scale, att, nq, slopes, softcap);
     if (c.parallel_residual) {

@@ -78,6 +78,7 @@ class DecoderModel final : public Model {
   std::vector<double> inv_freq_;
   int64_t num_parameters_ = 0;
   size_t weight_bytes_ = 0;
+  bool kv_fp8_ = false;  // LoadOptions::kv_cache_fp8: K and V stored rounded to e4m3
 };
 
 }  // namespace kiln

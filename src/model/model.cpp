@@ -34,6 +34,7 @@ std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource
     CudaModelOptions cuda;
     cuda.dtype = options.compute_dtype;
     cuda.cuda_graphs = options.cuda_graphs;
+    cuda.kv_fp8 = options.kv_cache_fp8;
     return CudaDecoderModel::create(std::move(config), source, options, cuda);
 #else
     KILN_THROW("{}: this kiln was built without the CUDA backend; use the CPU", source.path());

@@ -120,6 +120,11 @@ struct LoadOptions {
   std::optional<DType> random_dtype;
   // CUDA: replay CUDA graphs for pure-decode steps of forward_batch_sample (captured per batch bucket).
   bool cuda_graphs = true;
+  // Store the KV cache as fp8 e4m3 (one byte per value instead of two: twice the tokens per byte, half the
+  // bytes decode attention reads), each K and V value rounded to nearest even and saturated at +-448, without
+  // a scale (kiln::round_to_fp8_e4m3). The CPU backend keeps f32 storage but stores the same rounded values, so
+  // both backends compute with the same K and V.
+  bool kv_cache_fp8 = false;
 };
 
 class Model {

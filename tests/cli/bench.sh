@@ -111,6 +111,14 @@ grep -q "decode" "$tmp/steps.txt"
 if "$kiln" bench throughput --model "$fixture" --schedule sideways --num-requests 1 >/dev/null 2>&1; then
   echo "an unknown --schedule was accepted"; exit 1
 fi
+# An fp8 KV cache (the CPU stores the rounded values): same workload, reported in the JSON; a bad value is refused.
+"$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 --max-batch-size 4 \
+  --kv-cache-dtype fp8 --json --quiet >"$tmp/t1f.json"
+check "$tmp/t1f.json" throughput 'o["kv_cache_dtype"] == "fp8_e4m3"; o["output_tokens"] == 96; o["preemptions"] == 0'
+python3 -c 'import json,sys; assert json.load(open(sys.argv[1]))["kv_cache_dtype"] == "f32"' "$tmp/t1.json"
+if "$kiln" bench throughput --model "$fixture" --kv-cache-dtype int3 --num-requests 1 >/dev/null 2>&1; then
+  echo "an unknown --kv-cache-dtype was accepted"; exit 1
+fi
 # stderr is no terminal here: periodic lines, never carriage returns.
 grep -q "requests done" "$tmp/t1.err"
 if grep -q $'\r' "$tmp/t1.err"; then echo "carriage return in non-terminal progress"; exit 1; fi

@@ -50,6 +50,24 @@ grep -q "computing in f16" "$tmp/dt.auto.err" && grep -q "computing in bf16" "$t
   status=1
 }
 [[ "$(ids "$tmp/dt.auto.json")" == "$(ids "$tmp/dt.f16.json")" ]] || { echo "FAILED: --dtype auto != f16"; status=1; }
+# --kv-cache-dtype fp8 runs on both devices (ids may part at near ties: the GPU rounds its own f16 K/V), and a
+# bench run with it reports the cache type.
+for d in cpu cuda; do
+  if ! "$KILN" generate --model "$fx/llama3-gqa-bf16" --prompt-ids 1,5,9,200,7,33,4 -n 16 -t 0 --json --quiet \
+    --device $d --kv-cache-dtype fp8 >"$tmp/fp8.$d.json" 2>"$tmp/fp8.$d.err"; then
+    echo "FAILED: generate --kv-cache-dtype fp8 --device $d: $(tail -1 "$tmp/fp8.$d.err")"
+    status=1
+  fi
+  echo "--kv-cache-dtype fp8 --device $d: $(ids "$tmp/fp8.$d.json")"
+done
+if "$KILN" bench throughput --model "$fx/llama3-gqa-bf16" --device cuda --kv-cache-dtype fp8 --isl 32 --osl 8 \
+  --num-requests 8 --json --quiet >"$tmp/fp8.bench.json" 2>"$tmp/fp8.bench.err"; then
+  grep -q '"kv_cache_dtype":"fp8_e4m3"' "$tmp/fp8.bench.json" || grep -q '"kv_cache_dtype": "fp8_e4m3"' "$tmp/fp8.bench.json" ||
+    { echo "FAILED: bench --kv-cache-dtype fp8 did not report fp8_e4m3"; status=1; }
+else
+  echo "FAILED: bench --kv-cache-dtype fp8 --device cuda: $(tail -1 "$tmp/fp8.bench.err")"
+  status=1
+fi
 "$KILN" generate --model "$fx/llama3-gqa-bf16" --prompt-ids 1,2 -n 2 --device tpu 2>&1 | head -1
 rm -rf "$tmp"
 exit $status

@@ -3,31 +3,68 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
+#include "kiln/dtype.h"
+#include "kiln/error.h"
 
 namespace kiln {
 namespace {
 
 using cuda::ElemType;
 using testing::DeviceBuffer;
+using testing::fp8_bits;
+using testing::fp8_value;
 using testing::Half16;
 
+// The host rounding the CPU backend stores an fp8 KV cache with is cuda_fp8.h's: over every float of a sweep
+// across the e4m3 range (normals, subnormals, ties, values past 448), infinities and NaN.
+TEST(Fp8E4m3, HostRoundingMatchesCudaFp8) {
+  std::vector<float> xs = {0.0f, -0.0f, 448.0f, -448.0f, 464.0f, 1e9f, -1e9f, std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(), 0x1p-9f, 0x1p-10f, 3 * 0x1p-10f, 0x1p-6f,
+                           1.0625f, 1.1875f, 1e-30f};
+  for (float a = 0x1p-12f; a < 600.0f; a *= 1.0009765625f) {
+    xs.push_back(a);
+    xs.push_back(-a);
+    xs.push_back(std::nextafter(a, 0.0f));
+  }
+  for (int b = 0; b < 256; ++b) {  // every e4m3 value and the midpoints between neighbours
+    const float v = fp8_value(static_cast<uint8_t>(b));
+    if (std::isnan(v)) continue;
+    xs.push_back(v);
+    const float w = fp8_value(static_cast<uint8_t>(b + 1 < 256 ? b + 1 : b));
+    if (!std::isnan(w)) xs.push_back(0.5f * (v + w));
+  }
+  int bad = 0;
+  for (float x : xs) {
+    const float want = fp8_value(fp8_bits(x)), got = round_to_fp8_e4m3(x);
+    if (!(want == got && std::signbit(want) == std::signbit(got)) && bad++ < 10)
+      ADD_FAILURE() << "x=" << x << " cuda_fp8=" << want << " round_to_fp8_e4m3=" << got;
+  }
+  EXPECT_EQ(bad, 0) << "of " << xs.size();
+  EXPECT_TRUE(std::isnan(round_to_fp8_e4m3(std::numeric_limits<float>::quiet_NaN())));
+}
+
 // Sequences in a shuffled block pool (the rounded values kept as floats for the CPU op). The pool holds K
-// blocks then V blocks, or, with `shared`, K and V of each block side by side (block stride 2 blocks).
+// blocks then V blocks, or, with `shared`, K and V of each block side by side (block stride 2 blocks). With
+// fp8 the pool holds e4m3 bytes (the floats are their values).
 struct Paged {
   int num_seqs = 0, H = 0, Hkv = 0, D = 0, bs = 0, max_blocks = 0, num_blocks = 0;
   int64_t block_elems = 0, stride = 0, v_base = 0;
+  bool fp8 = false;
   std::vector<int32_t> kv_lens, tables;
   Half16 pool;
   DeviceBuffer<uint16_t> dpool;
+  DeviceBuffer<uint8_t> dpool8;
   DeviceBuffer<int32_t> dtables, dlens;
 
   Paged(const std::vector<int32_t>& lens, int H_, int Hkv_, int D_, int bs_, ElemType t, std::mt19937& rng,
-        bool shared = false)
-      : num_seqs(static_cast<int>(lens.size())), H(H_), Hkv(Hkv_), D(D_), bs(bs_), kv_lens(lens) {
+        bool shared = false, bool fp8_ = false)
+      : num_seqs(static_cast<int>(lens.size())), H(H_), Hkv(Hkv_), D(D_), bs(bs_), fp8(fp8_), kv_lens(lens) {
     int total = 0;
     for (int32_t l : lens) {
       max_blocks = std::max(max_blocks, (l + bs - 1) / bs);
@@ -45,15 +82,28 @@ struct Paged {
     block_elems = static_cast<int64_t>(Hkv) * bs * D;
     stride = shared ? 2 * block_elems : block_elems;
     v_base = shared ? block_elems : num_blocks * block_elems;
-    pool = testing::round16(testing::randn(static_cast<size_t>(2 * num_blocks * block_elems), rng), t);
-    dpool = DeviceBuffer<uint16_t>(pool.bits);
+    if (fp8) {
+      const std::vector<float> x = testing::randn(static_cast<size_t>(2 * num_blocks * block_elems), rng);
+      std::vector<uint8_t> bytes(x.size());
+      pool.f.resize(x.size());
+      for (size_t i = 0; i < x.size(); ++i) bytes[i] = fp8_bits(x[i]), pool.f[i] = fp8_value(bytes[i]);
+      dpool8 = DeviceBuffer<uint8_t>(bytes);
+    } else {
+      pool = testing::round16(testing::randn(static_cast<size_t>(2 * num_blocks * block_elems), rng), t);
+      dpool = DeviceBuffer<uint16_t>(pool.bits);
+    }
     dtables = DeviceBuffer<int32_t>(tables);
     dlens = DeviceBuffer<int32_t>(kv_lens);
   }
   cuda::PagedKv kv() const {
     cuda::PagedKv p;
-    p.k_cache = dpool.get();
-    p.v_cache = dpool.get() + v_base;
+    if (fp8) {
+      p.k_cache = dpool8.get();
+      p.v_cache = dpool8.get() + v_base;
+    } else {
+      p.k_cache = dpool.get();
+      p.v_cache = dpool.get() + v_base;
+    }
     p.block_tables = dtables.get();
     p.max_blocks_per_seq = max_blocks;
     p.block_size = bs;
@@ -82,12 +132,14 @@ struct AttnCase {
   float softcap = 0.0f;
   bool alibi = false;
   bool shared_pool = false;  // K and V of a block side by side
+  bool fp8 = false;          // an fp8 e4m3 cache
 };
 
 std::string describe(const AttnCase& c) {
   return std::string(testing::type_name(c.t)) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
          " D=" + std::to_string(c.D) + " bs=" + std::to_string(c.bs) + " window=" + std::to_string(c.window) +
-         " softcap=" + std::to_string(c.softcap) + (c.alibi ? " alibi" : "") + (c.shared_pool ? " shared-pool" : "");
+         " softcap=" + std::to_string(c.softcap) + (c.alibi ? " alibi" : "") + (c.shared_pool ? " shared-pool" : "") +
+         (c.fp8 ? " fp8" : "");
 }
 
 // Fills the shape; ALiBi slopes (cpu::alibi_slopes) go to `slopes` on the device.
@@ -99,6 +151,7 @@ cuda::AttentionShape make_shape(const AttnCase& c, std::vector<float>& host_slop
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.D));
   shape.window = c.window;
   shape.softcap = c.softcap;
+  shape.kv_fp8 = c.fp8;
   if (c.alibi) {
     host_slopes = cpu::alibi_slopes(c.H, 8.0);
     slopes = DeviceBuffer<float>(host_slopes);
@@ -108,7 +161,7 @@ cuda::AttentionShape make_shape(const AttnCase& c, std::vector<float>& host_slop
 }
 
 void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits, std::mt19937& rng, int variant = 0) {
-  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool);
+  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool, c.fp8);
   const int S = pg.num_seqs;
   const int64_t row = static_cast<int64_t>(c.H) * c.D;
   const Half16 q = testing::round16(testing::randn(S * row, rng, 2.0f), c.t);
@@ -137,7 +190,7 @@ void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const st
   const int S = static_cast<int>(q_lens.size());
   std::vector<int32_t> lens(S), cu(S + 1, 0);
   for (int s = 0; s < S; ++s) lens[s] = prefix[s] + q_lens[s], cu[s + 1] = cu[s] + q_lens[s];
-  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool);
+  Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool, c.fp8);
   const int64_t row = static_cast<int64_t>(c.H) * c.D;
   // q rows with a stride wider than the heads (as inside a fused qkv buffer).
   const int64_t ldq = row + 2 * static_cast<int64_t>(c.Hkv) * c.D;
@@ -308,6 +361,74 @@ TEST(CudaGenericAttention, SmallAndOddHeadDimsMatchCpu) {
     run_decode({6, 6, 8, 16, 0, t, 0.0f, true}, {1, 97, 300}, 0, rng);  // ALiBi over 6 heads
     run_prefill({6, 6, 12, 3, 0, t, 0.0f, true}, {97, 17}, {0, 40}, rng);
     run_prefill({4, 2, 12, 5, 0, t, 0.0f, false, true}, {50, 3}, {0, 21}, rng);  // K|V side by side
+  }
+}
+
+// An fp8 e4m3 cache (AttentionShape::kv_fp8): the default decode and prefill kernels of every head dim (and the
+// generic kernel) against the CPU op over the same e4m3 values; GQA/MQA, block sizes, splits, windows,
+// soft-capping, ALiBi, K|V side by side; every decode variant (head-major ones read the fp8 tiles directly, the
+// others widen them); a prefill plan for another variant is refused.
+TEST(CudaAttentionFp8Kv, MatchesCpuOverShapes) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(51);
+  for (ElemType t : {ElemType::BF16, ElemType::F16}) {
+    for (int D : {16, 64, 80, 96, 128, 256})
+      for (auto [H, Hkv] : kHeads)
+        for (int bs : {1, 16}) {
+          AttnCase c{H, Hkv, D, bs, 0, t};
+          c.fp8 = true;
+          run_decode(c, {1, 97, 300}, 0, rng);
+          run_prefill(c, {97, 17, 1}, {0, 300, 97}, rng);
+          if (D == 128) {
+            std::vector<int32_t> lens(17);
+            std::uniform_int_distribution<int32_t> pick(1, 2100);
+            for (auto& l : lens) l = pick(rng);
+            for (int splits : {0, 1, 3}) run_decode(c, lens, splits, rng);
+            run_decode(c, {5, 2000}, 0, rng);  // few sequences: the planner takes config 0
+            run_prefill(c, {300, 3}, {0, 5}, rng);
+          }
+        }
+    const AttnCase cases[] = {{32, 8, 128, 16, 64, t},
+                              {16, 8, 256, 16, 100, t, 50.0f},
+                              {12, 12, 64, 16, 0, t, 0.0f, true},
+                              {16, 2, 128, 1, 33, t, 30.0f, true},
+                              {32, 8, 128, 16, 0, t, 0.0f, false, true},
+                              {24, 3, 128, 12, 70, t},
+                              {4, 2, 16, 4, 8, t, 4.0f}};
+    for (AttnCase c : cases) {
+      c.fp8 = true;
+      run_decode(c, {1, 97, 300}, 0, rng);
+      run_decode(c, {2, 70, 71, 333}, 3, rng);
+      run_prefill(c, {130, 17, 1}, {0, 99, 300}, rng);
+    }
+  }
+  std::vector<int32_t> lens(9);
+  std::uniform_int_distribution<int32_t> pick(1, 2100);
+  for (auto& l : lens) l = pick(rng);
+  for (ElemType t : {ElemType::BF16, ElemType::F16})
+    for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+      for (int splits : {0, 3}) {
+        AttnCase a{32, 8, 128, 16, 0, t}, b{32, 1, 128, 3, 0, t, 20.0f, false, true};
+        a.fp8 = b.fp8 = true;
+        run_decode(a, lens, splits, rng, variant);
+        run_decode(b, {1, 45, 300}, splits, rng, variant);
+      }
+  cuda::AttentionShape shape;
+  shape.num_heads = 32, shape.num_kv_heads = 8, shape.head_dim = 128, shape.kv_fp8 = true;
+  EXPECT_THROW(cuda::plan_prefill_attention(shape, 4, 100, 2), Error);
+}
+
+// A few fp8 shapes for compute-sanitizer (tests/gpu/validate_device.sh): the direct head-major decode with and
+// without splits, the widening split-layout decode (few sequences), prefill after a prefix, the generic kernel.
+TEST(CudaAttentionFp8Kv, SanitizerSet) {
+  KILN_REQUIRE_GPU();
+  std::mt19937 rng(52);
+  for (AttnCase c : {AttnCase{32, 8, 128, 16, 0, ElemType::BF16}, AttnCase{16, 2, 64, 3, 0, ElemType::F16},
+                     AttnCase{4, 2, 16, 4, 8, ElemType::BF16}}) {
+    c.fp8 = true;
+    run_decode(c, {1, 97, 300, 40, 77, 500, 2, 9}, 0, rng);
+    run_decode(c, {1, 97, 300}, 3, rng);
+    run_prefill(c, {97, 17, 1}, {0, 120, 97}, rng);
   }
 }
 

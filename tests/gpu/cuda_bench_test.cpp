@@ -71,6 +71,9 @@ std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
 // middle layer is read), Llama-3.1-8B heads, planned for `plan_ctx` (0: ctx).
 // `spread` > 1: the pool holds spread times the blocks the batch uses, and the batch's blocks are drawn at random
 // from all of it (as in a serving pool that is only partly full).
+// Attention benchmarks over an fp8 e4m3 cache instead of a bf16 one (the same element counts, one byte each).
+bool g_fp8 = false;
+
 void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared, int layers = 1,
                   int plan_ctx = 0, int spread = 1) {
   const int per = (ctx + bs - 1) / bs;
@@ -90,13 +93,20 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   sh.num_kv_heads = kKvHeads;
   sh.head_dim = kHeadDim;
   sh.scale = 0.088f;
+  sh.kv_fp8 = g_fp8;
   const cuda::DecodePlan plan =
       cuda::plan_decode_attention(sh, batch, plan_ctx > 0 ? plan_ctx : ctx, cuda::num_sms(), splits, variant);
   DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
   cuda::PagedKv kv;
   const size_t layer0 = static_cast<size_t>(layers / 2) * 2 * block_elems;
-  kv.k_cache = pool.get() + layer0;
-  kv.v_cache = pool.get() + layer0 + (shared ? block_elems : static_cast<size_t>(blocks) * spread * block_elems);
+  const size_t v_off = layer0 + (shared ? block_elems : static_cast<size_t>(blocks) * spread * block_elems);
+  if (g_fp8) {  // the same element offsets into the pool's bytes (0x3c: 1.5 in e4m3)
+    kv.k_cache = reinterpret_cast<const uint8_t*>(pool.get()) + layer0;
+    kv.v_cache = reinterpret_cast<const uint8_t*>(pool.get()) + v_off;
+  } else {
+    kv.k_cache = pool.get() + layer0;
+    kv.v_cache = pool.get() + v_off;
+  }
   kv.block_stride = shared ? static_cast<int64_t>(2 * layers * block_elems) : 0;
   kv.block_tables = dt.get();
   kv.max_blocks_per_seq = per;
@@ -104,8 +114,8 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   kv.kv_lens = dl.get();
   const double us = time_us(
       [&] { cuda::decode_attention(ElemType::BF16, plan, sh, q.get(), 0, kv, out.get(), 0, w.get(), nullptr); }, 20);
-  const double bytes = 2.0 * batch * ctx * kKvHeads * kHeadDim * 2;
-  report("decode_attention",
+  const double bytes = 2.0 * batch * ctx * kKvHeads * kHeadDim * (g_fp8 ? 1 : 2);
+  report(g_fp8 ? "decode_attention fp8" : "decode_attention",
          "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " v" + std::to_string(variant) +
              " sp=" + std::to_string(plan.num_splits) + " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") +
              (shared ? " kv|" : "") + (layers > 1 ? " x" + std::to_string(layers) + " layers" : "") +
@@ -140,6 +150,11 @@ void bench_prefill(int seqs, int q_len, int prefix, const std::vector<int>& vari
   sh.num_kv_heads = kKvHeads;
   sh.head_dim = kHeadDim;
   sh.scale = 0.088f;
+  sh.kv_fp8 = g_fp8;
+  if (g_fp8) {  // e4m3 1.5 everywhere
+    KILN_TEST_CUDA(cudaMemset(kc.get(), 0x3c, kc.size() * 2));
+    KILN_TEST_CUDA(cudaMemset(vc.get(), 0x3c, vc.size() * 2));
+  }
   cuda::PagedKv kv;
   kv.k_cache = kc.get();
   kv.v_cache = vc.get();
@@ -155,10 +170,10 @@ void bench_prefill(int seqs, int q_len, int prefix, const std::vector<int>& vari
     const double us = time_us(
         [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); },
         5);
-    report("prefill_attention",
+    report(g_fp8 ? "prefill_attention fp8" : "prefill_attention",
            std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") v" +
                std::to_string(variant),
-           us, 2.0 * blocks * kKvHeads * bs * kHeadDim * 2, flops);
+           us, 2.0 * blocks * kKvHeads * bs * kHeadDim * (g_fp8 ? 1 : 2), flops);
   }
 }
 void bench_prefill(int seqs, int q_len, int prefix, int variant) {
@@ -666,6 +681,28 @@ TEST(CudaBench, DISABLED_ServingDecodeAttention) {
     bench_decode(b, 2150, 0, 0, 16, true, false);
     bench_decode(b, 2150, 0, 0, 16, true, false, 1, 4096);
   }
+}
+
+// The serving shapes over a bf16 and an fp8 cache: the plan's choice, then every decode configuration; prefill
+// of 4 x 2048 and of a chunk after a prefix.
+TEST(CudaBench, DISABLED_Fp8KvAttention) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  for (bool fp8 : {false, true}) {
+    g_fp8 = fp8;
+    for (int ctx : {1024, 2000}) bench_decode(384, ctx, 0, 0, 16, true, false);
+    bench_decode(300, 2112, 0, 0, 16, true, false);
+    bench_decode(64, 2048, 0, 0, 16, true, false);
+    bench_decode(4, 2048, 0, 0, 16, true, false);
+    bench_prefill(4, 2048, 0, 0);
+    bench_prefill(1, 512, 3584, 0);
+  }
+  g_fp8 = true;
+  for (int v = 1; v < cuda::kDecodeAttentionVariants; ++v) {
+    bench_decode(384, 2000, v, 0, 16, true, false);
+    bench_decode(300, 2112, v, 0, 16, true, false);
+  }
+  g_fp8 = false;
 }
 
 }  // namespace

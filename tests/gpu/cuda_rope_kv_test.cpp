@@ -7,6 +7,7 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
+#include "kiln/dtype.h"
 
 namespace kiln {
 namespace {
@@ -23,6 +24,7 @@ struct RopeCase {
   int block_size;
   ElemType t;
   bool shared = false;  // K and V of a block side by side in one pool (block stride of two blocks)
+  bool fp8 = false;     // an fp8 e4m3 cache (RopeKvArgs::kv_fp8)
 };
 
 void run_case(const RopeCase& c, std::mt19937& rng) {
@@ -70,8 +72,10 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
   const int64_t block_elems = static_cast<int64_t>(c.Hkv) * c.block_size * c.D;
   const int64_t stride = c.shared ? 2 * block_elems : block_elems;
   const int64_t v_base = c.shared ? block_elems : num_blocks * block_elems;
-  DeviceBuffer<uint16_t> pool(static_cast<size_t>(2 * num_blocks * block_elems));
+  DeviceBuffer<uint16_t> pool(c.fp8 ? 0 : static_cast<size_t>(2 * num_blocks * block_elems));
+  DeviceBuffer<uint8_t> pool8(c.fp8 ? static_cast<size_t>(2 * num_blocks * block_elems) : 0);
   pool.poison();
+  pool8.poison();  // 0xff: an e4m3 NaN
   DeviceBuffer<int32_t> dpos(pos), dslots(slots);
   DeviceBuffer<double> dinv(inv);
   cuda::RopeKvArgs a;
@@ -84,8 +88,14 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
   a.positions = dpos.get();
   a.inv_freq = dinv.get();
   a.slot_mapping = dslots.get();
-  a.k_cache = pool.get();
-  a.v_cache = pool.get() + v_base;
+  if (c.fp8) {
+    a.k_cache = pool8.get();
+    a.v_cache = pool8.get() + v_base;
+    a.kv_fp8 = true;
+  } else {
+    a.k_cache = pool.get();
+    a.v_cache = pool.get() + v_base;
+  }
   a.block_size = c.block_size;
   a.block_stride = c.shared ? stride : 0;
   if (c.qk_norm) a.q_norm = dqn.get(), a.k_norm = dkn.get();
@@ -94,9 +104,17 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
   const std::string what =
       std::string(testing::type_name(c.t)) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
       " D=" + std::to_string(c.D) + " rot=" + std::to_string(c.rotary) + (c.interleaved ? " interleaved" : "") +
-      (c.qk_norm ? " qk_norm" : "") + " bs=" + std::to_string(c.block_size) + (c.shared ? " shared" : "");
+      (c.qk_norm ? " qk_norm" : "") + " bs=" + std::to_string(c.block_size) + (c.shared ? " shared" : "") +
+      (c.fp8 ? " fp8" : "");
   const auto got = testing::to_float(dqkv.download(), c.t);
-  const auto pg = testing::to_float(pool.download(), c.t);
+  std::vector<float> pg;
+  if (c.fp8) {
+    for (uint8_t b : pool8.download()) pg.push_back(testing::fp8_value(b));
+  } else {
+    pg = testing::to_float(pool.download(), c.t);
+  }
+  // What the cache should hold: the values, rounded to e4m3 for an fp8 cache.
+  auto stored = [&](float x) { return c.fp8 ? round_to_fp8_e4m3(x) : x; };
   auto at = [&](int64_t s, int h, bool v) {
     return (v ? v_base : 0) + (s / c.block_size) * stride + (h * c.block_size + s % c.block_size) * c.D;
   };
@@ -109,13 +127,15 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
       const int64_t s = slots[t];
       if (s < 0) continue;
       for (int d = 0; d < c.D; ++d) {
-        gk.push_back(pg[at(s, h, false) + d]), wk.push_back(ref[t * row + (c.H + h) * c.D + d]);
-        gv.push_back(pg[at(s, h, true) + d]), wv.push_back(qkv.f[t * row + (c.H + c.Hkv + h) * c.D + d]);
+        gk.push_back(pg[at(s, h, false) + d]), wk.push_back(stored(ref[t * row + (c.H + h) * c.D + d]));
+        gv.push_back(pg[at(s, h, true) + d]), wv.push_back(stored(qkv.f[t * row + (c.H + c.Hkv + h) * c.D + d]));
       }
     }
   }
   EXPECT_LT(testing::rel_err(gq, wq), testing::tol16(c.t)) << what << " (q)";
-  EXPECT_LT(testing::rel_err(gk, wk), testing::tol16(c.t)) << what << " (k)";
+  // fp8: the GPU rounds its own fp32 rotation, which may sit on the other side of an e4m3 rounding boundary
+  // from the CPU's now and then (one e4m3 step, 2^-3 relative, in a few of thousands of values).
+  EXPECT_LT(testing::rel_err(gk, wk), c.fp8 ? 1e-2 : testing::tol16(c.t)) << what << " (k)";
   EXPECT_EQ(testing::rel_err(gv, wv), 0.0) << what << " (v)";
   // Every slot nobody owns is still poisoned (NaN).
   std::vector<bool> owned(num_blocks * c.block_size, false);
@@ -140,6 +160,10 @@ TEST(CudaRopeKv, MatchesCpu) {
       run_case({16, 2, 96, 96, false, RopeScaling::None, true, bs, t}, rng);             // q/k norm (Qwen3)
       run_case({8, 4, 256, 64, true, RopeScaling::None, true, bs, t}, rng);              // partial interleaved 256
       run_case({32, 8, 128, 128, false, RopeScaling::Llama3, false, bs, t, true}, rng);  // K|V side by side
+      // fp8 e4m3 caches
+      run_case({32, 8, 128, 128, false, RopeScaling::Llama3, false, bs, t, false, true}, rng);
+      run_case({16, 2, 96, 96, false, RopeScaling::None, true, bs, t, true, true}, rng);
+      run_case({8, 4, 256, 64, true, RopeScaling::None, true, bs, t, false, true}, rng);
     }
 }
 

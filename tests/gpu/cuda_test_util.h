@@ -1,6 +1,7 @@
 // Helpers for the GPU tests: device buffers, bf16/f16 rounding on the host, random data, error norms.
 #pragma once
 
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -143,6 +144,12 @@ inline std::shared_ptr<const Model> random_llama_hd64(const std::string& name, u
   o.random_seed = seed;
   o.cuda_graphs = cuda_graphs;
   return std::shared_ptr<const Model>(Model::load((dir / "config.json").string(), o));
+}
+
+// fp8 e4m3 bits of f by NVIDIA's conversion (cuda_fp8.h: nearest even, saturating), and the value of bits.
+inline uint8_t fp8_bits(float f) { return __nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3); }
+inline float fp8_value(uint8_t b) {
+  return static_cast<float>(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(b), __NV_E4M3)));
 }
 
 }  // namespace kiln::testing

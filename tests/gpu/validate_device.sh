@@ -39,7 +39,7 @@ if [[ $parts == *" tests "* ]]; then
   KILN_SKIP_BENCH=1 KILN_SANITIZER_TIMEOUT=${KILN_SANITIZER_TIMEOUT:-200} KILN_SANITIZER_TESTS="${KILN_SANITIZER_TESTS:-\
 cuda_fixtures_test:*gemma2*:*bloom*:*gpt2*:*falcon_newarch*:*phi3*:*mpt* \
 cuda_sampling_test cuda_graph_test cuda_decoder_model_test cuda_norm_act_test cuda_rope_kv_test cuda_gemm_test \
-cuda_attention_test:CudaDecodeAttention.PlanServesOtherContextLengths:CudaPrefillAttention.SlidingWindowSoftcapAndAlibi:CudaGenericAttention.* \
+cuda_attention_test:CudaDecodeAttention.PlanServesOtherContextLengths:CudaPrefillAttention.SlidingWindowSoftcapAndAlibi:CudaGenericAttention.*:CudaAttentionFp8Kv.SanitizerSet \
 cuda_runtime_test:*DeviceSampling*:*Preempted*}" \
     bash "$root/tests/gpu/run_device.sh" "$BIN"
   wait

@@ -6,6 +6,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "kiln/dtype.h"
 #include "kiln/error.h"
 
 namespace kiln::cpu {
@@ -98,13 +99,21 @@ void attention(const float* q, int64_t ldq, int64_t T, int64_t n_heads, int64_t 
 }
 
 void paged_kv_write(const float* k, const float* v, int64_t ld, int64_t T, const int64_t* slots, int64_t n_kv_heads,
-                    int64_t head_dim, float* k_pool, float* v_pool, int64_t block_stride, int64_t block_size) {
+                    int64_t head_dim, float* k_pool, float* v_pool, int64_t block_stride, int64_t block_size,
+                    bool fp8) {
   for (int64_t t = 0; t < T; ++t) {
     const int64_t b = slots[t] / block_size, s = slots[t] % block_size;
     for (int64_t g = 0; g < n_kv_heads; ++g) {
       const int64_t off = b * block_stride + (g * block_size + s) * head_dim;
-      std::copy_n(k + t * ld + g * head_dim, head_dim, k_pool + off);
-      std::copy_n(v + t * ld + g * head_dim, head_dim, v_pool + off);
+      const float* ks = k + t * ld + g * head_dim;
+      const float* vs = v + t * ld + g * head_dim;
+      if (fp8) {
+        std::transform(ks, ks + head_dim, k_pool + off, round_to_fp8_e4m3);
+        std::transform(vs, vs + head_dim, v_pool + off, round_to_fp8_e4m3);
+      } else {
+        std::copy_n(ks, head_dim, k_pool + off);
+        std::copy_n(vs, head_dim, v_pool + off);
+      }
     }
   }
 }

@@ -92,9 +92,11 @@ void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs
                      int64_t ldo, const float* alibi_slopes = nullptr, float softcap = 0.0f);
 
 // Copies the K and V rows of T tokens (k, v: [T, n_kv_heads, head_dim], row stride ld) into their slots
-// (slot = block * block_size + offset) of a paged cache laid out as in PagedKvLayer.
+// (slot = block * block_size + offset) of a paged cache laid out as in PagedKvLayer. fp8: each value is stored
+// rounded to fp8 e4m3 (kiln::round_to_fp8_e4m3), the values an fp8 KV cache on the GPU holds.
 void paged_kv_write(const float* k, const float* v, int64_t ld, int64_t T, const int64_t* slots, int64_t n_kv_heads,
-                    int64_t head_dim, float* k_pool, float* v_pool, int64_t block_stride, int64_t block_size);
+                    int64_t head_dim, float* k_pool, float* v_pool, int64_t block_stride, int64_t block_size,
+                    bool fp8 = false);
 
 enum class Activation : uint8_t { SiLU, GeluTanh, GeluErf };
 

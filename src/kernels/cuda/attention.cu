@@ -44,9 +44,12 @@ attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, co
   p.block_size = kv.block_size;
   p.block_shift = (kv.block_size & (kv.block_size - 1)) == 0 ? __builtin_ctz(static_cast<unsigned>(kv.block_size)) : -1;
   p.block_stride = kv.block_stride ? kv.block_stride : int64_t{s.num_kv_heads} * kv.block_size * s.head_dim;
+  p.kv_fp8 = s.kv_fp8;
   const bool tc = attn::has_tensor_core_instance(s.head_dim);
-  KILN_CHECK((!tc || p.block_stride % 8 == 0) && p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
-             "attention: block stride {} must be a multiple of 8 and hold a block", p.block_stride);
+  const int64_t align = s.kv_fp8 ? 16 : 8;  // elements of a 16-byte copy
+  KILN_CHECK((!tc || p.block_stride % align == 0) &&
+                 p.block_stride >= int64_t{s.num_kv_heads} * kv.block_size * s.head_dim,
+             "attention: block stride {} must be a multiple of {} and hold a block", p.block_stride, align);
   p.kv_lens = kv.kv_lens;
   p.num_heads = s.num_heads;
   p.num_kv_heads = s.num_kv_heads;
@@ -67,13 +70,13 @@ attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, co
 // CTAs of a decode configuration resident per multiprocessor, from the occupancy API (registers count: the
 // head-major kernels fit 2 per SM on the H200 where shared memory alone would allow 4), cached per device;
 // the shared-memory bound when no device answers.
-int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim) {
+int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim, bool kv_fp8) {
   const int config = static_cast<int>(&c - attn::kDecodeConfigs);
   int dev = -1;
   if (cudaGetDevice(&dev) != cudaSuccess) cudaGetLastError(), dev = -1;
   static std::mutex mu;
-  static std::map<std::tuple<int, int, int>, int> cache;
-  const auto key = std::make_tuple(dev, config, head_dim);
+  static std::map<std::tuple<int, int, int, bool>, int> cache;
+  const auto key = std::make_tuple(dev, config, head_dim, kv_fp8);
   std::lock_guard lk(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -81,11 +84,11 @@ int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim) {
   if (dev >= 0) {
     try {
       switch (head_dim) {
-        case 64: n = attn::decode_ctas_per_sm<__nv_bfloat16, 64>(config); break;
-        case 80: n = attn::decode_ctas_per_sm<__nv_bfloat16, 80>(config); break;
-        case 96: n = attn::decode_ctas_per_sm<__nv_bfloat16, 96>(config); break;
-        case 128: n = attn::decode_ctas_per_sm<__nv_bfloat16, 128>(config); break;
-        case 256: n = attn::decode_ctas_per_sm<__nv_bfloat16, 256>(config); break;
+        case 64: n = attn::decode_ctas_per_sm<__nv_bfloat16, 64>(config, kv_fp8); break;
+        case 80: n = attn::decode_ctas_per_sm<__nv_bfloat16, 80>(config, kv_fp8); break;
+        case 96: n = attn::decode_ctas_per_sm<__nv_bfloat16, 96>(config, kv_fp8); break;
+        case 128: n = attn::decode_ctas_per_sm<__nv_bfloat16, 128>(config, kv_fp8); break;
+        case 256: n = attn::decode_ctas_per_sm<__nv_bfloat16, 256>(config, kv_fp8); break;
         default: break;
       }
     } catch (const std::exception&) {
@@ -94,7 +97,7 @@ int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim) {
     }
   }
   if (n <= 0) {
-    const size_t smem = attn::decode_smem_bytes(c, head_dim) + 1024;
+    const size_t smem = attn::decode_smem_bytes(c, head_dim, kv_fp8) + 1024;
     n = static_cast<int>(std::max<size_t>(1, std::min<size_t>((227u << 10) / smem, 64 / c.warps)));
   }
   cache.emplace(key, n);
@@ -128,7 +131,7 @@ DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, 
     return std::max<int64_t>(1, int64_t{num_seqs} * ((units + c.warps - 1) / c.warps));
   };
   auto hm_slots = [&](const attn::DecodeConfig& c) {
-    return int64_t{decode_ctas_per_sm(c, shape.head_dim)} * std::max(num_sms, 1);
+    return int64_t{decode_ctas_per_sm(c, shape.head_dim, shape.kv_fp8)} * std::max(num_sms, 1);
   };
   auto hm_most = [&](const attn::DecodeConfig& c) {
     return std::max<int64_t>(1, std::min<int64_t>(1024, (len + 4 * c.tok - 1) / (4 * c.tok)));
@@ -224,6 +227,8 @@ PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs
   check_shape(shape);
   KILN_CHECK(num_seqs >= 0 && max_q_len >= 0, "prefill attention: negative sizes");
   KILN_CHECK(variant >= 0 && variant < attn::kNumPrefillVariants, "prefill attention: no variant {}", variant);
+  KILN_CHECK(!shape.kv_fp8 || variant == 0, "prefill attention: an fp8 KV cache runs variant 0 only, not {}",
+             variant);
   PrefillPlan plan;
   plan.num_seqs = num_seqs;
   plan.max_q_len = max_q_len;

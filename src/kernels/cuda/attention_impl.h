@@ -19,6 +19,7 @@ struct Params {
   int32_t block_size = 0;
   int32_t block_shift = -1;  // log2(block_size) when it is a power of two, else -1
   int64_t block_stride = 0;  // elements between blocks
+  bool kv_fp8 = false;       // K and V stored as fp8 e4m3, one byte each (else as T)
   const int32_t* kv_lens = nullptr;
   const int32_t* cu_q_lens = nullptr;  // prefill only
   int32_t num_seqs = 0;
@@ -63,12 +64,20 @@ constexpr int kNumDecodeVariants = kNumDecodeConfigs + 1;
 constexpr int decode_config(int variant, int head_dim) {
   return head_dim != 128 ? 0 : variant == 0 ? kDefaultDecodeConfig : variant - 1;
 }
-// Dynamic shared memory of a decode configuration (head_dim D, 16-bit elements).
-constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D) {
-  return (static_cast<size_t>(c.head_major ? 0 : 16 * (D + 8)) +
-          static_cast<size_t>(c.warps) * c.stages * 2 * c.tok * (D + 8)) *
-         2;
+// Bytes of the K/V pipeline of tok-token tiles over `stages` stages: 16-bit tiles with rows padded by 16 bytes
+// for ldmatrix, or (fp8) the one-byte tiles with rows padded by 16 bytes, plus (wide) one padded 16-bit K/V pair
+// that each stage is widened into before use. The head-major decode kernels read fp8 tiles directly (no wide pair).
+constexpr size_t kv_pipeline_bytes(int tok, int stages, int D, bool fp8, bool wide = true) {
+  const size_t pair16 = static_cast<size_t>(2) * tok * (D + 8) * 2;
+  return fp8 ? static_cast<size_t>(stages) * 2 * tok * (D + 16) + (wide ? pair16 : 0) : stages * pair16;
 }
+// Dynamic shared memory of a decode configuration (head_dim D, 16-bit compute; fp8: an fp8 KV cache).
+constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D, bool fp8 = false) {
+  return static_cast<size_t>(c.head_major ? 0 : 16 * (D + 8) * 2) +
+         static_cast<size_t>(c.warps) * kv_pipeline_bytes(c.tok, c.stages, D, fp8, !(c.head_major && D % 64 == 0));
+}
+// Over an fp8 KV cache every decode configuration has an instance, but prefill only config 0 and the default
+// (prefill plans for it take variant 0).
 
 // Prefill kernel configurations: warps per CTA, keys per tile, cp.async stages (the whole CTA shares the K/V
 // tiles), m-tiles per warp (16 query rows each; a warp's m-tiles share each K/V fragment it loads), the CTAs per
@@ -116,7 +125,7 @@ template <typename T, int D>
 void launch_decode(const Params& p, int variant, cudaStream_t stream);
 // CTAs of a decode configuration resident per multiprocessor (the occupancy API; bf16 instance).
 template <typename T, int D>
-int decode_ctas_per_sm(int config);
+int decode_ctas_per_sm(int config, bool kv_fp8);
 template <typename T, int D>
 void launch_prefill(const Params& p, int variant, cudaStream_t stream);
 

@@ -101,32 +101,35 @@ __device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* tab
 
 // Issues the copies of keys and values [t0, t0 + TOK) (zeros past `end`) into k_s / v_s, spread over the
 // NTHREADS threads of which this is thread `tid`. Unrolled so the block-table reads of a thread's rows are
-// all in flight at once.
-template <typename T, int D, int TOK, int NTHREADS, bool PF = false>
-__device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* table, int kvh, int t0, int end, T* k_s,
-                                             T* v_s, int tid) {
-  using TL = Tile<D>;
-  constexpr int kTotal = TOK * TL::kChunks;
+// all in flight at once. KV is the stored element: T (rows padded to Tile<D>::kStride for ldmatrix) or
+// uint8_t, fp8 e4m3 (rows of D bytes padded to D + 16, for widen_kv_tile or the direct fp8 tiles below).
+template <typename KV, int D, int TOK, int NTHREADS, bool PF = false>
+__device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* table, int kvh, int t0, int end, KV* k_s,
+                                             KV* v_s, int tid) {
+  constexpr int kPerChunk = 16 / static_cast<int>(sizeof(KV));  // elements per 16-byte copy
+  constexpr int kChunks = D / kPerChunk;
+  constexpr int kStride = sizeof(KV) == 1 ? D + 16 : Tile<D>::kStride;
+  constexpr int kTotal = TOK * kChunks;
   constexpr int kIters = (kTotal + NTHREADS - 1) / NTHREADS;
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
+  const KV* kc = static_cast<const KV*>(p.k_cache);
+  const KV* vc = static_cast<const KV*>(p.v_cache);
   const uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
   int64_t off[kIters];
   bool valid[kIters];
 #pragma unroll
   for (int i = 0; i < kIters; ++i) {
     const int c = tid + i * NTHREADS;
-    const int r = c / TL::kChunks, col = c % TL::kChunks;
+    const int r = c / kChunks, col = c % kChunks;
     const int tok = t0 + r;
     valid[i] = (kTotal % NTHREADS == 0 || c < kTotal) && tok < end;
-    off[i] = valid[i] ? kv_offset(p, table, tok, kvh, D) + col * 8 : 0;
+    off[i] = valid[i] ? kv_offset(p, table, tok, kvh, D) + col * kPerChunk : 0;
   }
 #pragma unroll
   for (int i = 0; i < kIters; ++i) {
     const int c = tid + i * NTHREADS;
     if (kTotal % NTHREADS != 0 && c >= kTotal) break;
-    const int r = c / TL::kChunks, col = c % TL::kChunks;
-    const uint32_t so = static_cast<uint32_t>((r * TL::kStride + col * 8) * sizeof(T));
+    const int r = c / kChunks, col = c % kChunks;
+    const uint32_t so = static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
     if constexpr (PF) {
       cp_async16_pf(k_base + so, kc + off[i], valid[i] ? 16 : 0);
       cp_async16_pf(v_base + so, vc + off[i], valid[i] ? 16 : 0);
@@ -136,6 +139,49 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
     }
   }
 }
+
+// Widens a landed fp8 K/V tile pair (rows of D bytes) into 16-bit tiles with padded rows, spread over NTHREADS
+// threads: 16 values per 16-byte read, exact.
+template <typename T, int D, int TOK, int NTHREADS>
+__device__ __forceinline__ void widen_kv_tile(const uint8_t* k_raw, const uint8_t* v_raw, T* k_s, T* v_s, int tid) {
+  constexpr int kChunks = D / 16;
+  constexpr int kPer = TOK * kChunks;
+#pragma unroll
+  for (int i = 0; i < (2 * kPer + NTHREADS - 1) / NTHREADS; ++i) {
+    const int c = tid + i * NTHREADS;
+    if ((2 * kPer) % NTHREADS != 0 && c >= 2 * kPer) break;
+    const bool is_v = c >= kPer;
+    const int cc = is_v ? c - kPer : c;
+    const int r = cc / kChunks, col = cc % kChunks;
+    const uint4 raw = *reinterpret_cast<const uint4*>((is_v ? v_raw : k_raw) + r * (D + 16) + col * 16);
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+    uint4 lo, hi;
+    lo.x = widen_fp8x2<T>(static_cast<uint16_t>(w[0])), lo.y = widen_fp8x2<T>(static_cast<uint16_t>(w[0] >> 16));
+    lo.z = widen_fp8x2<T>(static_cast<uint16_t>(w[1])), lo.w = widen_fp8x2<T>(static_cast<uint16_t>(w[1] >> 16));
+    hi.x = widen_fp8x2<T>(static_cast<uint16_t>(w[2])), hi.y = widen_fp8x2<T>(static_cast<uint16_t>(w[2] >> 16));
+    hi.z = widen_fp8x2<T>(static_cast<uint16_t>(w[3])), hi.w = widen_fp8x2<T>(static_cast<uint16_t>(w[3] >> 16));
+    uint4* dst = reinterpret_cast<uint4*>((is_v ? v_s : k_s) + r * Tile<D>::kStride + col * 16);
+    dst[0] = lo;
+    dst[1] = hi;
+  }
+}
+
+// One K/V pipeline of STAGES stages in shared memory (kv_pipeline_bytes): the stages' tiles as loaded (T, or
+// uint8_t for fp8), then for fp8 with WIDE the 16-bit pair they are widened into.
+template <typename T, int D, int TOK, int STAGES, bool F8, bool WIDE = F8>
+struct KvPipe {
+  using KV = std::conditional_t<F8, uint8_t, T>;
+  static constexpr int kRowElems = F8 ? D + 16 : Tile<D>::kStride;
+  static constexpr size_t kStageBytes = static_cast<size_t>(2) * TOK * kRowElems * sizeof(KV);
+  static constexpr size_t kBytes = kv_pipeline_bytes(TOK, STAGES, D, F8, WIDE);
+  static_assert(kBytes == STAGES * kStageBytes + (F8 && WIDE ? 2 * TOK * Tile<D>::kStride * sizeof(T) : 0),
+                "pipe size");
+  unsigned char* base;
+  __device__ KV* k(int st) const { return reinterpret_cast<KV*>(base + st * kStageBytes); }
+  __device__ KV* v(int st) const { return k(st) + TOK * kRowElems; }
+  __device__ T* wide_k() const { return reinterpret_cast<T*>(base + STAGES * kStageBytes); }
+  __device__ T* wide_v() const { return wide_k() + TOK * Tile<D>::kStride; }
+};
 
 // Loads the A fragments of 16 query rows (row stride Tile<D>::kStride) for k-step ks.
 template <int D>
@@ -191,6 +237,70 @@ __device__ __forceinline__ void pv_tile(float (&o)[D / 8][4], const float (&s)[T
       ldmatrix_x4_trans(b, v_base + static_cast<uint32_t>((row * Tile<D>::kStride + col) * 2));
       mma16816<T>(o[2 * dp], a, b[0], b[1]);
       mma16816<T>(o[2 * dp + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+// Direct fp8 tiles (head-major decode): the K and V tiles stay one byte per value in shared memory (rows of
+// D + 16 bytes) and ldmatrix hands each lane 4 bytes that become its mma fragments after widening in registers.
+// ldmatrix (b16) gives lane (g, t) = (lane / 4, lane % 4) the bytes 4t..4t+3 of a 16-byte row segment, so:
+// - Q Kᵀ relabels the 16 dims of a k-step: k-slots 2t, 2t+1 are dims 4t, 4t+1 and k-slots 2t+8, 2t+9 are dims
+//   4t+2, 4t+3. One row segment of 8 tokens is then a whole B fragment, and Q's A fragments must be loaded with
+//   the same relabeling (load_q_frag_fp8): a0/a1 hold dims 4t, 4t+1, a2/a3 dims 4t+2, 4t+3.
+// - P V reads V transposed (ldmatrix.trans: lane (g, t) gets dims 2g, 2g+1 of tokens 2t, 2t+1), splits the bytes
+//   by dim (byte_perm) and runs one mma for the even dims of a 16-dim group and one for the odd: accumulator
+//   o[2G] holds dims 16G + 4t and 16G + 4t + 2 in its columns 2t, 2t+1, o[2G + 1] dims 16G + 4t + 1 and
+//   16G + 4t + 3, so a lane owns dims 16G + 4t .. 16G + 4t + 3 of its rows (store_o_fp8).
+
+// S[16 x TOK] = Q Kᵀ over a direct fp8 K tile, qf loaded by load_q_frag_fp8.
+template <typename T, int D, int TOK>
+__device__ __forceinline__ void qk_tile_fp8(float (&s)[TOK / 8][4], const uint32_t (&qf)[D / 16][4],
+                                            const uint8_t* k_raw, int lane) {
+  static_assert(D % 64 == 0, "direct fp8 tiles take head dims that are multiples of 64");
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+  const uint32_t base = smem_addr(k_raw);
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+    for (int kp = 0; kp < D / 64; ++kp) {
+      uint32_t r[4];
+      const int row = nb * 8 + (lane & 7), col = kp * 64 + (lane >> 3) * 16;
+      ldmatrix_x4(r, base + static_cast<uint32_t>(row * (D + 16) + col));
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        mma16816<T>(s[nb], qf[kp * 4 + j], widen_fp8x2<T>(static_cast<uint16_t>(r[j])),
+                    widen_fp8x2<T>(static_cast<uint16_t>(r[j] >> 16)));
+    }
+}
+
+// O[16 x D] += P[16 x TOK] V[TOK x D] over a direct fp8 V tile, O in the layout described above.
+template <typename T, int D, int TOK>
+__device__ __forceinline__ void pv_tile_fp8(float (&o)[D / 8][4], const float (&s)[TOK / 8][4], const uint8_t* v_raw,
+                                            int lane) {
+  const uint32_t base = smem_addr(v_raw);
+#pragma unroll
+  for (int kk = 0; kk < TOK / 16; ++kk) {
+    uint32_t a[4];
+    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+    for (int gp = 0; gp < D / 32; ++gp) {  // two 16-dim groups per ldmatrix
+      uint32_t r[4];
+      const int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+      const int col = gp * 32 + (lane >> 4) * 16;
+      ldmatrix_x4_trans(r, base + static_cast<uint32_t>(row * (D + 16) + col));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {  // r[2h]: tokens 0-7 of the group, r[2h + 1]: tokens 8-15
+        const int G = gp * 2 + h;
+        const uint32_t lo = r[2 * h], hi = r[2 * h + 1];
+        mma16816<T>(o[2 * G], a, widen_fp8x2<T>(static_cast<uint16_t>(__byte_perm(lo, 0, 0x0020))),
+                    widen_fp8x2<T>(static_cast<uint16_t>(__byte_perm(hi, 0, 0x0020))));
+        mma16816<T>(o[2 * G + 1], a, widen_fp8x2<T>(static_cast<uint16_t>(__byte_perm(lo, 0, 0x0031))),
+                    widen_fp8x2<T>(static_cast<uint16_t>(__byte_perm(hi, 0, 0x0031))));
+      }
     }
   }
 }
@@ -291,24 +401,24 @@ __device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], floa
 // ---------------------------------------------------------------------------------------------
 // Decode: grid (num_splits, num_kv_heads * head_chunks, num_seqs); each warp walks its own tiles of the
 // split (tile w, w + WARPS, ...) through a private STAGES-deep cp.async pipeline, then the warps merge.
-template <typename T, int D, int WARPS, int TOK, int STAGES>
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8 = false>
 struct DecodeCfg {
-  static constexpr int kStageElems = 2 * TOK * Tile<D>::kStride;  // K and V
+  using Pipe = KvPipe<T, D, TOK, STAGES, F8>;
   static constexpr int kQElems = 16 * Tile<D>::kStride;
-  static constexpr size_t kSmem =
-      (static_cast<size_t>(kQElems) + static_cast<size_t>(WARPS) * STAGES * kStageElems) * sizeof(T);
+  static constexpr size_t kSmem = static_cast<size_t>(kQElems) * sizeof(T) + static_cast<size_t>(WARPS) * Pipe::kBytes;
   static constexpr size_t kMergeBytes = static_cast<size_t>(WARPS) * 16 * (D + 2) * sizeof(float);
-  static_assert(kMergeBytes <= static_cast<size_t>(WARPS) * STAGES * kStageElems * sizeof(T), "merge space");
+  static_assert(kMergeBytes <= static_cast<size_t>(WARPS) * Pipe::kBytes, "merge space");
   static constexpr bool kQReg = D <= 128;
 };
 
-template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF>
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
-  using Cfg = DecodeCfg<T, D, WARPS, TOK, STAGES>;
+  using Cfg = DecodeCfg<T, D, WARPS, TOK, STAGES, F8>;
+  using Pipe = typename Cfg::Pipe;
   using TL = Tile<D>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* q_s = reinterpret_cast<T*>(smem_raw);
-  T* kv_s = q_s + Cfg::kQElems;
+  unsigned char* kv_s = smem_raw + Cfg::kQElems * sizeof(T);
 
   const int split = blockIdx.x;
   const int kvh = blockIdx.y / p.head_chunks, chunk = blockIdx.y % p.head_chunks;
@@ -355,29 +465,36 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
     }
   }
 
-  T* my_s = kv_s + static_cast<size_t>(warp) * STAGES * Cfg::kStageElems;
+  const Pipe pipe{kv_s + static_cast<size_t>(warp) * Pipe::kBytes};
+  using KV = typename Pipe::KV;
   const int ntiles = end > start ? (end - start + TOK - 1) / TOK : 0;
   const int my_tiles = ntiles > warp ? (ntiles - warp + WARPS - 1) / WARPS : 0;
-  auto stage_k = [&](int st) { return my_s + st * Cfg::kStageElems; };
-  auto stage_v = [&](int st) { return my_s + st * Cfg::kStageElems + TOK * TL::kStride; };
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
     if (st < my_tiles)
-      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, stage_k(st), stage_v(st),
-                                      lane);
+      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, pipe.k(st), pipe.v(st),
+                                       lane);
     cp_async_commit();
   }
   for (int it = 0; it < my_tiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < my_tiles)
-      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, stage_k(nxt % STAGES),
-                                      stage_v(nxt % STAGES), lane);
+      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, pipe.k(nxt % STAGES),
+                                       pipe.v(nxt % STAGES), lane);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
     const int st = it % STAGES;
+    const T *k_t, *v_t;
+    if constexpr (F8) {
+      widen_kv_tile<T, D, TOK, 32>(pipe.k(st), pipe.v(st), pipe.wide_k(), pipe.wide_v(), lane);
+      __syncwarp();
+      k_t = pipe.wide_k(), v_t = pipe.wide_v();
+    } else {
+      k_t = pipe.k(st), v_t = pipe.v(st);
+    }
     float s[TOK / 8][4];
-    qk_tile<T, D, TOK, Cfg::kQReg>(s, qf, q_base, stage_k(st), lane);
+    qk_tile<T, D, TOK, Cfg::kQReg>(s, qf, q_base, k_t, lane);
     const int t0 = start + (warp + it * WARPS) * TOK;
 #pragma unroll
     for (int nb = 0; nb < TOK / 8; ++nb)
@@ -387,7 +504,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
         s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
       }
     softmax_update<D, TOK>(s, m, l, o);
-    pv_tile<T, D, TOK>(o, s, stage_v(st), lane);
+    pv_tile<T, D, TOK>(o, s, v_t, lane);
     __syncwarp();
   }
   cp_async_wait<0>();
@@ -445,11 +562,13 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 // warp w of CTA x owns unit x * WARPS + w (a KV head and 16 of its query heads) and walks every tile of the
 // split through its own STAGES-deep cp.async pipeline, so the CTA's warps stream neighbouring heads of the
 // same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows.
-template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF>
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   static_assert(D <= 128, "head-major decode keeps Q in registers");
-  using TL = Tile<D>;
-  constexpr int kStageElems = 2 * TOK * TL::kStride;
+  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8) where the head dim allows, else widened ones.
+  constexpr bool kDirect = F8 && D % 64 == 0;
+  using Pipe = KvPipe<T, D, TOK, STAGES, F8, F8 && !kDirect>;
+  using KV = typename Pipe::KV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int unit = blockIdx.x * WARPS + warp;
@@ -467,30 +586,30 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const int g = lane >> 2, t4 = lane & 3;
 
-  T* my_s = reinterpret_cast<T*>(smem_raw) + static_cast<size_t>(warp) * STAGES * kStageElems;
+  const Pipe pipe{smem_raw + static_cast<size_t>(warp) * Pipe::kBytes};
   const int ntiles = end > start ? (end - start + TOK - 1) / TOK : 0;
-  auto stage_k = [&](int st) { return my_s + st * kStageElems; };
-  auto stage_v = [&](int st) { return my_s + st * kStageElems + TOK * TL::kStride; };
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ntiles)
-      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + st * TOK, end, stage_k(st), stage_v(st), lane);
+    if (st < ntiles) load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + st * TOK, end, pipe.k(st), pipe.v(st), lane);
     cp_async_commit();
   }
 
   // A fragments of rows g and g + 8 (heads chunk * 16 + g of the group; zeros past the group).
   const int gh0 = chunk * 16 + g, gh1 = gh0 + 8;
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.ldq;
-  const uint32_t* q0 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh0) * D + 2 * t4);
-  const uint32_t* q1 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh1) * D + 2 * t4);
+  // Lane (g, t) holds dims 2t, 2t+1 (a0/a1) and 2t+8, 2t+9 (a2/a3) of each k-step, or with direct fp8 tiles
+  // dims 4t .. 4t+3 (the relabeling of qk_tile_fp8).
+  const int qc = kDirect ? 4 * t4 : 2 * t4, qhi = kDirect ? 1 : 4;
+  const uint32_t* q0 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh0) * D + qc);
+  const uint32_t* q1 = reinterpret_cast<const uint32_t*>(q + static_cast<int64_t>(kvh * p.group + gh1) * D + qc);
   const bool v0 = gh0 < p.group, v1 = gh1 < p.group;
   uint32_t qf[D / 16][4];
 #pragma unroll
   for (int ks = 0; ks < D / 16; ++ks) {
     qf[ks][0] = v0 ? q0[ks * 8] : 0u;
     qf[ks][1] = v1 ? q1[ks * 8] : 0u;
-    qf[ks][2] = v0 ? q0[ks * 8 + 4] : 0u;
-    qf[ks][3] = v1 ? q1[ks * 8 + 4] : 0u;
+    qf[ks][2] = v0 ? q0[ks * 8 + qhi] : 0u;
+    qf[ks][3] = v1 ? q1[ks * 8 + qhi] : 0u;
   }
   float slope[2] = {0.0f, 0.0f};
   if (p.alibi_slopes) {
@@ -505,14 +624,27 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   for (int it = 0; it < ntiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < ntiles)
-      load_kv_tile<T, D, TOK, 32, PF>(p, table, kvh, start + nxt * TOK, end, stage_k(nxt % STAGES),
-                                      stage_v(nxt % STAGES), lane);
+      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + nxt * TOK, end, pipe.k(nxt % STAGES),
+                                       pipe.v(nxt % STAGES), lane);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
     const int st = it % STAGES;
+    // The 16-bit tiles that qk_tile / pv_tile read (fp8 without direct tiles: widened first).
+    const T *k_t = nullptr, *v_t = nullptr;
+    if constexpr (F8 && !kDirect) {
+      widen_kv_tile<T, D, TOK, 32>(pipe.k(st), pipe.v(st), pipe.wide_k(), pipe.wide_v(), lane);
+      __syncwarp();
+      k_t = pipe.wide_k(), v_t = pipe.wide_v();
+    } else if constexpr (!F8) {
+      k_t = pipe.k(st), v_t = pipe.v(st);
+    }
     float s[TOK / 8][4];
-    qk_tile<T, D, TOK, true>(s, qf, 0u, stage_k(st), lane);
+    if constexpr (kDirect) {
+      qk_tile_fp8<T, D, TOK>(s, qf, pipe.k(st), lane);
+    } else {
+      qk_tile<T, D, TOK, true>(s, qf, 0u, k_t, lane);
+    }
     const int t0 = start + it * TOK;
 #pragma unroll
     for (int nb = 0; nb < TOK / 8; ++nb)
@@ -522,7 +654,11 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
         s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
       }
     softmax_update<D, TOK>(s, m, l, o);
-    pv_tile<T, D, TOK>(o, s, stage_v(st), lane);
+    if constexpr (kDirect) {
+      pv_tile_fp8<T, D, TOK>(o, s, pipe.v(st), lane);
+    } else {
+      pv_tile<T, D, TOK>(o, s, v_t, lane);
+    }
     __syncwarp();
   }
   cp_async_wait<0>();
@@ -538,20 +674,36 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     if (gh >= p.group) continue;
     const int hq = kvh * p.group + gh;
     const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
-    if (p.num_splits == 1) {
+    const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + hq) * p.num_splits + split;
+    if constexpr (kDirect) {
+      // Dims 16G + 4t .. 16G + 4t + 3: o[2G] holds the even ones, o[2G + 1] the odd (pv_tile_fp8).
+#pragma unroll
+      for (int G = 0; G < D / 16; ++G) {
+        const float4 v = make_float4(o[2 * G][2 * h] * inv, o[2 * G + 1][2 * h] * inv, o[2 * G][2 * h + 1] * inv,
+                                     o[2 * G + 1][2 * h + 1] * inv);
+        if (p.num_splits == 1) {
+          auto* dst = reinterpret_cast<typename Elem<T>::Pair*>(
+              static_cast<T*>(p.out) + static_cast<int64_t>(seq) * p.ldo + static_cast<int64_t>(hq) * D + 16 * G +
+              4 * t4);
+          dst[0] = Elem<T>::from_f2(v.x, v.y);
+          dst[1] = Elem<T>::from_f2(v.z, v.w);
+        } else {
+          *reinterpret_cast<float4*>(p.part_o + idx * D + 16 * G + 4 * t4) = v;
+        }
+      }
+    } else if (p.num_splits == 1) {
       T* dst = static_cast<T*>(p.out) + static_cast<int64_t>(seq) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
 #pragma unroll
       for (int db = 0; db < D / 8; ++db)
         *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
             Elem<T>::from_f2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
     } else {
-      const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + hq) * p.num_splits + split;
       float* dst = p.part_o + idx * D + 2 * t4;
 #pragma unroll
       for (int db = 0; db < D / 8; ++db)
         *reinterpret_cast<float2*>(dst + db * 8) = make_float2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
-      if (t4 == 0) p.part_lse[idx] = l[h] > 0.0f ? m[h] + log2f(l[h]) : -INFINITY;
     }
+    if (p.num_splits > 1 && t4 == 0) p.part_lse[idx] = l[h] > 0.0f ? m[h] + log2f(l[h]) : -INFINITY;
   }
 }
 
@@ -576,17 +728,20 @@ __global__ void decode_merge_kernel(Params p) {
       from_f<T>(L > 0.0f ? acc / L : 0.0f);
 }
 
-// The kernel of decode configuration C, with its dynamic shared memory limit raised (once per instance).
-template <typename T, int D, int C>
+// The kernel of decode configuration C (F8: over an fp8 KV cache), with its dynamic shared memory limit raised
+// (once per instance).
+template <typename T, int D, int C, bool F8>
 void (*decode_kernel_of())(Params) {
   constexpr DecodeConfig c = kDecodeConfigs[C];
-  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D));
+  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D, F8));
   void (*kernel)(Params);
   if constexpr (c.head_major) {
-    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
+    static_assert(c.warps * KvPipe<T, D, c.tok, c.stages, F8, F8 && D % 64 != 0>::kBytes == static_cast<size_t>(kSmem),
+                  "smem size");
+    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
   } else {
-    static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages>::kSmem == static_cast<size_t>(kSmem), "smem size");
-    kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf>;
+    static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages, F8>::kSmem == static_cast<size_t>(kSmem), "smem size");
+    kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
   }
   static bool configured = false;  // raising the limit once per instance is enough
   if (!configured) {
@@ -596,11 +751,11 @@ void (*decode_kernel_of())(Params) {
   return kernel;
 }
 
-template <typename T, int D, int C>
+template <typename T, int D, int C, bool F8>
 void run_decode(const Params& p, cudaStream_t stream) {
   constexpr DecodeConfig c = kDecodeConfigs[C];
-  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D));
-  void (*kernel)(Params) = decode_kernel_of<T, D, C>();
+  constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D, F8));
+  void (*kernel)(Params) = decode_kernel_of<T, D, C, F8>();
   dim3 grid;
   if constexpr (c.head_major) {
     const int units = p.num_kv_heads * p.head_chunks;
@@ -617,51 +772,57 @@ void run_decode(const Params& p, cudaStream_t stream) {
 }
 
 // CTAs of decode configuration C resident on one multiprocessor (registers and shared memory both counted).
-template <typename T, int D, int C>
+template <typename T, int D, int C, bool F8>
 int decode_occupancy() {
   constexpr DecodeConfig c = kDecodeConfigs[C];
   int n = 0;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel_of<T, D, C>(), c.warps * 32,
-                                                                decode_smem_bytes(c, D)));
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel_of<T, D, C, F8>(), c.warps * 32,
+                                                                decode_smem_bytes(c, D, F8)));
   return n;
 }
 
-// `config` indexes kDecodeConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all.
-// F(C) runs the instance of configuration C.
-#define KILN_DECODE_CONFIG_SWITCH(config, F)                            \
-  if constexpr (D == 128) {                                            \
+// `config` indexes kDecodeConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all, over
+// a 16-bit cache and over an fp8 one. F(C, F8) runs the instance of configuration C.
+#define KILN_DECODE_CONFIG_SWITCH_F8(config, F8, F)                             \
+  if constexpr (D == 128) {                                                     \
     static_assert(kNumDecodeConfigs == 12, "add the new configurations below"); \
-    switch (config) {                                                  \
-      case 1: return F(1);                                             \
-      case 2: return F(2);                                             \
-      case 3: return F(3);                                             \
-      case 4: return F(4);                                             \
-      case 5: return F(5);                                             \
-      case 6: return F(6);                                             \
-      case 7: return F(7);                                             \
-      case 8: return F(8);                                             \
-      case 9: return F(9);                                             \
-      case 10: return F(10);                                           \
-      case 11: return F(11);                                           \
-      default: break;                                                  \
-    }                                                                  \
-  }                                                                    \
-  return F(0);
+    switch (config) {                                                           \
+      case 1: return F(1, F8);                                                  \
+      case 2: return F(2, F8);                                                  \
+      case 3: return F(3, F8);                                                  \
+      case 4: return F(4, F8);                                                  \
+      case 5: return F(5, F8);                                                  \
+      case 6: return F(6, F8);                                                  \
+      case 7: return F(7, F8);                                                  \
+      case 8: return F(8, F8);                                                  \
+      case 9: return F(9, F8);                                                  \
+      case 10: return F(10, F8);                                                \
+      case 11: return F(11, F8);                                                \
+      default: break;                                                           \
+    }                                                                           \
+  }                                                                             \
+  return F(0, F8);
+#define KILN_DECODE_CONFIG_SWITCH(config, kv_fp8, F)   \
+  if (kv_fp8) {                                        \
+    KILN_DECODE_CONFIG_SWITCH_F8(config, true, F)      \
+  }                                                    \
+  KILN_DECODE_CONFIG_SWITCH_F8(config, false, F)
 
 template <typename T, int D>
 void launch_decode(const Params& p, int config, cudaStream_t stream) {
-#define KILN_RUN_DECODE(C) run_decode<T, D, C>(p, stream)
-  KILN_DECODE_CONFIG_SWITCH(config, KILN_RUN_DECODE)
+#define KILN_RUN_DECODE(C, F8) run_decode<T, D, C, F8>(p, stream)
+  KILN_DECODE_CONFIG_SWITCH(config, p.kv_fp8, KILN_RUN_DECODE)
 #undef KILN_RUN_DECODE
 }
 
 template <typename T, int D>
-int decode_ctas_per_sm(int config) {
-#define KILN_DECODE_OCCUPANCY(C) decode_occupancy<T, D, C>()
-  KILN_DECODE_CONFIG_SWITCH(config, KILN_DECODE_OCCUPANCY)
+int decode_ctas_per_sm(int config, bool kv_fp8) {
+#define KILN_DECODE_OCCUPANCY(C, F8) decode_occupancy<T, D, C, F8>()
+  KILN_DECODE_CONFIG_SWITCH(config, kv_fp8, KILN_DECODE_OCCUPANCY)
 #undef KILN_DECODE_OCCUPANCY
 }
 #undef KILN_DECODE_CONFIG_SWITCH
+#undef KILN_DECODE_CONFIG_SWITCH_F8
 
 // ---------------------------------------------------------------------------------------------
 // Prefill: grid (row_tiles, num_kv_heads, num_seqs), heaviest row tiles first; WARPS warps own 16 * MT rows
@@ -669,13 +830,12 @@ int decode_ctas_per_sm(int config) {
 // pairs; the CTA walks the keys [lo, hi) its rows can see in tiles of TOK through a STAGES-deep cp.async
 // pipeline (one __syncthreads per tile), masking only tiles that straddle the causal diagonal or the window
 // edge; warps skip tiles they cannot see.
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool QREG = true>
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool QREG = true, bool F8 = false>
 struct PrefillCfg {
+  using Pipe = KvPipe<T, D, TOK, STAGES, F8>;
   static constexpr int kRows = 16 * MT * WARPS;
-  static constexpr int kStageElems = 2 * TOK * Tile<D>::kStride;
   static constexpr int kQElems = kRows * Tile<D>::kStride;
-  static constexpr size_t kSmem =
-      (static_cast<size_t>(kQElems) + STAGES * static_cast<size_t>(kStageElems)) * sizeof(T);
+  static constexpr size_t kSmem = static_cast<size_t>(kQElems) * sizeof(T) + Pipe::kBytes;
   static constexpr bool kQReg = D <= 128 && MT == 1 && QREG;
 };
 
@@ -739,15 +899,17 @@ __device__ __forceinline__ void pv_tile_mt(float (&o)[MT][D / 8][4], const float
   }
 }
 
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST>
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST, bool F8>
 __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
-  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG>;
+  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG, F8>;
+  using Pipe = typename Cfg::Pipe;
+  using KV = typename Pipe::KV;
   using TL = Tile<D>;
   constexpr int kThreads = WARPS * 32;
   constexpr int kWarpRows = 16 * MT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* q_s = reinterpret_cast<T*>(smem_raw);
-  T* kv_s = q_s + Cfg::kQElems;
+  const Pipe pipe{smem_raw + Cfg::kQElems * sizeof(T)};
 
   int tile, kvh, seq;
   if constexpr (FAST) {
@@ -792,12 +954,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     cp_async_commit();
   }
   const int ntiles = hi > lo ? (hi - lo + TOK - 1) / TOK : 0;
-  auto stage_k = [&](int st) { return kv_s + st * Cfg::kStageElems; };
-  auto stage_v = [&](int st) { return kv_s + st * Cfg::kStageElems + TOK * TL::kStride; };
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ntiles)
-      load_kv_tile<T, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, stage_k(st), stage_v(st), threadIdx.x);
+    if (st < ntiles) load_kv_tile<KV, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, pipe.k(st), pipe.v(st), threadIdx.x);
     cp_async_commit();
   }
 
@@ -825,9 +984,20 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     __syncthreads();
     const int nxt = it + STAGES - 1;
     if (nxt < ntiles)
-      load_kv_tile<T, D, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, stage_k(nxt % STAGES), stage_v(nxt % STAGES),
-                                        threadIdx.x);
+      load_kv_tile<KV, D, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, pipe.k(nxt % STAGES), pipe.v(nxt % STAGES),
+                                         threadIdx.x);
     cp_async_commit();
+    // fp8: the whole CTA widens the landed tile into the 16-bit pair (free: every thread is past the barrier
+    // above, so done with the previous tile).
+    const T *k_t, *v_t;
+    if constexpr (F8) {
+      widen_kv_tile<T, D, TOK, kThreads>(pipe.k(it % STAGES), pipe.v(it % STAGES), pipe.wide_k(), pipe.wide_v(),
+                                         threadIdx.x);
+      __syncthreads();
+      k_t = pipe.wide_k(), v_t = pipe.wide_v();
+    } else {
+      k_t = pipe.k(it % STAGES), v_t = pipe.v(it % STAGES);
+    }
     if constexpr (Cfg::kQReg) {
       if (it == 0) {
 #pragma unroll
@@ -838,12 +1008,11 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     // Skip tiles this warp cannot see at all (past its diagonal, or before its window).
     const bool visible = wpos_max >= t0 && (p.window <= 0 || t0 + TOK - 1 > wpos_min - p.window);
     if (visible) {
-      const int st = it % STAGES;
       float s[MT][TOK / 8][4];
       if constexpr (MT == 1) {
-        qk_tile<T, D, TOK, Cfg::kQReg>(s[0], qf, q_base, stage_k(st), lane);
+        qk_tile<T, D, TOK, Cfg::kQReg>(s[0], qf, q_base, k_t, lane);
       } else {
-        qk_tile_mt<T, D, TOK, MT>(s, q_base, stage_k(st), lane);
+        qk_tile_mt<T, D, TOK, MT>(s, q_base, k_t, lane);
       }
       const bool full = t0 + TOK - 1 <= wpos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > wpos_max - p.window) &&
                         wrow_last - wrow_first == kWarpRows - 1;
@@ -888,9 +1057,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
         }
       }
       if constexpr (MT == 1) {
-        pv_tile<T, D, TOK>(o[0], s[0], stage_v(st), lane);
+        pv_tile<T, D, TOK>(o[0], s[0], v_t, lane);
       } else {
-        pv_tile_mt<T, D, TOK, MT>(o, s, stage_v(st), lane);
+        pv_tile_mt<T, D, TOK, MT>(o, s, v_t, lane);
       }
     }
   }
@@ -916,12 +1085,12 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     }
 }
 
-template <typename T, int D, int C>
+template <typename T, int D, int C, bool F8>
 void run_prefill(const Params& p, cudaStream_t stream) {
   constexpr PrefillConfig c = kPrefillConfigs[C];
   constexpr int kTok = D <= 128 ? c.tok : 32;
-  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, c.q_regs>;
-  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast>;
+  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, c.q_regs, F8>;
+  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast, F8>;
   static bool configured = false;
   if (!configured) {
     KILN_CUDA_CHECK(
@@ -937,50 +1106,58 @@ void run_prefill(const Params& p, cudaStream_t stream) {
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-// `config` indexes kPrefillConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all.
+// `config` indexes kPrefillConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all over
+// a 16-bit cache, config 0 and the default over an fp8 one.
 template <typename T, int D>
 void launch_prefill(const Params& p, int config, cudaStream_t stream) {
+  if (p.kv_fp8) {
+    if constexpr (D == 128) {
+      if (config == kDefaultPrefillConfig) return run_prefill<T, D, kDefaultPrefillConfig, true>(p, stream);
+    }
+    KILN_CHECK(config == 0, "prefill attention: configuration {} has no fp8 KV instance", config);
+    return run_prefill<T, D, 0, true>(p, stream);
+  }
   if constexpr (D == 128) {
     static_assert(kNumPrefillConfigs == 15, "add the new configurations below");
     switch (config) {
       case 1:
-        return run_prefill<T, D, 1>(p, stream);
+        return run_prefill<T, D, 1, false>(p, stream);
       case 2:
-        return run_prefill<T, D, 2>(p, stream);
+        return run_prefill<T, D, 2, false>(p, stream);
       case 3:
-        return run_prefill<T, D, 3>(p, stream);
+        return run_prefill<T, D, 3, false>(p, stream);
       case 4:
-        return run_prefill<T, D, 4>(p, stream);
+        return run_prefill<T, D, 4, false>(p, stream);
       case 5:
-        return run_prefill<T, D, 5>(p, stream);
+        return run_prefill<T, D, 5, false>(p, stream);
       case 6:
-        return run_prefill<T, D, 6>(p, stream);
+        return run_prefill<T, D, 6, false>(p, stream);
       case 7:
-        return run_prefill<T, D, 7>(p, stream);
+        return run_prefill<T, D, 7, false>(p, stream);
       case 8:
-        return run_prefill<T, D, 8>(p, stream);
+        return run_prefill<T, D, 8, false>(p, stream);
       case 9:
-        return run_prefill<T, D, 9>(p, stream);
+        return run_prefill<T, D, 9, false>(p, stream);
       case 10:
-        return run_prefill<T, D, 10>(p, stream);
+        return run_prefill<T, D, 10, false>(p, stream);
       case 11:
-        return run_prefill<T, D, 11>(p, stream);
+        return run_prefill<T, D, 11, false>(p, stream);
       case 12:
-        return run_prefill<T, D, 12>(p, stream);
+        return run_prefill<T, D, 12, false>(p, stream);
       case 13:
-        return run_prefill<T, D, 13>(p, stream);
+        return run_prefill<T, D, 13, false>(p, stream);
       case 14:
-        return run_prefill<T, D, 14>(p, stream);
+        return run_prefill<T, D, 14, false>(p, stream);
       default:
         break;
     }
   }
-  run_prefill<T, D, 0>(p, stream);
+  run_prefill<T, D, 0, false>(p, stream);
 }
 
 #define KILN_ATTN_INSTANCES(D)                                                      \
   template void launch_decode<__nv_bfloat16, D>(const Params&, int, cudaStream_t);  \
-  template int decode_ctas_per_sm<__nv_bfloat16, D>(int);                           \
+  template int decode_ctas_per_sm<__nv_bfloat16, D>(int, bool);                     \
   template void launch_decode<__half, D>(const Params&, int, cudaStream_t);         \
   template void launch_prefill<__nv_bfloat16, D>(const Params&, int, cudaStream_t); \
   template void launch_prefill<__half, D>(const Params&, int, cudaStream_t);

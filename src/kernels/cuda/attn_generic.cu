@@ -10,7 +10,17 @@ namespace {
 constexpr int kGenWarps = 4;
 constexpr int kGenDims = kGenericMaxHeadDim / 32;  // output dims per lane
 
-template <typename T>
+// A stored K/V value: T, or uint8_t for fp8 e4m3.
+template <typename KV>
+__device__ __forceinline__ float kv_to_f(KV v) {
+  if constexpr (std::is_same_v<KV, uint8_t>) {
+    return fp8_to_f(v);
+  } else {
+    return to_f(v);
+  }
+}
+
+template <typename T, typename KV>
 __global__ void __launch_bounds__(kGenWarps * 32) generic_attention_kernel(Params p) {
   __shared__ float q_s[kGenWarps][kGenericMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -31,8 +41,8 @@ __global__ void __launch_bounds__(kGenWarps * 32) generic_attention_kernel(Param
   const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
   const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(q_row) * p.ldq + static_cast<int64_t>(hq) * D;
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
+  const KV* kc = static_cast<const KV*>(p.k_cache);
+  const KV* vc = static_cast<const KV*>(p.v_cache);
   float* qs = q_s[warp];
   for (int d = lane; d < D; d += 32) qs[d] = to_f(q[d]);
   __syncwarp();
@@ -46,9 +56,9 @@ __global__ void __launch_bounds__(kGenWarps * 32) generic_attention_kernel(Param
     const int t = t0 + lane;
     float s = -INFINITY;
     if (t <= pos) {
-      const T* k = kc + kv_offset(table, t, kvh, p.block_stride, p.block_size, D);
+      const KV* k = kc + kv_offset(table, t, kvh, p.block_stride, p.block_size, D);
       float acc = 0.0f;
-      for (int d = 0; d < D; ++d) acc += qs[d] * to_f(k[d]);
+      for (int d = 0; d < D; ++d) acc += qs[d] * kv_to_f(k[d]);
       s = logit2(acc, p, slope, t, pos);
     }
     const float mx = fmaxf(m, warp_max(s));  // finite: lane 0's key is visible
@@ -61,11 +71,11 @@ __global__ void __launch_bounds__(kGenWarps * 32) generic_attention_kernel(Param
     const int n = min(32, pos - t0 + 1);
     for (int j = 0; j < n; ++j) {
       const float pb = __shfl_sync(0xffffffffu, pj, j);
-      const T* v = vc + kv_offset(table, t0 + j, kvh, p.block_stride, p.block_size, D);
+      const KV* v = vc + kv_offset(table, t0 + j, kvh, p.block_stride, p.block_size, D);
 #pragma unroll
       for (int r = 0; r < kGenDims; ++r) {
         const int d = lane + 32 * r;
-        if (d < D) o[r] += pb * to_f(v[d]);
+        if (d < D) o[r] += pb * kv_to_f(v[d]);
       }
     }
   }
@@ -91,7 +101,11 @@ void launch_generic(const Params& p, int32_t max_q_len, cudaStream_t stream) {
   if (max_q_len <= 0 || p.num_seqs <= 0) return;
   const dim3 grid(static_cast<unsigned>(max_q_len), static_cast<unsigned>((p.num_heads + kGenWarps - 1) / kGenWarps),
                   static_cast<unsigned>(p.num_seqs));
-  generic_attention_kernel<T><<<grid, kGenWarps * 32, 0, stream>>>(p);
+  if (p.kv_fp8) {
+    generic_attention_kernel<T, uint8_t><<<grid, kGenWarps * 32, 0, stream>>>(p);
+  } else {
+    generic_attention_kernel<T, T><<<grid, kGenWarps * 32, 0, stream>>>(p);
+  }
   KILN_CUDA_LAUNCH_CHECK();
 }
 

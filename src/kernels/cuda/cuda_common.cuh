@@ -3,6 +3,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -64,6 +65,28 @@ template <typename T>
 __device__ __forceinline__ T from_f_sat(float v) {
   if constexpr (std::is_same_v<T, __half>) v = v > 65504.0f ? 65504.0f : (v < -65504.0f ? -65504.0f : v);
   return Elem<T>::from_f(v);
+}
+
+// fp8 e4m3 KV cache values (one byte each, no scale): a float rounds to nearest even and saturates at +-448
+// (NaN stays NaN), as kiln::round_to_fp8_e4m3 on the host; widening back to f16 or bf16 is exact (every e4m3
+// value is both).
+__device__ __forceinline__ __nv_fp8x2_storage_t to_fp8x2(float lo, float hi) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+// Two e4m3 values (the low byte first) as a pair of T, packed as T's Pair is.
+template <typename T>
+__device__ __forceinline__ uint32_t widen_fp8x2(uint16_t v) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(v), __NV_E4M3);
+  if constexpr (std::is_same_v<T, __half>) {
+    return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+  } else {
+    const float2 f = __half22float2(__half2(h));
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+    return *reinterpret_cast<const uint32_t*>(&b);
+  }
+}
+__device__ __forceinline__ float fp8_to_f(uint8_t v) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(v), __NV_E4M3)));
 }
 
 // 8 16-bit elements in one 16-byte access.

@@ -154,6 +154,9 @@ struct RopeKvArgs {
   const void* q_norm = nullptr;
   const void* k_norm = nullptr;
   float qk_norm_eps = 1e-6f;
+  // Write K and V into an fp8 e4m3 cache (one byte each): rounded to nearest even, saturated at +-448, no scale
+  // (as kiln::round_to_fp8_e4m3). q and the qkv buffer stay of type t.
+  bool kv_fp8 = false;
 };
 void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t stream);
 
@@ -179,6 +182,9 @@ struct AttentionShape {
   int32_t window = 0;                   // 0: full
   float softcap = 0.0f;                 // > 0: scores = softcap * tanh(scores / softcap) (Gemma 2)
   const float* alibi_slopes = nullptr;  // device [num_heads] (cpu::alibi_slopes), or null: no ALiBi
+  // The cache holds K and V as fp8 e4m3 (one byte each, no scale; rope_kv_write's kv_fp8), widened exactly to
+  // the compute type in the kernels. Prefill plans for it take variant 0. Strides and offsets stay in elements.
+  bool kv_fp8 = false;
 };
 
 // Decode: one query per sequence, q [num_seqs, ldq] (heads packed, head_dim each), out likewise.

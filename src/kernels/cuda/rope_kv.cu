@@ -16,7 +16,8 @@ __device__ __forceinline__ int64_t cache_offset(int32_t slot, int h, int64_t blo
   return block * block_stride + (h * block_size + off) * head_dim;
 }
 
-template <typename T>
+// F8: the cache holds fp8 e4m3 (one byte per element) instead of T.
+template <typename T, bool F8>
 __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKvArgs a) {
   __shared__ float cs_cos[kMaxHeadDim / 2], cs_sin[kMaxHeadDim / 2];
   __shared__ float buf[kRopeWarps][kMaxHeadDim];
@@ -65,15 +66,21 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
       b[i1] = x1 * cs_cos[i] + x0 * cs_sin[i];
     }
     __syncwarp();
-    P* dst = nullptr;
-    if (is_q) {
-      dst = reinterpret_cast<P*>(row + static_cast<int64_t>(hh) * D);
+    if (is_q || !F8) {
+      P* dst = nullptr;
+      if (is_q) {
+        dst = reinterpret_cast<P*>(row + static_cast<int64_t>(hh) * D);
+      } else if (slot >= 0) {
+        dst = reinterpret_cast<P*>(static_cast<T*>(a.k_cache) +
+                                   cache_offset(slot, hh - H, a.block_stride, a.block_size, D));
+      }
+      if (dst)
+        for (int p = lane; p < D / 2; p += 32) dst[p] = Elem<T>::from_f2(b[2 * p], b[2 * p + 1]);
     } else if (slot >= 0) {
-      dst = reinterpret_cast<P*>(static_cast<T*>(a.k_cache) +
-                                 cache_offset(slot, hh - H, a.block_stride, a.block_size, D));
+      auto* dst = reinterpret_cast<__nv_fp8x2_storage_t*>(static_cast<uint8_t*>(a.k_cache) +
+                                                          cache_offset(slot, hh - H, a.block_stride, a.block_size, D));
+      for (int p = lane; p < D / 2; p += 32) dst[p] = to_fp8x2(b[2 * p], b[2 * p + 1]);
     }
-    if (dst)
-      for (int p = lane; p < D / 2; p += 32) dst[p] = Elem<T>::from_f2(b[2 * p], b[2 * p + 1]);
     __syncwarp();
   }
 
@@ -82,8 +89,13 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
     const int pairs = Hkv * D / 2;
     for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
       const int h = (2 * p) / D, d = (2 * p) % D;
-      T* dst = static_cast<T*>(a.v_cache) + cache_offset(slot, h, a.block_stride, a.block_size, D) + d;
-      *reinterpret_cast<P*>(dst) = reinterpret_cast<const P*>(v)[p];
+      const int64_t off = cache_offset(slot, h, a.block_stride, a.block_size, D) + d;
+      if constexpr (F8) {
+        const float2 f = Elem<T>::to_f2(reinterpret_cast<const P*>(v)[p]);
+        *reinterpret_cast<__nv_fp8x2_storage_t*>(static_cast<uint8_t*>(a.v_cache) + off) = to_fp8x2(f.x, f.y);
+      } else {
+        *reinterpret_cast<P*>(static_cast<T*>(a.v_cache) + off) = reinterpret_cast<const P*>(v)[p];
+      }
     }
   }
 }
@@ -108,7 +120,12 @@ void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t s
   KILN_CHECK(a.ld_qkv % 2 == 0, "RoPE: the qkv row stride must be even");
   KILN_CHECK(a.num_tokens <= 0x7fffffff, "RoPE: too many tokens for one launch");
   KILN_DISPATCH_16(t, T, {
-    rope_kv_kernel<T><<<static_cast<unsigned>(a.num_tokens), kRopeWarps * 32, 0, stream>>>(static_cast<T*>(qkv), a);
+    const unsigned grid = static_cast<unsigned>(a.num_tokens);
+    if (a.kv_fp8) {
+      rope_kv_kernel<T, true><<<grid, kRopeWarps * 32, 0, stream>>>(static_cast<T*>(qkv), a);
+    } else {
+      rope_kv_kernel<T, false><<<grid, kRopeWarps * 32, 0, stream>>>(static_cast<T*>(qkv), a);
+    }
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
