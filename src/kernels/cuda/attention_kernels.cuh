@@ -218,6 +218,16 @@ __device__ __forceinline__ void qk_tile(float (&s)[TOK / 8][4], const uint32_t (
   }
 }
 
+// The A fragments of P's keys 16 kk .. 16 kk + 15 for the P·V mma, from the score accumulators (whose layout is
+// the A layout's, two n-blocks per k-step).
+template <typename T, int TOK>
+__device__ __forceinline__ void p_frag(uint32_t (&a)[4], const float (&s)[TOK / 8][4], int kk) {
+  a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
 // O[16 x D] += P[16 x TOK] V[TOK x D] for one warp, P taken from the score accumulators.
 template <typename T, int D, int TOK>
 __device__ __forceinline__ void pv_tile(float (&o)[D / 8][4], const float (&s)[TOK / 8][4], const T* v_s, int lane) {
@@ -225,10 +235,7 @@ __device__ __forceinline__ void pv_tile(float (&o)[D / 8][4], const float (&s)[T
 #pragma unroll
   for (int kk = 0; kk < TOK / 16; ++kk) {
     uint32_t a[4];
-    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    p_frag<T, TOK>(a, s, kk);
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t b[4];
@@ -282,10 +289,7 @@ __device__ __forceinline__ void pv_tile_fp8(float (&o)[D / 8][4], const float (&
 #pragma unroll
   for (int kk = 0; kk < TOK / 16; ++kk) {
     uint32_t a[4];
-    a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    p_frag<T, TOK>(a, s, kk);
 #pragma unroll
     for (int gp = 0; gp < D / 32; ++gp) {  // two 16-dim groups per ldmatrix
       uint32_t r[4];
@@ -879,10 +883,7 @@ __device__ __forceinline__ void pv_tile_mt(float (&o)[MT][D / 8][4], const float
     uint32_t a[MT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      a[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-      a[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-      a[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-      a[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      p_frag<T, TOK>(a[mt], s[mt], kk);
     }
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
