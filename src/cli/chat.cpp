@@ -35,6 +35,7 @@ struct ChatFlags {
   uint64_t seed = 0;
   std::string device = "cpu";
   std::string dtype = "auto";
+  std::string kv_cache_dtype = "auto";
   int threads = 0;
 };
 
@@ -65,6 +66,7 @@ int run(const ChatFlags& f) {
   lo.progress = isatty(STDERR_FILENO);
   lo.device = device;
   lo.compute_dtype = compute_dtype;
+  lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
   std::unique_ptr<Model> model = Model::load(path, lo);
   std::unique_ptr<Tokenizer> tok = load_tokenizer_if_any(path);
   KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer, which chat needs", path);
@@ -169,6 +171,7 @@ std::function<int()> add_chat(CLI::App& app) {
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
+  add_kv_cache_dtype_option(app, f->kv_cache_dtype);
   app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
   return [f] { return run(*f); };
 }
