@@ -147,8 +147,9 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   Executor ex(model, tok, ec);
   if (!f.quiet) {
     const ExecutorStats s = ex.stats();
-    std::fprintf(stderr, "kiln: KV cache %.1f MiB (%lld blocks of %d tokens)\n", s.kv_cache_bytes / 1048576.0,
-                 static_cast<long long>(s.kv_blocks_total), f.block_size);
+    std::fprintf(stderr, "kiln: KV cache %.1f MiB (%lld blocks of %d tokens%s)\n", s.kv_cache_bytes / 1048576.0,
+                 static_cast<long long>(s.kv_blocks_total), f.block_size,
+                 f.kv_cache_dtype == "fp8" ? ", fp8 e4m3" : "");
   }
 
   const bool stream = !f.json && prompts.size() == 1 && tok != nullptr;

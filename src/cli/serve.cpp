@@ -183,10 +183,11 @@ int run(const ServeFlags& f) {
     const ExecutorStats st = executor->stats();
     std::fprintf(stderr,
                  "kiln serve: ready in %.1f s: model '%s' (%s, %.1fM parameters), context %lld, %lld KV blocks of %d "
-                 "tokens, chat template: %s\n",
+                 "tokens%s, chat template: %s\n",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), name.c_str(),
                  cfg.architecture.c_str(), model->num_parameters() / 1e6, static_cast<long long>(context),
-                 static_cast<long long>(st.kv_blocks_total), f.block_size, has_template ? "yes" : "no");
+                 static_cast<long long>(st.kv_blocks_total), f.block_size,
+                 f.kv_cache_dtype == "fp8" ? " (fp8 e4m3)" : "", has_template ? "yes" : "no");
   } catch (...) {
     stop_http();
     throw;
