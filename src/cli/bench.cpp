@@ -510,6 +510,11 @@ ExecutorConfig engine_config(const BenchFlags& f, const Model& model, const std:
   return ec;
 }
 
+// What the KV cache stores: fp8_e4m3, or the compute type (f32 on the CPU).
+std::string kv_cache_dtype_name(const BenchFlags& f, const Setup& s) {
+  return f.kv_cache_dtype == "fp8" ? std::string("fp8_e4m3") : compute_dtype(*s.model);
+}
+
 json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Executor& ex) {
   const ModelConfig& c = s.model->config();
   const ExecutorStats st = ex.stats();
@@ -536,7 +541,7 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["schedule"] = ec.prefill_first ? "prefill-first" : "decode-first";
   j["device_sampling"] = ec.device_sampling && s.model->samples_on_device();
   j["cuda_graphs"] = f.device == "cuda" && !f.no_cuda_graphs;
-  j["kv_cache_dtype"] = f.kv_cache_dtype == "fp8" ? std::string("fp8_e4m3") : compute_dtype(*s.model);
+  j["kv_cache_dtype"] = kv_cache_dtype_name(f, s);
   const ModelStats ms = s.model->stats();
   j["graph_captures"] = ms.graph_captures;
   j["graph_replays"] = ms.graph_replays;
@@ -556,9 +561,10 @@ void memory_json(json& j, const RunOutcome& agg, int64_t kv_blocks_total) {
 void print_header(const char* mode, const BenchFlags& f, const Setup& s) {
   const ModelConfig& c = s.model->config();
   std::printf("kiln bench %s\n", mode);
-  std::printf("  %-14s %s (%s, %.1fM parameters, %s%s weights, %s compute)\n", "model", s.path.c_str(),
+  std::printf("  %-14s %s (%s, %.1fM parameters, %s%s weights, %s compute, %s KV cache)\n", "model", s.path.c_str(),
               c.architecture.c_str(), s.model->num_parameters() / 1e6, f.random_weights ? "random " : "",
-              std::string(dtype_name(c.checkpoint_dtype)).c_str(), compute_dtype(*s.model).c_str());
+              std::string(dtype_name(c.checkpoint_dtype)).c_str(), compute_dtype(*s.model).c_str(),
+              kv_cache_dtype_name(f, s).c_str());
   if (f.device == "cpu")
     std::printf("  %-14s cpu (%s, %d threads)\n", "device", cpu_name().c_str(), ThreadPool::global().size());
   else
