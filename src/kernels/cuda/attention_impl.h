@@ -74,7 +74,7 @@ constexpr size_t kv_pipeline_bytes(int tok, int stages, int D, bool fp8, bool wi
 // Dynamic shared memory of a decode configuration (head_dim D, 16-bit compute; fp8: an fp8 KV cache).
 constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D, bool fp8 = false) {
   return static_cast<size_t>(c.head_major ? 0 : 16 * (D + 8) * 2) +
-         static_cast<size_t>(c.warps) * kv_pipeline_bytes(c.tok, c.stages, D, fp8, !(c.head_major && D % 64 == 0));
+         static_cast<size_t>(c.warps) * kv_pipeline_bytes(c.tok, c.stages, D, fp8, !c.head_major);
 }
 // Over an fp8 KV cache every decode configuration has an instance, but prefill only config 0 and the default
 // (prefill plans for it take variant 0).

@@ -569,9 +569,10 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   static_assert(D <= 128, "head-major decode keeps Q in registers");
-  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8) where the head dim allows, else widened ones.
-  constexpr bool kDirect = F8 && D % 64 == 0;
-  using Pipe = KvPipe<T, D, TOK, STAGES, F8, F8 && !kDirect>;
+  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); head-major configurations run at head_dim 128 only.
+  static_assert(!F8 || D % 64 == 0, "head-major decode reads fp8 tiles directly");
+  constexpr bool kDirect = F8;
+  using Pipe = KvPipe<T, D, TOK, STAGES, F8, false>;
   using KV = typename Pipe::KV;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -634,20 +635,11 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     cp_async_wait<STAGES - 1>();
     __syncwarp();
     const int st = it % STAGES;
-    // The 16-bit tiles that qk_tile / pv_tile read (fp8 without direct tiles: widened first).
-    const T *k_t = nullptr, *v_t = nullptr;
-    if constexpr (F8 && !kDirect) {
-      widen_kv_tile<T, D, TOK, 32>(pipe.k(st), pipe.v(st), pipe.wide_k(), pipe.wide_v(), lane);
-      __syncwarp();
-      k_t = pipe.wide_k(), v_t = pipe.wide_v();
-    } else if constexpr (!F8) {
-      k_t = pipe.k(st), v_t = pipe.v(st);
-    }
     float s[TOK / 8][4];
     if constexpr (kDirect) {
       qk_tile_fp8<T, D, TOK>(s, qf, pipe.k(st), lane);
     } else {
-      qk_tile<T, D, TOK, true>(s, qf, 0u, k_t, lane);
+      qk_tile<T, D, TOK, true>(s, qf, 0u, pipe.k(st), lane);
     }
     const int t0 = start + it * TOK;
 #pragma unroll
@@ -661,7 +653,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     if constexpr (kDirect) {
       pv_tile_fp8<T, D, TOK>(o, s, pipe.v(st), lane);
     } else {
-      pv_tile<T, D, TOK>(o, s, v_t, lane);
+      pv_tile<T, D, TOK>(o, s, pipe.v(st), lane);
     }
     __syncwarp();
   }
@@ -740,8 +732,7 @@ void (*decode_kernel_of())(Params) {
   constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D, F8));
   void (*kernel)(Params);
   if constexpr (c.head_major) {
-    static_assert(c.warps * KvPipe<T, D, c.tok, c.stages, F8, F8 && D % 64 != 0>::kBytes == static_cast<size_t>(kSmem),
-                  "smem size");
+    static_assert(c.warps * KvPipe<T, D, c.tok, c.stages, F8, false>::kBytes == static_cast<size_t>(kSmem), "smem size");
     kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
   } else {
     static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages, F8>::kSmem == static_cast<size_t>(kSmem), "smem size");
