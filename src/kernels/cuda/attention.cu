@@ -1,6 +1,8 @@
 // Attention plans (split counts, grids, workspace) and dispatch to the per-head_dim kernel instances.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -102,6 +104,47 @@ int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim, bool kv_fp8) {
   }
   cache.emplace(key, n);
   return n;
+}
+
+// Whether the current device runs the sm_90a kernels (the wgmma prefill configurations): compute capability 9.0,
+// cached per device; false when no device answers.
+bool device_runs_sm90a() {
+  int dev = -1;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  static std::mutex mu;
+  static std::map<int, bool> cache;
+  std::lock_guard lk(mu);
+  auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  int major = 0, minor = 0;
+  const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess;
+  if (!ok) cudaGetLastError();
+  return cache.emplace(dev, ok && major == 9 && minor == 0).first->second;
+}
+
+// The variant a plan's variant 0 runs for head_dim 128 over a 16-bit cache on an sm_90a device: the wgmma
+// configuration kDefaultWgmmaPrefillConfig. KILN_PREFILL_WGMMA=0 keeps the mma.sync default instead, and
+// KILN_PREFILL_WGMMA=<variant of a wgmma configuration> picks another one (for benchmarks).
+int default_prefill_variant(const AttentionShape& shape) {
+  static const int choice = [] {
+    const int fallback = attn::kDefaultWgmmaPrefillConfig + 1;
+    const char* e = std::getenv("KILN_PREFILL_WGMMA");
+    if (!e || !*e) return fallback;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || (v != 0 && (v < 1 || v >= attn::kNumPrefillVariants || attn::kPrefillConfigs[v - 1].wg == 0))) {
+      std::fprintf(stderr, "kiln: KILN_PREFILL_WGMMA=%s is neither 0 nor a wgmma prefill variant; using %d\n", e,
+                   fallback);
+      return fallback;
+    }
+    return static_cast<int>(v);
+  }();
+  if (shape.head_dim != 128 || shape.kv_fp8 || choice == 0 || !device_runs_sm90a()) return 0;
+  return choice;
 }
 
 }  // namespace
@@ -229,10 +272,13 @@ PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs
   KILN_CHECK(variant >= 0 && variant < attn::kNumPrefillVariants, "prefill attention: no variant {}", variant);
   KILN_CHECK(!shape.kv_fp8 || variant == 0, "prefill attention: an fp8 KV cache runs variant 0 only, not {}",
              variant);
+  if (shape.head_dim == 128 && variant > 0 && attn::kPrefillConfigs[variant - 1].wg > 0)
+    KILN_CHECK(device_runs_sm90a(), "prefill attention: variant {} (wgmma) needs a compute capability 9.0 GPU",
+               variant);
   PrefillPlan plan;
   plan.num_seqs = num_seqs;
   plan.max_q_len = max_q_len;
-  plan.variant = shape.head_dim == 128 ? variant : 0;
+  plan.variant = shape.head_dim != 128 ? 0 : variant == 0 ? default_prefill_variant(shape) : variant;
   const int64_t rows = int64_t{max_q_len} * (shape.num_heads / shape.num_kv_heads);
   // The generic kernel ignores row_tiles (one CTA per query); the tensor-core kernels take 16 rows per m-tile.
   const attn::PrefillConfig& cfg = attn::kPrefillConfigs[attn::prefill_config(plan.variant, shape.head_dim)];

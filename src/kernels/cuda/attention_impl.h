@@ -86,15 +86,20 @@ constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D, bool fp8 = fals
 // (1 m-tile, head_dim <= 128) or reloads them from shared memory per tile, and `fast`: the scale folded into the
 // exponent's FMA, ex2.approx.ftz, lazy rescaling (a row's reference max moves only when a tile raises it by more
 // than 2^8, and a warp skips the O rescale when none of its rows moved), heaviest row tiles of all (sequence, KV
-// head) pairs launched first, and all of L1 as shared memory. Configurations 8-14 (v9-v15) are the `fast` ones,
-// not yet measured on the GPU. Public variant v
-// (PrefillPlan::variant): 0 is kDefaultPrefillConfig, v >= 1 is config v - 1; head dims other than 128 always use
+// head) pairs launched first, and all of L1 as shared memory. Configurations 8-14 (v9-v15) are the `fast` ones;
+// 15-20 (v16-v21) the wgmma ones (below). Public variant v
+// (PrefillPlan::variant): 0 is kDefaultPrefillConfig (kDefaultWgmmaPrefillConfig on compute capability 9.0 over a
+// 16-bit cache, resolved by plan_prefill_attention), v >= 1 is config v - 1; head dims other than 128 always use
 // config 0 (keys per tile 32 for head_dim 256).
 struct PrefillConfig {
   int warps, tok, stages, mt;
   int min_ctas = 1;
   bool q_regs = true;
   bool fast = false;
+  // > 0: the wgmma kernel (sm_90a, sm90/attn_hd128_wgmma.cu) with this many warpgroups of 64 rows (warps = 4 * wg,
+  // mt = 1); q_regs then means Q's A fragments in registers (else both Q Kᵀ operands from shared memory).
+  int wg = 0;
+  bool pipe = false;  // wgmma: a warpgroup issues tile j's Q Kᵀ and tile j - 1's P V together (softmax overlaps P V)
 };
 constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1},
                                              {8, 64, 2, 1},
@@ -110,12 +115,26 @@ constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1},
                                              {4, 32, 2, 2, 1, true, true},
                                              {4, 32, 3, 2, 1, true, true},
                                              {8, 32, 2, 2, 1, true, true},
-                                             {6, 32, 3, 1, 2, true, true}};
-constexpr int kNumPrefillConfigs = 15;
+                                             {6, 32, 3, 1, 2, true, true},
+                                             {8, 64, 2, 1, 1, false, true, 2},
+                                             {8, 64, 3, 1, 1, true, true, 2, true},
+                                             {8, 64, 3, 1, 1, false, true, 2, true},
+                                             {8, 64, 4, 1, 1, false, true, 2, true},
+                                             {4, 64, 3, 1, 2, false, true, 1, true},
+                                             {4, 64, 3, 1, 2, true, true, 1, true}};
+constexpr int kNumPrefillConfigs = 21;
+// The mma.sync configurations come first; the wgmma ones (wg > 0, v16-v21) run on compute capability 9.0 only.
+constexpr int kNumMmaPrefillConfigs = 15;
 // 4 warps x 2 m-tiles, 32-key tiles, 2 stages, the fast softmax (v12): on the H200, causal 4 x 2048 232 TFLOP/s
 // against 164 for the earlier default (config 1, 8 warps x 16 rows, 64-key tiles), 1 x 4096 259 against 186,
 // 8 x 1024 197 against 137; slower only on a short chunk after a long prefix (1 x (3584 + 512): 153 against 171).
 constexpr int kDefaultPrefillConfig = 11;
+// The wgmma configuration that plan_prefill_attention's variant 0 runs on compute capability 9.0 (head_dim 128,
+// 16-bit cache; KILN_PREFILL_WGMMA=0 keeps kDefaultPrefillConfig): v21, one warpgroup of 64 rows per CTA and two
+// CTAs per SM, 64-key tiles, 3 stages, Q in registers, P V overlapped with the next tile's softmax. On the H200
+// (docs/kernels.md): causal 4 x 2048 298 TFLOP/s against 231 for v12, 4 x 8192 356 against 260, a 512-token chunk
+// after 3,584 cached tokens 360 against 154.
+constexpr int kDefaultWgmmaPrefillConfig = 20;
 constexpr int kNumPrefillVariants = kNumPrefillConfigs + 1;
 constexpr int prefill_config(int variant, int head_dim) {
   return head_dim != 128 ? 0 : variant == 0 ? kDefaultPrefillConfig : variant - 1;
@@ -128,6 +147,9 @@ template <typename T, int D>
 int decode_ctas_per_sm(int config, bool kv_fp8);
 template <typename T, int D>
 void launch_prefill(const Params& p, int variant, cudaStream_t stream);
+// The wgmma configurations (head_dim 128, 16-bit cache; sm90/attn_hd128_wgmma.cu, built for sm_90a).
+template <typename T>
+void launch_prefill_sm90(const Params& p, int config, cudaStream_t stream);
 
 // Head dims without a tensor-core instance (any head_dim up to kGenericMaxHeadDim): one warp per (query row,
 // head), scalar fp32 math. Decode when p.cu_q_lens is null (one query per sequence, q row = sequence).

@@ -99,11 +99,19 @@ __device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* tab
   return static_cast<int64_t>(table[blk]) * p.block_stride + static_cast<int64_t>(kvh * p.block_size + in) * D;
 }
 
+// Byte offset of 16-byte chunk `chunk` (0-15) of row r in a tile of `rows` rows of 256 bytes (128 16-bit values)
+// laid out for wgmma's 128-byte swizzle: two column halves of rows x 128 bytes, each row's 8 chunks permuted by
+// XOR with r % 8 (the tile starts 1024-byte aligned).
+__device__ __forceinline__ uint32_t sw128_offset(int r, int chunk, int rows) {
+  return static_cast<uint32_t>((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
+}
+
 // Issues the copies of keys and values [t0, t0 + TOK) (zeros past `end`) into k_s / v_s, spread over the
 // NTHREADS threads of which this is thread `tid`. Unrolled so the block-table reads of a thread's rows are
 // all in flight at once. KV is the stored element: T (rows padded to Tile<D>::kStride for ldmatrix) or
-// uint8_t, fp8 e4m3 (rows of D bytes padded to D + 16, for widen_kv_tile or the direct fp8 tiles below).
-template <typename KV, int D, int TOK, int NTHREADS, bool PF = false>
+// uint8_t, fp8 e4m3 (rows of D bytes padded to D + 16, for widen_kv_tile or the direct fp8 tiles below); SW: 16-bit
+// rows of 256 bytes in the swizzled wgmma layout of sw128_offset instead.
+template <typename KV, int D, int TOK, int NTHREADS, bool PF = false, bool SW = false>
 __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* table, int kvh, int t0, int end, KV* k_s,
                                              KV* v_s, int tid) {
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(KV));  // elements per 16-byte copy
@@ -111,6 +119,7 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
   constexpr int kStride = sizeof(KV) == 1 ? D + 16 : Tile<D>::kStride;
   constexpr int kTotal = TOK * kChunks;
   constexpr int kIters = (kTotal + NTHREADS - 1) / NTHREADS;
+  static_assert(!SW || D * sizeof(KV) == 256, "the swizzled layout holds rows of 256 bytes");
   const KV* kc = static_cast<const KV*>(p.k_cache);
   const KV* vc = static_cast<const KV*>(p.v_cache);
   const uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
@@ -129,7 +138,8 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
     const int c = tid + i * NTHREADS;
     if (kTotal % NTHREADS != 0 && c >= kTotal) break;
     const int r = c / kChunks, col = c % kChunks;
-    const uint32_t so = static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
+    const uint32_t so = SW ? sw128_offset(r, col, TOK)
+                           : static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
     if constexpr (PF) {
       cp_async16_pf(k_base + so, kc + off[i], valid[i] ? 16 : 0);
       cp_async16_pf(v_base + so, vc + off[i], valid[i] ? 16 : 0);
@@ -364,11 +374,12 @@ __device__ __forceinline__ float ex2_ftz(float x) {
 // softmax_update with lazy rescaling (prefill's `fast` configurations): a row's reference max m moves only when
 // the tile's max exceeds it by more than 8 (log2 units), so P = exp2(s * sc - m) stays <= 2^8 and O and l keep
 // one common reference (the result O / l is the same); the warp skips the O rescale when none of its rows moved,
-// which is most tiles once the rows have seen their largest scores.
-template <int D, int TOK>
-__device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
-                                                    float (&o)[D / 8][4], float sc) {
-  float alpha[2];
+// which is most tiles once the rows have seen their largest scores. This is its scores half: s becomes P, m and l
+// move, and alpha gets each row's factor for O; true when some row of the warp moved (O must then be rescaled by
+// rescale_o; softmax_update_lazy below does both).
+template <int TOK>
+__device__ __forceinline__ bool softmax_scores_lazy(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
+                                                    float (&alpha)[2], float sc) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     float mx = -INFINITY;
@@ -391,15 +402,26 @@ __device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], floa
     }
     l[h] = l[h] * alpha[h] + sum;  // per-lane partial; summed over the quad at the end
   }
-  if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+  return __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f);
+}
+
+// O's rows g and g + 8 times alpha[0] and alpha[1].
+template <int D>
+__device__ __forceinline__ void rescale_o(float (&o)[D / 8][4], const float (&alpha)[2]) {
 #pragma unroll
-    for (int db = 0; db < D / 8; ++db) {
-      o[db][0] *= alpha[0];
-      o[db][1] *= alpha[0];
-      o[db][2] *= alpha[1];
-      o[db][3] *= alpha[1];
-    }
+  for (int db = 0; db < D / 8; ++db) {
+    o[db][0] *= alpha[0];
+    o[db][1] *= alpha[0];
+    o[db][2] *= alpha[1];
+    o[db][3] *= alpha[1];
   }
+}
+
+template <int D, int TOK>
+__device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
+                                                    float (&o)[D / 8][4], float sc) {
+  float alpha[2];
+  if (softmax_scores_lazy<TOK>(s, m, l, alpha, sc)) rescale_o<D>(o, alpha);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,6 +913,53 @@ __device__ __forceinline__ void pv_tile_mt(float (&o)[MT][D / 8][4], const float
   }
 }
 
+// Log2-domain logits (logit2) of one warp's m-tile of prefill rows, this lane's rows row_base + g and
+// row_base + g + 8, for the keys t0 .. t0 + TOK - 1; unless `full`, -inf where a row cannot see the key (past its
+// causal diagonal, before its window, or a padding row past last_row).
+template <int TOK>
+__device__ __forceinline__ void prefill_logits(float (&s)[TOK / 8][4], const Params& p, int kvh, int row_base,
+                                               int last_row, int pos0, int t0, bool full, int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row_base + g + 8 * h;
+    const int rp = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
+    const float slope = p.alibi_slopes && row <= last_row ? p.alibi_slopes[kvh * p.group + row % p.group] : 0.0f;
+#pragma unroll
+    for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int tok = t0 + nb * 8 + 2 * t4 + e;
+        const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
+        s[nb][2 * h + e] = ok ? logit2(s[nb][2 * h + e], p, slope, tok, rp) : -INFINITY;
+      }
+  }
+}
+
+// Writes O / l of one warp's m-tile of prefill rows (this lane's rows row_base + g and row_base + g + 8; l summed
+// over the quad here), skipping rows past last_row.
+template <typename T, int D>
+__device__ __forceinline__ void store_prefill_rows(const float (&o)[D / 8][4], const float (&l)[2], const Params& p,
+                                                   int kvh, int row_base, int last_row, int q_start, int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float lsum = l[h];
+    lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
+    lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
+    const int row = row_base + g + 8 * h;
+    if (row > last_row) continue;
+    const int i = row / p.group, hq = kvh * p.group + row % p.group;
+    const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+    T* dst = out + static_cast<int64_t>(q_start + i) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
+#pragma unroll
+    for (int db = 0; db < D / 8; ++db)
+      *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
+          Elem<T>::from_f2(o[db][2 * h] * inv, o[db][2 * h + 1] * inv);
+  }
+}
+
 template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST, bool F8>
 __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG, F8>;
@@ -952,8 +1021,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     cp_async_commit();
   }
 
-  // This warp's rows and their positions (rows g and g + 8 of each m-tile for this lane).
-  const int g = lane >> 2, t4 = lane & 3;
+  // This warp's rows and their positions.
   const int wrow_first = row0 + warp * kWarpRows, wrow_last = min(row0 + warp * kWarpRows + kWarpRows - 1, last_row);
   const int wpos_min = wrow_first <= last_row ? pos0 + wrow_first / p.group : -1;
   const int wpos_max = wrow_first <= last_row ? pos0 + wrow_last / p.group : -1;
@@ -1023,21 +1091,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
       } else if (!plain) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
-            const int rp = row <= last_row ? pos0 + row / p.group : -1;  // -1: padding row, sees nothing
-            const float slope =
-                p.alibi_slopes && row <= last_row ? p.alibi_slopes[kvh * p.group + row % p.group] : 0.0f;
-#pragma unroll
-            for (int nb = 0; nb < TOK / 8; ++nb)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int tok = t0 + nb * 8 + 2 * t4 + e;
-                const bool ok = full || (tok <= rp && (p.window <= 0 || tok > rp - p.window));
-                s[mt][nb][2 * h + e] = ok ? logit2(s[mt][nb][2 * h + e], p, slope, tok, rp) : -INFINITY;
-              }
-          }
+          prefill_logits<TOK>(s[mt], p, kvh, row0 + warp * kWarpRows + mt * 16, last_row, pos0, t0, full, lane);
       }
       const float sc = plain ? p.scale_log2 : 1.0f;
 #pragma unroll
@@ -1057,24 +1111,9 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   }
   cp_async_wait<0>();
 
-  T* out = static_cast<T*>(p.out);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float lsum = l[mt][h];
-      lsum += __shfl_xor_sync(0xffffffffu, lsum, 1);
-      lsum += __shfl_xor_sync(0xffffffffu, lsum, 2);
-      const int row = row0 + warp * kWarpRows + mt * 16 + g + 8 * h;
-      if (row > last_row) continue;
-      const int i = row / p.group, hq = kvh * p.group + row % p.group;
-      const float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-      T* dst = out + static_cast<int64_t>(q_start + i) * p.ldo + static_cast<int64_t>(hq) * D + 2 * t4;
-#pragma unroll
-      for (int db = 0; db < D / 8; ++db)
-        *reinterpret_cast<typename Elem<T>::Pair*>(dst + db * 8) =
-            Elem<T>::from_f2(o[mt][db][2 * h] * inv, o[mt][db][2 * h + 1] * inv);
-    }
+    store_prefill_rows<T, D>(o[mt], l[mt], p, kvh, row0 + warp * kWarpRows + mt * 16, last_row, q_start, lane);
 }
 
 template <typename T, int D, int C, bool F8>
@@ -1110,7 +1149,8 @@ void launch_prefill(const Params& p, int config, cudaStream_t stream) {
     return run_prefill<T, D, 0, true>(p, stream);
   }
   if constexpr (D == 128) {
-    static_assert(kNumPrefillConfigs == 15, "add the new configurations below");
+    static_assert(kNumMmaPrefillConfigs == 15, "add the new configurations below");
+    if (kPrefillConfigs[config].wg > 0) return launch_prefill_sm90<T>(p, config, stream);
     switch (config) {
       case 1:
         return run_prefill<T, D, 1, false>(p, stream);

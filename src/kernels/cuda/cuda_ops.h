@@ -210,7 +210,8 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
                       const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream);
 
 // Prefill (and chunked prefill): q [total_q, ldq] holds the new tokens of num_seqs sequences back to back,
-// cu_q_lens [num_seqs + 1] (device) their offsets. Tensor cores (mma.sync), online softmax, causal.
+// cu_q_lens [num_seqs + 1] (device) their offsets. Tensor cores (mma.sync; wgmma on compute capability 9.0 for
+// head_dim 128 over a 16-bit cache), online softmax, causal.
 struct PrefillPlan {
   int32_t num_seqs = 0;
   int32_t max_q_len = 0;
@@ -218,7 +219,7 @@ struct PrefillPlan {
   int32_t variant = 0;    // kernel configuration (0: default; others for benchmarks)
 };
 // Prefill kernel configurations selectable through `variant`, as for decode.
-constexpr int kPrefillAttentionVariants = 16;
+constexpr int kPrefillAttentionVariants = 22;
 PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len,
                                    int32_t variant = 0);
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
