@@ -960,6 +960,41 @@ __device__ __forceinline__ void store_prefill_rows(const float (&o)[D / 8][4], c
   }
 }
 
+// The row tile a prefill CTA owns: rows [row0, last_row] of (token, head of the group) pairs of sequence seq and KV
+// head kvh, whose new tokens start at q_start (positions from pos0), and the keys [lo, hi) those rows can see.
+struct PrefillTile {
+  int seq, kvh, q_start, row0, last_row, pos0, lo, hi;
+  const int32_t* table;  // the sequence's block table
+};
+
+// Fills t for this CTA (`rows` rows per CTA); false when the tile lies past its sequence's rows. heaviest_first:
+// the launch order walks row tiles from the last (most keys under the causal mask) down, all heads and sequences
+// of a tile together; otherwise grid (row tile from the last, KV head, sequence).
+__device__ __forceinline__ bool prefill_tile(const Params& p, int rows, bool heaviest_first, PrefillTile& t) {
+  int tile;
+  if (heaviest_first) {
+    const long long b = blockIdx.x + static_cast<long long>(gridDim.x) * (blockIdx.y + gridDim.y * blockIdx.z);
+    const long long per_tile = static_cast<long long>(gridDim.y) * gridDim.z;
+    tile = gridDim.x - 1 - static_cast<int>(b / per_tile);
+    const int rem = static_cast<int>(b % per_tile);
+    t.seq = rem / gridDim.y;
+    t.kvh = rem % gridDim.y;
+  } else {
+    tile = gridDim.x - 1 - blockIdx.x, t.kvh = blockIdx.y, t.seq = blockIdx.z;
+  }
+  t.q_start = p.cu_q_lens[t.seq];
+  const int q_len = p.cu_q_lens[t.seq + 1] - t.q_start;
+  t.row0 = tile * rows;
+  if (t.row0 >= q_len * p.group) return false;
+  t.pos0 = p.kv_lens[t.seq] - q_len;  // position of the first new token
+  t.table = p.block_tables + static_cast<int64_t>(t.seq) * p.max_blocks_per_seq;
+  t.last_row = min(t.row0 + rows, q_len * p.group) - 1;
+  const int i_min = t.row0 / p.group, i_max = t.last_row / p.group;
+  t.hi = t.pos0 + i_max + 1;
+  t.lo = p.window > 0 ? max(0, t.pos0 + i_min - p.window + 1) : 0;
+  return true;
+}
+
 template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST, bool F8>
 __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG, F8>;
@@ -972,33 +1007,12 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   T* q_s = reinterpret_cast<T*>(smem_raw);
   const Pipe pipe{smem_raw + Cfg::kQElems * sizeof(T)};
 
-  int tile, kvh, seq;
-  if constexpr (FAST) {
-    // Heaviest row tiles of every (sequence, KV head) first: the launch order walks tiles from the last (most
-    // keys under the causal mask) down, all heads and sequences of a tile together.
-    const long long b = blockIdx.x + static_cast<long long>(gridDim.x) * (blockIdx.y + gridDim.y * blockIdx.z);
-    const long long per_tile = static_cast<long long>(gridDim.y) * gridDim.z;
-    tile = gridDim.x - 1 - static_cast<int>(b / per_tile);
-    const int rem = static_cast<int>(b % per_tile);
-    seq = rem / gridDim.y;
-    kvh = rem % gridDim.y;
-  } else {
-    tile = gridDim.x - 1 - blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
-  }
-  const int q_start = p.cu_q_lens[seq];
-  const int q_len = p.cu_q_lens[seq + 1] - q_start;
-  const int row0 = tile * Cfg::kRows;
-  if (row0 >= q_len * p.group) return;
-  const int kv_len = p.kv_lens[seq];
-  const int pos0 = kv_len - q_len;  // position of the first new token
+  PrefillTile pt;
+  if (!prefill_tile(p, Cfg::kRows, FAST, pt)) return;
+  const int kvh = pt.kvh, q_start = pt.q_start, row0 = pt.row0, last_row = pt.last_row, pos0 = pt.pos0;
+  const int lo = pt.lo, hi = pt.hi;
+  const int32_t* table = pt.table;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-
-  // Keys the CTA's rows can see.
-  const int last_row = min(row0 + Cfg::kRows, q_len * p.group) - 1;
-  const int i_min = row0 / p.group, i_max = last_row / p.group;
-  const int hi = pos0 + i_max + 1;
-  const int lo = p.window > 0 ? max(0, pos0 + i_min - p.window + 1) : 0;
 
   // Query rows (zeros past the sequence).
   {

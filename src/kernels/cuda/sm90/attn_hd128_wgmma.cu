@@ -95,25 +95,12 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
   auto v_tile = [&](int st) { return reinterpret_cast<T*>(sm + Cfg::kQBytes + (st * 2 + 1) * Cfg::kTileBytes); };
 
   // Heaviest row tiles of every (sequence, KV head) first, as prefill_kernel's fast configurations.
-  const long long b = blockIdx.x + static_cast<long long>(gridDim.x) * (blockIdx.y + gridDim.y * blockIdx.z);
-  const long long per_tile = static_cast<long long>(gridDim.y) * gridDim.z;
-  const int tile = gridDim.x - 1 - static_cast<int>(b / per_tile);
-  const int rem = static_cast<int>(b % per_tile);
-  const int seq = rem / gridDim.y, kvh = rem % gridDim.y;
-
-  const int q_start = p.cu_q_lens[seq];
-  const int q_len = p.cu_q_lens[seq + 1] - q_start;
-  const int row0 = tile * Cfg::kRows;
-  if (row0 >= q_len * p.group) return;
-  const int kv_len = p.kv_lens[seq];
-  const int pos0 = kv_len - q_len;
+  PrefillTile pt;
+  if (!prefill_tile(p, Cfg::kRows, true, pt)) return;
+  const int kvh = pt.kvh, q_start = pt.q_start, row0 = pt.row0, last_row = pt.last_row, pos0 = pt.pos0;
+  const int lo = pt.lo, hi = pt.hi;
+  const int32_t* table = pt.table;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wg = warp >> 2;
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-
-  const int last_row = min(row0 + Cfg::kRows, q_len * p.group) - 1;
-  const int i_min = row0 / p.group, i_max = last_row / p.group;
-  const int hi = pos0 + i_max + 1;
-  const int lo = p.window > 0 ? max(0, pos0 + i_min - p.window + 1) : 0;
 
   // Query rows (zeros past the sequence): CTA row r in warpgroup r / 64's block, swizzled.
   {
