@@ -86,9 +86,9 @@ __device__ __forceinline__ int64_t kv_offset(const int32_t* table, int tok, int 
   return block * block_stride + static_cast<int64_t>(kvh * block_size + tok % block_size) * D;
 }
 
-// kv_offset with the sizes of p, shifting instead of dividing when the block size is a power of two.
-__device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* table, int tok, int kvh, int D) {
-  int blk, in;
+// Token tok's block (index into its block table) and slot in that block, shifting instead of dividing when the
+// block size is a power of two.
+__device__ __forceinline__ void block_slot(const Params& p, int tok, int& blk, int& in) {
   if (p.block_shift >= 0) {
     blk = tok >> p.block_shift;
     in = tok & (p.block_size - 1);
@@ -96,6 +96,12 @@ __device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* tab
     blk = tok / p.block_size;
     in = tok - blk * p.block_size;
   }
+}
+
+// kv_offset with the sizes of p.
+__device__ __forceinline__ int64_t kv_offset(const Params& p, const int32_t* table, int tok, int kvh, int D) {
+  int blk, in;
+  block_slot(p, tok, blk, in);
   return static_cast<int64_t>(table[blk]) * p.block_stride + static_cast<int64_t>(kvh * p.block_size + in) * D;
 }
 

@@ -32,13 +32,7 @@ __device__ __forceinline__ void load_kv_tile_sw(const Params& p, const int32_t* 
   const int col = tid % kChunks, r0 = (tid / kChunks) * kKeys;
   const int key0 = t0 + r0;
   int blk, in;
-  if (p.block_shift >= 0) {
-    blk = key0 >> p.block_shift;
-    in = key0 & (p.block_size - 1);
-  } else {
-    blk = key0 / p.block_size;
-    in = key0 - blk * p.block_size;
-  }
+  block_slot(p, key0, blk, in);
   const T* kc = static_cast<const T*>(p.k_cache);
   const T* vc = static_cast<const T*>(p.v_cache);
   const int64_t head = static_cast<int64_t>(kvh) * p.block_size * D + col * 8;
