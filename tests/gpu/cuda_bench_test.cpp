@@ -687,6 +687,24 @@ TEST(CudaBench, DISABLED_ServingDecodeAttention) {
   }
 }
 
+// Head-major decode with load_kv_tile (v3, v9) against one block-table read per lane and tile (v13, v14) at the
+// serving shapes, over a bf16 and an fp8 cache, and over the model's pool (32 layers per block, tables in
+// allocation order and shuffled).
+TEST(CudaBench, DISABLED_DecodeLoader) {
+  KILN_REQUIRE_GPU();
+  measure_copy();
+  for (bool fp8 : {false, true}) {
+    g_fp8 = fp8;
+    for (int v : {3, 13, 9, 14}) {
+      for (int ctx : {1024, 2000}) bench_decode(384, ctx, v, 0, 16, true, false);
+      bench_decode(320, 2112, v, 0, 16, true, false);
+      bench_decode(64, 2048, v, 0, 16, true, false);
+      for (bool shuffle : {true, false}) bench_decode(384, 1024, v, 0, 16, shuffle, true, 32, 2048);
+    }
+  }
+  g_fp8 = false;
+}
+
 // The serving shapes over a bf16 and an fp8 cache: the plan's choice, then every decode configuration; prefill
 // of 4 x 2048 and of a chunk after a prefix.
 TEST(CudaBench, DISABLED_Fp8KvAttention) {

@@ -147,6 +147,24 @@ int default_prefill_variant(const AttentionShape& shape) {
   return choice;
 }
 
+// The variant a decode plan's variant 0 starts from for head_dim 128: kDefaultDecodeConfig's, or with
+// KILN_DECODE_VARIANT=<variant of a head-major configuration> another one (for benchmarks).
+int default_decode_variant() {
+  static const int choice = [] {
+    const int fallback = attn::kDefaultDecodeConfig + 1;
+    const char* e = std::getenv("KILN_DECODE_VARIANT");
+    if (!e || !*e) return fallback;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || v < 1 || v >= attn::kNumDecodeVariants || !attn::kDecodeConfigs[v - 1].head_major) {
+      std::fprintf(stderr, "kiln: KILN_DECODE_VARIANT=%s is not a head-major decode variant; using %d\n", e, fallback);
+      return fallback;
+    }
+    return static_cast<int>(v);
+  }();
+  return choice;
+}
+
 }  // namespace
 
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
@@ -179,14 +197,15 @@ DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, 
   auto hm_most = [&](const attn::DecodeConfig& c) {
     return std::max<int64_t>(1, std::min<int64_t>(1024, (len + 4 * c.tok - 1) / (4 * c.tok)));
   };
-  if (variant == 0 && attn::kDecodeConfigs[attn::decode_config(0, shape.head_dim)].head_major) {
+  if (variant == 0 && shape.head_dim == 128) {
     // The default is head-major, unless its grid would leave resident slots empty: even at its most splits (few
     // short sequences), or at a split count the caller fixed below half of them. Then config 0, whose CTAs split
     // each KV head four ways more (batch 1 x 2048: 13.7 us against 15.8; batch 64 at 1 split: 73% of copy
     // bandwidth against 51%).
-    const attn::DecodeConfig& c = attn::kDecodeConfigs[attn::decode_config(0, shape.head_dim)];
+    const int dv = default_decode_variant();
+    const attn::DecodeConfig& c = attn::kDecodeConfigs[dv - 1];
     const int64_t ctas = hm_base(c) * (num_splits > 0 ? num_splits : hm_most(c));
-    if (num_splits > 0 ? 2 * ctas < hm_slots(c) : ctas < hm_slots(c)) plan.variant = variant = 1;
+    plan.variant = variant = (num_splits > 0 ? 2 * ctas < hm_slots(c) : ctas < hm_slots(c)) ? 1 : dv;
   }
   const attn::DecodeConfig& cfg = attn::kDecodeConfigs[attn::decode_config(variant, shape.head_dim)];
   if (num_splits <= 0 && cfg.head_major) {

@@ -49,16 +49,22 @@ struct DecodeConfig {
   int warps, tok, stages;
   bool head_major;
   bool l2pf = false;  // cp.async with the L2::256B prefetch hint
+  bool rows = false;  // head-major: one block-table read per lane and tile (load_kv_rows)
 };
-constexpr DecodeConfig kDecodeConfigs[] = {{4, 16, 3, false},       {8, 16, 2, false},      {4, 16, 3, true},
-                                           {8, 16, 3, true},        {2, 16, 6, true},       {4, 16, 6, true},
-                                           {8, 16, 2, true},        {2, 32, 3, true},       {4, 16, 2, true},
-                                           {4, 16, 3, false, true}, {4, 16, 3, true, true}, {8, 16, 3, true, true}};
-constexpr int kNumDecodeConfigs = 12;
-// Head-major, 4 warps, 3 stages: 88% of copy bandwidth at batch 64 x 2048 on 16-token blocks (H200), against
-// 73% for config 0 (docs/kernels.md). plan_decode_attention still picks config 0 for variant 0 when the
-// head-major grid cannot fill the GPU (batch 1 at 2048 tokens: 13.7 us against 15.8 us).
-constexpr int kDefaultDecodeConfig = 2;
+constexpr DecodeConfig kDecodeConfigs[] = {
+    {4, 16, 3, false},       {8, 16, 2, false},      {4, 16, 3, true},      {8, 16, 3, true},
+    {2, 16, 6, true},        {4, 16, 6, true},       {8, 16, 2, true},      {2, 32, 3, true},
+    {4, 16, 2, true},        {4, 16, 3, false, true}, {4, 16, 3, true, true}, {8, 16, 3, true, true},
+    {4, 16, 3, true, false, true},  // 12: the default
+    {4, 16, 2, true, false, true}};
+constexpr int kNumDecodeConfigs = 14;
+// Head-major, 4 warps, 3 stages, one block-table read per lane and tile (config 12): 97.3% of copy bandwidth at
+// batch 384 x 1024 over the model's pool against 93.2% for the same kernel with load_kv_tile (config 2), and +7% end
+// to end on 1000/1000 (docs/kernels.md). plan_decode_attention still picks config 0 for variant 0 when the head-major
+// grid cannot fill the GPU (batch 1 at 2048 tokens: 13.7 us against 15.8 us).
+constexpr int kDefaultDecodeConfig = 12;
+static_assert(kDecodeConfigs[kDefaultDecodeConfig].head_major,
+              "plan_decode_attention falls back from a head-major default");
 constexpr int kNumDecodeVariants = kNumDecodeConfigs + 1;
 // The configuration a plan's variant runs for a head_dim.
 constexpr int decode_config(int variant, int head_dim) {

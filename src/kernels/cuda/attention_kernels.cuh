@@ -156,6 +156,67 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
   }
 }
 
+// load_kv_tile with one block-table read per thread: thread `tid` copies one 16-byte column chunk of
+// TOK * kChunks / NTHREADS consecutive keys, so it reads the table once, and again only where its keys run into the
+// next block; in the usual case (all its keys valid and in one block) its copies are one base address plus
+// constant offsets. k_s / v_s are shared-memory addresses of tiles laid out as load_kv_tile's (SW: swizzled).
+template <typename KV, int D, int TOK, int NTHREADS, bool SW = false>
+__device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* table, int kvh, int t0, int end,
+                                             uint32_t k_s, uint32_t v_s, int tid) {
+  constexpr int kPerChunk = 16 / static_cast<int>(sizeof(KV));
+  constexpr int kChunks = D / kPerChunk;
+  constexpr int kStride = sizeof(KV) == 1 ? D + 16 : Tile<D>::kStride;
+  constexpr int kKeys = TOK * kChunks / NTHREADS;
+  static_assert(NTHREADS % kChunks == 0 && TOK * kChunks % NTHREADS == 0, "whole keys per thread");
+  static_assert(!SW || D * sizeof(KV) == 256, "the swizzled layout holds rows of 256 bytes");
+  const int col = tid % kChunks, r0 = (tid / kChunks) * kKeys;
+  const int key0 = t0 + r0;
+  int blk, in;
+  block_slot(p, key0, blk, in);
+  const KV* kc = static_cast<const KV*>(p.k_cache);
+  const KV* vc = static_cast<const KV*>(p.v_cache);
+  auto so = [&](int r) {
+    return SW ? sw128_offset(r, col, TOK) : static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
+  };
+  const int64_t head = static_cast<int64_t>(kvh) * p.block_size * D + col * kPerChunk;
+  int64_t boff = key0 < end ? static_cast<int64_t>(table[blk]) * p.block_stride + head : 0;
+  if (in + kKeys <= p.block_size && key0 + kKeys <= end) {
+    const KV* ks = kc + boff + static_cast<int64_t>(in) * D;
+    const KV* vs = vc + boff + static_cast<int64_t>(in) * D;
+#pragma unroll
+    for (int i = 0; i < kKeys; ++i) {
+      cp_async16(k_s + so(r0 + i), ks + i * D, 16);
+      cp_async16(v_s + so(r0 + i), vs + i * D, 16);
+    }
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < kKeys; ++i) {
+    if (i > 0 && ++in == p.block_size) {
+      in = 0;
+      ++blk;
+      boff = key0 + i < end ? static_cast<int64_t>(table[blk]) * p.block_stride + head : 0;
+    }
+    const bool valid = key0 + i < end;
+    const int64_t off = valid ? boff + static_cast<int64_t>(in) * D : 0;
+    cp_async16(k_s + so(r0 + i), kc + off, valid ? 16 : 0);
+    cp_async16(v_s + so(r0 + i), vc + off, valid ? 16 : 0);
+  }
+}
+
+// The loader of the split-layout decode and mma.sync prefill tiles: load_kv_rows wherever the tile splits into
+// whole keys per thread (every head dim but 80 and 96), else, and with the L2 prefetch hint (PF), load_kv_tile.
+template <typename KV, int D, int TOK, int NTHREADS, bool PF = false>
+__device__ __forceinline__ void load_kv(const Params& p, const int32_t* table, int kvh, int t0, int end, KV* k_s,
+                                        KV* v_s, int tid) {
+  constexpr int kChunks = D * static_cast<int>(sizeof(KV)) / 16;
+  if constexpr (!PF && NTHREADS % kChunks == 0 && TOK * kChunks % NTHREADS == 0) {
+    load_kv_rows<KV, D, TOK, NTHREADS>(p, table, kvh, t0, end, smem_addr(k_s), smem_addr(v_s), tid);
+  } else {
+    load_kv_tile<KV, D, TOK, NTHREADS, PF>(p, table, kvh, t0, end, k_s, v_s, tid);
+  }
+}
+
 // Widens a landed fp8 K/V tile pair (rows of D bytes) into 16-bit tiles with padded rows, spread over NTHREADS
 // threads: 16 values per 16-byte read, exact.
 template <typename T, int D, int TOK, int NTHREADS>
@@ -504,15 +565,14 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
     if (st < my_tiles)
-      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, pipe.k(st), pipe.v(st),
-                                       lane);
+      load_kv<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, pipe.k(st), pipe.v(st), lane);
     cp_async_commit();
   }
   for (int it = 0; it < my_tiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < my_tiles)
-      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, pipe.k(nxt % STAGES),
-                                       pipe.v(nxt % STAGES), lane);
+      load_kv<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, pipe.k(nxt % STAGES),
+                                  pipe.v(nxt % STAGES), lane);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
@@ -593,8 +653,10 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 // Head-major decode: grid (ceil(units / WARPS), num_splits, num_seqs) with units = num_kv_heads * head_chunks;
 // warp w of CTA x owns unit x * WARPS + w (a KV head and 16 of its query heads) and walks every tile of the
 // split through its own STAGES-deep cp.async pipeline, so the CTA's warps stream neighbouring heads of the
-// same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows.
-template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8>
+// same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows. ROWS: each
+// lane loads a column chunk of consecutive keys with one block-table read (load_kv_rows) instead of load_kv_tile's
+// read and offset arithmetic per chunk.
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8, bool ROWS = false>
 __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   static_assert(D <= 128, "head-major decode keeps Q in registers");
   // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); head-major configurations run at head_dim 128 only.
@@ -621,9 +683,18 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
 
   const Pipe pipe{smem_raw + static_cast<size_t>(warp) * Pipe::kBytes};
   const int ntiles = end > start ? (end - start + TOK - 1) / TOK : 0;
+  static_assert(!(ROWS && PF), "load_kv_rows has no prefetch hint");
+  auto load = [&](int tile) {
+    const int st = tile % STAGES, t0 = start + tile * TOK;
+    if constexpr (ROWS) {
+      load_kv_rows<KV, D, TOK, 32>(p, table, kvh, t0, end, smem_addr(pipe.k(st)), smem_addr(pipe.v(st)), lane);
+    } else {
+      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, t0, end, pipe.k(st), pipe.v(st), lane);
+    }
+  };
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ntiles) load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + st * TOK, end, pipe.k(st), pipe.v(st), lane);
+    if (st < ntiles) load(st);
     cp_async_commit();
   }
 
@@ -656,9 +727,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   for (int it = 0; it < ntiles; ++it) {
     const int nxt = it + STAGES - 1;
-    if (nxt < ntiles)
-      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, start + nxt * TOK, end, pipe.k(nxt % STAGES),
-                                       pipe.v(nxt % STAGES), lane);
+    if (nxt < ntiles) load(nxt);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
@@ -761,7 +830,7 @@ void (*decode_kernel_of())(Params) {
   void (*kernel)(Params);
   if constexpr (c.head_major) {
     static_assert(c.warps * KvPipe<T, D, c.tok, c.stages, F8, false>::kBytes == static_cast<size_t>(kSmem), "smem size");
-    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
+    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8, c.rows>;
   } else {
     static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages, F8>::kSmem == static_cast<size_t>(kSmem), "smem size");
     kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
@@ -808,7 +877,7 @@ int decode_occupancy() {
 // a 16-bit cache and over an fp8 one. F(C, F8) runs the instance of configuration C.
 #define KILN_DECODE_CONFIG_SWITCH_F8(config, F8, F)                             \
   if constexpr (D == 128) {                                                     \
-    static_assert(kNumDecodeConfigs == 12, "add the new configurations below"); \
+    static_assert(kNumDecodeConfigs == 14, "add the new configurations below"); \
     switch (config) {                                                           \
       case 1: return F(1, F8);                                                  \
       case 2: return F(2, F8);                                                  \
@@ -821,6 +890,8 @@ int decode_occupancy() {
       case 9: return F(9, F8);                                                  \
       case 10: return F(10, F8);                                                \
       case 11: return F(11, F8);                                                \
+      case 12: return F(12, F8);                                                \
+      case 13: return F(13, F8);                                                \
       default: break;                                                           \
     }                                                                           \
   }                                                                             \
@@ -1037,7 +1108,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   const int ntiles = hi > lo ? (hi - lo + TOK - 1) / TOK : 0;
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ntiles) load_kv_tile<KV, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, pipe.k(st), pipe.v(st), threadIdx.x);
+    if (st < ntiles) load_kv<KV, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, pipe.k(st), pipe.v(st), threadIdx.x);
     cp_async_commit();
   }
 
@@ -1064,8 +1135,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     __syncthreads();
     const int nxt = it + STAGES - 1;
     if (nxt < ntiles)
-      load_kv_tile<KV, D, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, pipe.k(nxt % STAGES), pipe.v(nxt % STAGES),
-                                         threadIdx.x);
+      load_kv<KV, D, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, pipe.k(nxt % STAGES), pipe.v(nxt % STAGES),
+                                    threadIdx.x);
     cp_async_commit();
     // fp8: the whole CTA widens the landed tile into the 16-bit pair (free: every thread is past the barrier
     // above, so done with the previous tile).

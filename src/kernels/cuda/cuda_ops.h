@@ -203,7 +203,7 @@ struct DecodePlan {
 };
 // Kernel configurations selectable through plan_decode_attention's `variant` (0: the default; 1.. name each
 // configuration, see attention_impl.h; head_dim 128 only, others always run the default).
-constexpr int kDecodeAttentionVariants = 13;
+constexpr int kDecodeAttentionVariants = 15;
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
                                  int32_t num_splits = 0 /* 0: choose */, int32_t variant = 0);
 void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,

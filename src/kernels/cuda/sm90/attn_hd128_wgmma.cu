@@ -20,50 +20,6 @@ namespace {
 // Makes this thread's generic-proxy writes to shared memory (cp.async, landed) visible to wgmma's reads.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-// Issues the copies of keys and values [t0, t0 + TOK) (zeros past `end`) into the swizzled K and V tiles at k_s and
-// v_s. Thread `tid` copies one 16-byte column chunk of TOK * 16 / NTHREADS consecutive keys, so it reads the block
-// table once, and again only where its keys run into the next block (load_kv_tile reads it per chunk).
-template <typename T, int TOK, int NTHREADS>
-__device__ __forceinline__ void load_kv_tile_sw(const Params& p, const int32_t* table, int kvh, int t0, int end,
-                                                uint32_t k_s, uint32_t v_s, int tid) {
-  constexpr int D = 128, kChunks = 16;
-  constexpr int kKeys = TOK * kChunks / NTHREADS;
-  static_assert(NTHREADS % kChunks == 0 && TOK * kChunks % NTHREADS == 0, "whole keys per thread");
-  const int col = tid % kChunks, r0 = (tid / kChunks) * kKeys;
-  const int key0 = t0 + r0;
-  int blk, in;
-  block_slot(p, key0, blk, in);
-  const T* kc = static_cast<const T*>(p.k_cache);
-  const T* vc = static_cast<const T*>(p.v_cache);
-  const int64_t head = static_cast<int64_t>(kvh) * p.block_size * D + col * 8;
-  int64_t boff = key0 < end ? static_cast<int64_t>(table[blk]) * p.block_stride + head : 0;
-  if (in + kKeys <= p.block_size && key0 + kKeys <= end) {
-    // The usual case: all of the thread's keys valid and in one block, kKeys rows of D values apart.
-    const T* ks = kc + boff + static_cast<int64_t>(in) * D;
-    const T* vs = vc + boff + static_cast<int64_t>(in) * D;
-#pragma unroll
-    for (int i = 0; i < kKeys; ++i) {
-      const uint32_t so = sw128_offset(r0 + i, col, TOK);
-      cp_async16(k_s + so, ks + i * D, 16);
-      cp_async16(v_s + so, vs + i * D, 16);
-    }
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < kKeys; ++i) {
-    if (i > 0 && ++in == p.block_size) {
-      in = 0;
-      ++blk;
-      boff = key0 + i < end ? static_cast<int64_t>(table[blk]) * p.block_stride + head : 0;
-    }
-    const bool valid = key0 + i < end;
-    const int64_t off = valid ? boff + static_cast<int64_t>(in) * D : 0;
-    const uint32_t so = sw128_offset(r0 + i, col, TOK);
-    cp_async16(k_s + so, kc + off, valid ? 16 : 0);
-    cp_async16(v_s + so, vc + off, valid ? 16 : 0);
-  }
-}
-
 template <int NWG, int TOK, int STAGES>
 struct WgCfg {
   static constexpr int kRows = 64 * NWG;
@@ -114,8 +70,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
 #pragma unroll
   for (int st = 0; st < kAhead; ++st) {
     if (st < ntiles)
-      load_kv_tile_sw<T, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, smem_addr(k_tile(st)),
-                                        smem_addr(v_tile(st)), threadIdx.x);
+      load_kv_rows<T, D, TOK, kThreads, true>(p, table, kvh, lo + st * TOK, hi, smem_addr(k_tile(st)),
+                                              smem_addr(v_tile(st)), threadIdx.x);
     cp_async_commit();
   }
 
@@ -169,8 +125,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
     auto load_ahead = [&] {
       const int nxt = it + kAhead;
       if (nxt < ntiles)
-        load_kv_tile_sw<T, TOK, kThreads>(p, table, kvh, lo + nxt * TOK, hi, smem_addr(k_tile(nxt % STAGES)),
-                                          smem_addr(v_tile(nxt % STAGES)), threadIdx.x);
+        load_kv_rows<T, D, TOK, kThreads, true>(p, table, kvh, lo + nxt * TOK, hi, smem_addr(k_tile(nxt % STAGES)),
+                                                smem_addr(v_tile(nxt % STAGES)), threadIdx.x);
       cp_async_commit();
     };
     const int st = it % STAGES;
