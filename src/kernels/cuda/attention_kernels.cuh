@@ -15,24 +15,10 @@ namespace kiln::cuda::attn {
 // ---------------------------------------------------------------------------------------------
 // PTX wrappers.
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte asynchronous copy global -> shared; src_bytes 0 fills the destination with zeros.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-// The same with an L2 prefetch hint: the L2 fetches the whole 256-byte span around the address from DRAM.
+// (smem_addr, cp_async16, cp_async_commit and cp_async_wait are in cuda_common.cuh.)
+// cp_async16 with an L2 prefetch hint: the L2 fetches the whole 256-byte span around the address from DRAM.
 __device__ __forceinline__ void cp_async16_pf(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
@@ -1207,25 +1193,31 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
     store_prefill_rows<T, D>(o[mt], l[mt], p, kvh, row0 + warp * kWarpRows + mt * 16, last_row, q_start, lane);
 }
 
+// Launches prefill kernel K over the grid (row_tiles, num_kv_heads, num_seqs) with `smem` bytes of dynamic shared
+// memory, raising the instance's limit on its first launch; max_shared: all of the unified L1 as shared memory, so
+// that two CTAs of ~90-110 KB fit on an SM.
+template <auto K>
+void launch_prefill_grid(const Params& p, int threads, size_t smem, bool max_shared, cudaStream_t stream) {
+  static bool configured = false;
+  if (!configured) {
+    KILN_CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    if (max_shared)
+      KILN_CUDA_CHECK(cudaFuncSetAttribute(K, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+    configured = true;
+  }
+  const dim3 grid(p.row_tiles, p.num_kv_heads, p.num_seqs);
+  K<<<grid, threads, smem, stream>>>(p);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
 template <typename T, int D, int C, bool F8>
 void run_prefill(const Params& p, cudaStream_t stream) {
   constexpr PrefillConfig c = kPrefillConfigs[C];
   constexpr int kTok = D <= 128 ? c.tok : 32;
   using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, c.q_regs, F8>;
-  auto kernel = prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast, F8>;
-  static bool configured = false;
-  if (!configured) {
-    KILN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem)));
-    // All of the unified L1 as shared memory, so that min_ctas CTAs (2 x 87-104 KB) fit on an SM.
-    if constexpr (c.fast)
-      KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                           static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-    configured = true;
-  }
-  const dim3 grid(p.row_tiles, p.num_kv_heads, p.num_seqs);
-  kernel<<<grid, c.warps * 32, Cfg::kSmem, stream>>>(p);
-  KILN_CUDA_LAUNCH_CHECK();
+  launch_prefill_grid<prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast, F8>>(
+      p, c.warps * 32, Cfg::kSmem, c.fast, stream);
 }
 
 // `config` indexes kPrefillConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all over

@@ -1,5 +1,6 @@
 // RoPE (half-split or interleaved, partial rotary, optional per-head q/k RMSNorm) fused with writing K and V
-// into their paged KV-cache slots. One CTA per token, one warp per head.
+// into their paged KV-cache slots. One CTA per token: it stages the token's whole q|k|v row in shared memory with
+// asynchronous copies (all of them in flight while the angles are computed), then one warp per head rotates.
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -16,16 +17,30 @@ __device__ __forceinline__ int64_t cache_offset(int32_t slot, int h, int64_t blo
   return block * block_stride + (h * block_size + off) * head_dim;
 }
 
-// F8: the cache holds fp8 e4m3 (one byte per element) instead of T.
+// F8: the cache holds fp8 e4m3 (one byte per element) instead of T. Dynamic shared memory: the token's (H + 2 Hkv) D
+// row; aligned16: the rows allow 16-byte copies (else 4-byte ones).
 template <typename T, bool F8>
-__global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKvArgs a) {
+__global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKvArgs a, bool aligned16) {
   __shared__ float cs_cos[kMaxHeadDim / 2], cs_sin[kMaxHeadDim / 2];
   __shared__ float buf[kRopeWarps][kMaxHeadDim];
+  extern __shared__ __align__(16) unsigned char row_raw[];
   using P = typename Elem<T>::Pair;
   const int64_t t = blockIdx.x;
   const int D = a.head_dim, H = a.num_heads, Hkv = a.num_kv_heads;
   const int half = a.rotary_dim / 2;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  T* row = qkv + t * a.ld_qkv;
+  T* row_s = reinterpret_cast<T*>(row_raw);
+  {
+    const int n = (H + 2 * Hkv) * D;
+    const uint32_t dst = smem_addr(row_s);
+    if (aligned16) {
+      for (int c = threadIdx.x; c < n / 8; c += blockDim.x) cp_async16(dst + 16 * c, row + 8 * c, 16);
+    } else {
+      for (int c = threadIdx.x; c < n / 2; c += blockDim.x) cp_async4(dst + 4 * c, row + 2 * c);
+    }
+    cp_async_commit();
+  }
   const int64_t pos = a.positions[t];
   // Angles in double as the CPU tables are (positions times inverse frequencies reach 1e5 radians).
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -34,14 +49,14 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
     cs_cos[i] = static_cast<float>(c);
     cs_sin[i] = static_cast<float>(s);
   }
+  cp_async_wait<0>();
   __syncthreads();
 
   const int32_t slot = a.slot_mapping ? a.slot_mapping[t] : -1;
-  T* row = qkv + t * a.ld_qkv;
   float* b = buf[warp];
   for (int hh = warp; hh < H + Hkv; hh += kRopeWarps) {
     const bool is_q = hh < H;
-    const T* src = row + static_cast<int64_t>(hh) * D;  // k heads follow the q heads
+    const T* src = row_s + hh * D;  // k heads follow the q heads
     const T* nw = static_cast<const T*>(is_q ? a.q_norm : a.k_norm);
     float ss = 0.0f;
     for (int p = lane; p < D / 2; p += 32) {
@@ -85,7 +100,7 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
   }
 
   if (slot >= 0) {
-    const T* v = row + static_cast<int64_t>(H + Hkv) * D;
+    const T* v = row_s + (H + Hkv) * D;
     const int pairs = Hkv * D / 2;
     for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
       const int h = (2 * p) / D, d = (2 * p) % D;
@@ -119,13 +134,21 @@ void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t s
   if (a.ld_qkv == 0) a.ld_qkv = static_cast<int64_t>(a.num_heads + 2 * a.num_kv_heads) * D;
   KILN_CHECK(a.ld_qkv % 2 == 0, "RoPE: the qkv row stride must be even");
   KILN_CHECK(a.num_tokens <= 0x7fffffff, "RoPE: too many tokens for one launch");
+  KILN_CHECK(reinterpret_cast<uintptr_t>(qkv) % 4 == 0, "RoPE: the qkv buffer must be 4-byte aligned");
+  const int64_t n = int64_t{a.num_heads + 2 * a.num_kv_heads} * D;
+  const size_t row_bytes = static_cast<size_t>(n) * 2;
+  // The row in shared memory next to the kernel's 9 KB of static tables (227 KB per CTA on sm_90, 163 KB on sm_80).
+  constexpr size_t kMaxRowBytes = 96u << 10;
+  KILN_CHECK(row_bytes <= kMaxRowBytes, "RoPE: {} heads of {} dims are more than one CTA stages ({} KB at most)",
+             a.num_heads + 2 * a.num_kv_heads, D, kMaxRowBytes >> 10);
+  const bool aligned16 = reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && a.ld_qkv % 8 == 0 && n % 8 == 0;
   KILN_DISPATCH_16(t, T, {
     const unsigned grid = static_cast<unsigned>(a.num_tokens);
-    if (a.kv_fp8) {
-      rope_kv_kernel<T, true><<<grid, kRopeWarps * 32, 0, stream>>>(static_cast<T*>(qkv), a);
-    } else {
-      rope_kv_kernel<T, false><<<grid, kRopeWarps * 32, 0, stream>>>(static_cast<T*>(qkv), a);
-    }
+    auto kernel = a.kv_fp8 ? rope_kv_kernel<T, true> : rope_kv_kernel<T, false>;
+    if (row_bytes > (48u << 10))  // rows of more than 48 KB: rare (384 heads of 64 dims), so raised per call
+      KILN_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxRowBytes)));
+    kernel<<<grid, kRopeWarps * 32, row_bytes, stream>>>(static_cast<T*>(qkv), a, aligned16);
   });
   KILN_CUDA_LAUNCH_CHECK();
 }

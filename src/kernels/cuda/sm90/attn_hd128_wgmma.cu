@@ -206,19 +206,8 @@ template <typename T, int C>
 void run_prefill_wg(const Params& p, cudaStream_t stream) {
   constexpr PrefillConfig c = kPrefillConfigs[C];
   static_assert(c.wg > 0 && c.warps == 4 * c.wg, "a wgmma configuration has 4 warps per warpgroup");
-  using Cfg = WgCfg<c.wg, c.tok, c.stages>;
-  auto kernel = prefill_wg_kernel<T, c.wg, c.tok, c.stages, c.min_ctas, c.pipe, c.q_regs>;
-  static bool configured = false;
-  if (!configured) {
-    KILN_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Cfg::kSmem)));
-    KILN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-    configured = true;
-  }
-  const dim3 grid(p.row_tiles, p.num_kv_heads, p.num_seqs);
-  kernel<<<grid, c.warps * 32, Cfg::kSmem, stream>>>(p);
-  KILN_CUDA_LAUNCH_CHECK();
+  launch_prefill_grid<prefill_wg_kernel<T, c.wg, c.tok, c.stages, c.min_ctas, c.pipe, c.q_regs>>(
+      p, c.warps * 32, WgCfg<c.wg, c.tok, c.stages>::kSmem, true, stream);
 }
 
 }  // namespace
