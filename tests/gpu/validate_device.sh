@@ -2,8 +2,9 @@
 # On the GPU machine, from a folder carried by a device call: every gpu test (run_device.sh: tests, memcheck),
 # the CUDA executor soak and executor tests, the CLI end to end (cli_device.sh), then optional benchmark parts.
 #   bash tests/gpu/validate_device.sh <dir> [tests] [latency] [throughput] [configs] [peers]
-# <dir> holds bins.tar.xz (a `bin/` made by tests/gpu/prepare_device.sh, then `tar cf - bin | xz -9 > bins.tar.xz`: xz -9 keeps a carried folder under 64 MiB),
-# shared/models/stories260K and peers/*.py (from ../shared). Logs go to $OUT, a summary to stdout.
+# <dir> holds bins.tar.xz (a `bin/` made by tests/gpu/prepare_device.sh, then `tar cf - bin | xz -9 > bins.tar.xz`:
+# -9 keeps a carried folder under 64 MiB), shared/models/stories260K and peers/*.py (from ../shared). Logs go to
+# $OUT, a summary to stdout.
 set -uo pipefail
 D=$(realpath "${1:?usage: validate_device.sh DIR [parts...]}")
 shift
