@@ -1094,7 +1094,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
   const int ntiles = hi > lo ? (hi - lo + TOK - 1) / TOK : 0;
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
-    if (st < ntiles) load_kv<KV, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, pipe.k(st), pipe.v(st), threadIdx.x);
+    if (st < ntiles)
+      load_kv<KV, D, TOK, kThreads>(p, table, kvh, lo + st * TOK, hi, pipe.k(st), pipe.v(st), threadIdx.x);
     cp_async_commit();
   }
 
