@@ -177,7 +177,7 @@ struct CudaWorkspace {
   int64_t logit_rows = 0;  // fp32 logit rows `logits` holds
   // x: the fp32 residual stream [T, H]; h: its 16-bit norm [T, H]; mlp_in: the fp32 up (or gate|up) GEMM
   // output; act: the 16-bit activation; y: fp32 [T, H] for a block output before its post-norm (PrePost only).
-  DeviceMem x, h, qkv, att, mlp_in, act, y, logits, decode_ws, meta, rope_cs;
+  DeviceMem x, h, qkv, att, mlp_in, act, y, logits, decode_ws, meta;
   PinnedMem host_meta;
   // Sampling: per-row parameters [tokens] then penalty entries [pen_cap] (device, and staged in pinned memory);
   // results: tokens [tokens] | logprobs [tokens] | top ids [tokens, 20] | top logprobs [tokens, 20].
@@ -334,7 +334,6 @@ struct CudaDecoderModel::Impl {
   struct Pass {
     int64_t T = 0, nd = 0, np = 0, mb = 1, max_q = 0, max_kv_decode = 0, row0_p = 0;
     const int32_t *pos = nullptr, *slots = nullptr, *lens = nullptr, *cu = nullptr, *tab = nullptr;
-    const float* rope_cs = nullptr;  // the step's RoPE (cos, sin) table [T, rotary_dim / 2, 2], or null
   };
   ModelConfig cfg;
   CudaModelOptions opt;
@@ -661,8 +660,6 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
   ws.att = DeviceMem(T * nq * 2);
   ws.mlp_in = DeviceMem(T * (c.gated_mlp ? 2 * In : In) * sizeof(float));
   ws.act = DeviceMem(T * In * 2);
-  if (c.position == PositionKind::Rope && c.rope.rotary_dim > 0)
-    ws.rope_cs = DeviceMem(static_cast<size_t>(T * (c.rope.rotary_dim / 2)) * 2 * sizeof(float));
   if (c.norm_layout == NormLayout::PrePost) ws.y = DeviceMem(T * H * sizeof(float));
   ws.logit_rows = std::min(opt.max_logit_rows, T);
   ws.logits = DeviceMem(static_cast<size_t>(ws.logit_rows * c.vocab_size) * sizeof(float));
@@ -1139,12 +1136,6 @@ void CudaDecoderModel::Impl::forward_layers(CudaWorkspace& ws, const KvLayout& k
   p.tab = m.d_tab;
   mark("embed");
   embed_rows(ws, m.d_ids, p);
-  if (ws.rope_cs.p) {  // the rotation angles once per step, for every layer
-    mark("rope_table");
-    cuda::rope_cos_sin(p.pos, p.T, inv_freq.as<double>(), static_cast<int32_t>(cfg.rope.rotary_dim / 2),
-                       ws.rope_cs.as<float>(), stream);
-    p.rope_cs = ws.rope_cs.as<float>();
-  }
   for (int64_t l = 0; l < cfg.num_layers; ++l) layer(ws, kv_layout, p, l);
 }
 
@@ -1268,7 +1259,6 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
   r.ld_qkv = ld_qkv;
   r.positions = p.pos;
   r.inv_freq = rotary ? inv_freq.as<double>() : nullptr;
-  r.cos_sin = rotary ? p.rope_cs : nullptr;
   r.slot_mapping = p.slots;
   r.k_cache = kv_layout.k(l);
   r.v_cache = kv_layout.v(l);

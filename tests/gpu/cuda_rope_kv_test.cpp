@@ -25,7 +25,6 @@ struct RopeCase {
   ElemType t;
   bool shared = false;  // K and V of a block side by side in one pool (block stride of two blocks)
   bool fp8 = false;     // an fp8 e4m3 cache (RopeKvArgs::kv_fp8)
-  bool table = false;   // the angles from rope_cos_sin (RopeKvArgs::cos_sin; no positions or frequencies passed)
 };
 
 void run_case(const RopeCase& c, std::mt19937& rng) {
@@ -88,13 +87,6 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
   a.interleaved = c.interleaved;
   a.positions = dpos.get();
   a.inv_freq = dinv.get();
-  DeviceBuffer<float> dcs(c.table ? static_cast<size_t>(T * c.rotary) : 0);
-  if (c.table) {
-    cuda::rope_cos_sin(dpos.get(), T, dinv.get(), c.rotary / 2, dcs.get(), nullptr);
-    a.cos_sin = dcs.get();
-    a.positions = nullptr;
-    a.inv_freq = nullptr;
-  }
   a.slot_mapping = dslots.get();
   if (c.fp8) {
     a.k_cache = pool8.get();
@@ -113,7 +105,7 @@ void run_case(const RopeCase& c, std::mt19937& rng) {
       std::string(testing::type_name(c.t)) + " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
       " D=" + std::to_string(c.D) + " rot=" + std::to_string(c.rotary) + (c.interleaved ? " interleaved" : "") +
       (c.qk_norm ? " qk_norm" : "") + " bs=" + std::to_string(c.block_size) + (c.shared ? " shared" : "") +
-      (c.fp8 ? " fp8" : "") + (c.table ? " table" : "");
+      (c.fp8 ? " fp8" : "");
   const auto got = testing::to_float(dqkv.download(), c.t);
   std::vector<float> pg;
   if (c.fp8) {
@@ -174,10 +166,6 @@ TEST(CudaRopeKv, MatchesCpu) {
       run_case({8, 4, 256, 64, true, RopeScaling::None, true, bs, t, false, true}, rng);
       // rows of 50 values (4-byte staging copies)
       run_case({3, 1, 10, 10, false, RopeScaling::None, false, bs, t}, rng);
-      // the angles from a rope_cos_sin table
-      run_case({32, 8, 128, 128, false, RopeScaling::Llama3, false, bs, t, false, false, true}, rng);
-      run_case({8, 4, 256, 64, true, RopeScaling::None, true, bs, t, false, true, true}, rng);
-      run_case({3, 1, 10, 10, false, RopeScaling::None, false, bs, t, false, false, true}, rng);
     }
 }
 

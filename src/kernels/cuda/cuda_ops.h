@@ -146,9 +146,6 @@ struct RopeKvArgs {
   int64_t ld_qkv = 0;                     // elements between tokens (0: dense)
   const int32_t* positions = nullptr;     // [T] device
   const double* inv_freq = nullptr;       // [rotary_dim / 2] device (cpu::rope_inv_freq, scaling included)
-  // [T, rotary_dim / 2] (cos, sin) pairs from rope_cos_sin, the angles computed once for all layers; null: this call
-  // computes them from positions and inv_freq.
-  const float* cos_sin = nullptr;
   const int32_t* slot_mapping = nullptr;  // [T] device; < 0: do not write this token
   void* k_cache = nullptr;
   void* v_cache = nullptr;
@@ -162,11 +159,6 @@ struct RopeKvArgs {
   bool kv_fp8 = false;
 };
 void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t stream);
-// The rotation of num_tokens positions for RopeKvArgs::cos_sin: out [num_tokens, half] (cos, sin) pairs of
-// positions[t] * inv_freq[i], computed in double as the CPU tables are and rounded to float (the values rope_kv_write
-// computes without a table).
-void rope_cos_sin(const int32_t* positions, int64_t num_tokens, const double* inv_freq, int32_t half, float* out,
-                  cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // Attention over the paged KV cache. Query i of a sequence with q_len new tokens and kv_len cached

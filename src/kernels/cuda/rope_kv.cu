@@ -17,20 +17,6 @@ __device__ __forceinline__ int64_t cache_offset(int32_t slot, int h, int64_t blo
   return block * block_stride + (h * block_size + off) * head_dim;
 }
 
-// (cos, sin) of position * inv_freq, in double as the CPU tables are (positions times inverse frequencies reach
-// 1e5 radians), rounded to float.
-__device__ __forceinline__ float2 rope_angle(int64_t pos, double inv_freq) {
-  double s, c;
-  sincos(static_cast<double>(pos) * inv_freq, &s, &c);
-  return make_float2(static_cast<float>(c), static_cast<float>(s));
-}
-
-__global__ void rope_cos_sin_kernel(const int32_t* positions, int64_t n, const double* inv_freq, int half,
-                                    float2* out) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = rope_angle(positions[i / half], inv_freq[i % half]);
-}
-
 // F8: the cache holds fp8 e4m3 (one byte per element) instead of T. Dynamic shared memory: the token's (H + 2 Hkv) D
 // row; aligned16: the rows allow 16-byte copies (else 4-byte ones).
 template <typename T, bool F8>
@@ -55,11 +41,13 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
     }
     cp_async_commit();
   }
-  const float2* table = a.cos_sin ? reinterpret_cast<const float2*>(a.cos_sin) + t * half : nullptr;
+  const int64_t pos = a.positions[t];
+  // Angles in double as the CPU tables are (positions times inverse frequencies reach 1e5 radians).
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    const float2 cs = a.cos_sin ? table[i] : rope_angle(a.positions[t], a.inv_freq[i]);
-    cs_cos[i] = cs.x;
-    cs_sin[i] = cs.y;
+    double s, c;
+    sincos(static_cast<double>(pos) * a.inv_freq[i], &s, &c);
+    cs_cos[i] = static_cast<float>(c);
+    cs_sin[i] = static_cast<float>(s);
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -141,9 +129,7 @@ void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t s
   if (a.block_stride == 0) a.block_stride = int64_t{a.num_kv_heads} * a.block_size * D;
   KILN_CHECK(a.block_stride % 2 == 0 && a.block_stride >= int64_t{a.num_kv_heads} * a.block_size * D,
              "RoPE: block stride {} must be even and hold a block", a.block_stride);
-  KILN_CHECK(a.rotary_dim == 0 || a.cos_sin || (a.positions && a.inv_freq),
-             "RoPE: a cos/sin table, or positions and inverse frequencies, are needed");
-  KILN_CHECK(reinterpret_cast<uintptr_t>(a.cos_sin) % 8 == 0, "RoPE: the cos/sin table must be 8-byte aligned");
+  KILN_CHECK(a.positions && (a.rotary_dim == 0 || a.inv_freq), "RoPE: positions and inverse frequencies are needed");
   KILN_CHECK(!a.slot_mapping || (a.k_cache && a.v_cache), "RoPE: a slot mapping needs both caches");
   if (a.ld_qkv == 0) a.ld_qkv = static_cast<int64_t>(a.num_heads + 2 * a.num_kv_heads) * D;
   KILN_CHECK(a.ld_qkv % 2 == 0, "RoPE: the qkv row stride must be even");
@@ -164,20 +150,6 @@ void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t s
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMaxRowBytes)));
     kernel<<<grid, kRopeWarps * 32, row_bytes, stream>>>(static_cast<T*>(qkv), a, aligned16);
   });
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-void rope_cos_sin(const int32_t* positions, int64_t num_tokens, const double* inv_freq, int32_t half, float* out,
-                  cudaStream_t stream) {
-  if (num_tokens <= 0 || half <= 0) return;
-  KILN_CHECK(positions && inv_freq && out, "RoPE table: positions, inverse frequencies and the output are needed");
-  KILN_CHECK(reinterpret_cast<uintptr_t>(out) % 8 == 0, "RoPE table: the output must be 8-byte aligned");
-  const int64_t n = num_tokens * half;
-  const int threads = 256;
-  const int64_t blocks = (n + threads - 1) / threads;
-  KILN_CHECK(blocks <= 0x7fffffff, "RoPE table: too many entries for one launch");
-  rope_cos_sin_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(positions, n, inv_freq, half,
-                                                                             reinterpret_cast<float2*>(out));
   KILN_CUDA_LAUNCH_CHECK();
 }
 
