@@ -1,4 +1,5 @@
-// RoPE fused with the paged KV write agrees with cpu::rope (and cpu::rms_norm for q/k norms): q rotated in
+// RoPE fused with the paged KV write (both kernels: the vectorized one for half-split rotary widths of 16k over
+// aligned rows, the staged one for the rest) agrees with cpu::rope (and cpu::rms_norm for q/k norms): q rotated in
 // place, k rotated into its slot, v copied, and slots of skipped tokens left untouched.
 #include <gtest/gtest.h>
 
@@ -166,6 +167,13 @@ TEST(CudaRopeKv, MatchesCpu) {
       run_case({8, 4, 256, 64, true, RopeScaling::None, true, bs, t, false, true}, rng);
       // rows of 50 values (4-byte staging copies)
       run_case({3, 1, 10, 10, false, RopeScaling::None, false, bs, t}, rng);
+      // The vectorized kernel beyond Llama's shape: q/k norms over 8 and 16 lanes per head (Qwen3, head_dim 256),
+      // pass-through units (NeoX's 25% rotary), 6 units per head (Phi-3), 4 (head_dim 64), fp8 with norms.
+      run_case({16, 2, 128, 128, false, RopeScaling::None, true, bs, t}, rng);
+      run_case({8, 1, 256, 256, false, RopeScaling::None, true, bs, t, false, true}, rng);
+      run_case({8, 8, 128, 32, false, RopeScaling::None, false, bs, t}, rng);
+      run_case({12, 12, 96, 96, false, RopeScaling::None, false, bs, t, true}, rng);
+      run_case({8, 2, 64, 64, false, RopeScaling::Linear, true, bs, t, false, true}, rng);
     }
 }
 

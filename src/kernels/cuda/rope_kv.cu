@@ -1,6 +1,11 @@
 // RoPE (half-split or interleaved, partial rotary, optional per-head q/k RMSNorm) fused with writing K and V
-// into their paged KV-cache slots. One CTA per token: it stages the token's whole q|k|v row in shared memory with
-// asynchronous copies (all of them in flight while the angles are computed), then one warp per head rotates.
+// into their paged KV-cache slots. One CTA per token, two kernels:
+// - rope_kv_vec_kernel, for half-split rotation of a multiple of 16 dims over 16-byte aligned rows (every
+//   Llama/Mistral/Qwen/Gemma/Falcon/NeoX shape): a thread takes a unit of a head, 8 dims and their rotation
+//   partners 8 (rotary) or 8 pass-through dims, with 16-byte loads and stores straight from and to global memory;
+//   a head's units are neighbouring lanes, so its q/k RMSNorm is a shuffle reduction.
+// - rope_kv_kernel, for the rest (interleaved pairs, odd rotary widths, unaligned rows): it stages the token's
+//   whole q|k|v row in shared memory with asynchronous copies, then one warp per head rotates.
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -15,6 +20,18 @@ __device__ __forceinline__ int64_t cache_offset(int32_t slot, int h, int64_t blo
   const int64_t block = slot / block_size;
   const int64_t off = slot % block_size;
   return block * block_stride + (h * block_size + off) * head_dim;
+}
+
+// Angles of position `pos` for the rotary pairs, in double as the CPU tables are (positions times inverse
+// frequencies reach 1e5 radians).
+__device__ __forceinline__ void rope_angles(int64_t pos, const double* inv_freq, int half, float* cs_cos,
+                                            float* cs_sin) {
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    double s, c;
+    sincos(static_cast<double>(pos) * inv_freq[i], &s, &c);
+    cs_cos[i] = static_cast<float>(c);
+    cs_sin[i] = static_cast<float>(s);
+  }
 }
 
 // F8: the cache holds fp8 e4m3 (one byte per element) instead of T. Dynamic shared memory: the token's (H + 2 Hkv) D
@@ -41,14 +58,7 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
     }
     cp_async_commit();
   }
-  const int64_t pos = a.positions[t];
-  // Angles in double as the CPU tables are (positions times inverse frequencies reach 1e5 radians).
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    double s, c;
-    sincos(static_cast<double>(pos) * a.inv_freq[i], &s, &c);
-    cs_cos[i] = static_cast<float>(c);
-    cs_sin[i] = static_cast<float>(s);
-  }
+  rope_angles(a.positions[t], a.inv_freq, half, cs_cos, cs_sin);
   cp_async_wait<0>();
   __syncthreads();
 
@@ -115,6 +125,105 @@ __global__ void __launch_bounds__(kRopeWarps * 32) rope_kv_kernel(T* qkv, RopeKv
   }
 }
 
+// 8 consecutive elements of T as floats, and back (16-byte accesses; fp8: 8 bytes).
+template <typename T>
+__device__ __forceinline__ void load8(const T* p, float* x) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const auto* pr = reinterpret_cast<const typename Elem<T>::Pair*>(&u);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = Elem<T>::to_f2(pr[j]);
+    x[2 * j] = f.x;
+    x[2 * j + 1] = f.y;
+  }
+}
+template <typename T, bool F8>
+__device__ __forceinline__ void store8(void* base, int64_t off, const float* x) {
+  if constexpr (F8) {
+    uint2 u;
+    auto* pr = reinterpret_cast<__nv_fp8x2_storage_t*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pr[j] = to_fp8x2(x[2 * j], x[2 * j + 1]);
+    *reinterpret_cast<uint2*>(static_cast<uint8_t*>(base) + off) = u;
+  } else {
+    uint4 u;
+    auto* pr = reinterpret_cast<typename Elem<T>::Pair*>(&u);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) pr[j] = Elem<T>::from_f2(x[2 * j], x[2 * j + 1]);
+    *reinterpret_cast<uint4*>(static_cast<T*>(base) + off) = u;
+  }
+}
+
+constexpr int kRopeVecThreads = 128;
+
+// The vectorized path (see the top). Units of a head: rotary_dim / 16 rotary units (dims 8u.. and their partners
+// rotary_dim / 2 + 8u..), then (head_dim - rotary_dim) / 8 pass-through units. With q/k norms the units per head
+// are a power of two (the host checks), so a head's units are an aligned lane group of one warp.
+template <typename T, bool F8>
+__global__ void __launch_bounds__(kRopeVecThreads) rope_kv_vec_kernel(T* qkv, RopeKvArgs a) {
+  __shared__ float cs_cos[kMaxHeadDim / 2], cs_sin[kMaxHeadDim / 2];
+  const int64_t t = blockIdx.x;
+  const int D = a.head_dim, H = a.num_heads, Hkv = a.num_kv_heads;
+  const int half = a.rotary_dim / 2, rot_units = a.rotary_dim / 16, units = rot_units + (D - a.rotary_dim) / 8;
+  rope_angles(a.positions[t], a.inv_freq, half, cs_cos, cs_sin);
+  __syncthreads();
+  T* row = qkv + t * a.ld_qkv;
+  const int32_t slot = a.slot_mapping ? a.slot_mapping[t] : -1;
+  const int qk_items = (H + (slot >= 0 ? Hkv : 0)) * units;
+  const int items = qk_items + (slot >= 0 ? Hkv * (D / 8) : 0);
+  const int lane = threadIdx.x & 31;
+  for (int it = threadIdx.x; it < items; it += blockDim.x) {
+    if (it >= qk_items) {  // a V unit: 8 dims into the cache
+      const int v = it - qk_items, h = v / (D / 8), d = 8 * (v % (D / 8));
+      float x[8];
+      load8(row + static_cast<int64_t>(H + Hkv + h) * D + d, x);
+      store8<T, F8>(a.v_cache, cache_offset(slot, h, a.block_stride, a.block_size, D) + d, x);
+      continue;
+    }
+    const int hh = it / units, u = it % units;
+    const bool is_q = hh < H, rot = u < rot_units;
+    const int d0 = rot ? 8 * u : a.rotary_dim + 8 * (u - rot_units), d1 = half + 8 * u;
+    T* src = row + static_cast<int64_t>(hh) * D;
+    float x0[8], x1[8];
+    load8(src + d0, x0);
+    if (rot) load8(src + d1, x1);
+    if (const T* nw = static_cast<const T*>(is_q ? a.q_norm : a.k_norm)) {
+      float ss = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) ss += x0[j] * x0[j] + (rot ? x1[j] * x1[j] : 0.0f);
+      const unsigned group = (units == 32 ? 0xffffffffu : ((1u << units) - 1u)) << (lane & ~(units - 1));
+      for (int o = units / 2; o > 0; o >>= 1) ss += __shfl_xor_sync(group, ss, o);
+      const float inv = rsqrtf(ss / static_cast<float>(D) + a.qk_norm_eps);
+      float w[8];
+      load8(nw + d0, w);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x0[j] *= inv * w[j];
+      if (rot) {
+        load8(nw + d1, w);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) x1[j] *= inv * w[j];
+      }
+    }
+    if (rot) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float c = cs_cos[d0 + j], s = cs_sin[d0 + j];
+        const float y0 = x0[j] * c - x1[j] * s, y1 = x1[j] * c + x0[j] * s;
+        x0[j] = y0;
+        x1[j] = y1;
+      }
+    }
+    if (is_q) {
+      store8<T, false>(src, d0, x0);
+      if (rot) store8<T, false>(src, d1, x1);
+    } else {
+      const int64_t off = cache_offset(slot, hh - H, a.block_stride, a.block_size, D);
+      store8<T, F8>(a.k_cache, off + d0, x0);
+      if (rot) store8<T, F8>(a.k_cache, off + d1, x1);
+    }
+  }
+}
+
 }  // namespace
 
 void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t stream) {
@@ -142,6 +251,22 @@ void rope_kv_write(ElemType t, void* qkv, const RopeKvArgs& args, cudaStream_t s
   KILN_CHECK(row_bytes <= kMaxRowBytes, "RoPE: {} heads of {} dims are more than one CTA stages ({} KB at most)",
              a.num_heads + 2 * a.num_kv_heads, D, kMaxRowBytes >> 10);
   const bool aligned16 = reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && a.ld_qkv % 8 == 0 && n % 8 == 0;
+  auto aligned = [](const void* p, uintptr_t al) { return reinterpret_cast<uintptr_t>(p) % al == 0; };
+  const int units = a.rotary_dim / 16 + (D - a.rotary_dim) / 8;
+  const uintptr_t cache_al = a.kv_fp8 ? 8 : 16;
+  const bool vec = aligned16 && !a.interleaved && D % 8 == 0 && a.rotary_dim % 16 == 0 &&
+                   (!a.slot_mapping || (aligned(a.k_cache, cache_al) && aligned(a.v_cache, cache_al) &&
+                                        a.block_stride % 8 == 0)) &&
+                   (!(a.q_norm || a.k_norm) || ((units & (units - 1)) == 0 && aligned(a.q_norm, 16) &&
+                                                aligned(a.k_norm, 16)));
+  if (vec) {
+    KILN_DISPATCH_16(t, T, {
+      auto kernel = a.kv_fp8 ? rope_kv_vec_kernel<T, true> : rope_kv_vec_kernel<T, false>;
+      kernel<<<static_cast<unsigned>(a.num_tokens), kRopeVecThreads, 0, stream>>>(static_cast<T*>(qkv), a);
+    });
+    KILN_CUDA_LAUNCH_CHECK();
+    return;
+  }
   KILN_DISPATCH_16(t, T, {
     const unsigned grid = static_cast<unsigned>(a.num_tokens);
     auto kernel = a.kv_fp8 ? rope_kv_kernel<T, true> : rope_kv_kernel<T, false>;
