@@ -1,12 +1,11 @@
 // Attention plans (split counts, grids, workspace) and dispatch to the per-head_dim kernel instances.
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
 
+#include "core/env.h"
 #include "kernels/cuda/attention_impl.h"
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -130,19 +129,10 @@ bool device_runs_sm90a() {
 // configuration kDefaultWgmmaPrefillConfig. KILN_PREFILL_WGMMA=0 keeps the mma.sync default instead, and
 // KILN_PREFILL_WGMMA=<variant of a wgmma configuration> picks another one (for benchmarks).
 int default_prefill_variant(const AttentionShape& shape) {
-  static const int choice = [] {
-    const int fallback = attn::kDefaultWgmmaPrefillConfig + 1;
-    const char* e = std::getenv("KILN_PREFILL_WGMMA");
-    if (!e || !*e) return fallback;
-    char* end = nullptr;
-    const long v = std::strtol(e, &end, 10);
-    if (*end != '\0' || (v != 0 && (v < 1 || v >= attn::kNumPrefillVariants || attn::kPrefillConfigs[v - 1].wg == 0))) {
-      std::fprintf(stderr, "kiln: KILN_PREFILL_WGMMA=%s is neither 0 nor a wgmma prefill variant; using %d\n", e,
-                   fallback);
-      return fallback;
-    }
-    return static_cast<int>(v);
-  }();
+  static const int choice = static_cast<int>(env_integer(
+      "KILN_PREFILL_WGMMA", attn::kDefaultWgmmaPrefillConfig + 1,
+      [](long v) { return v == 0 || (v >= 1 && v < attn::kNumPrefillVariants && attn::kPrefillConfigs[v - 1].wg > 0); },
+      "0 or a wgmma prefill variant"));
   if (shape.head_dim != 128 || shape.kv_fp8 || choice == 0 || !device_runs_sm90a()) return 0;
   return choice;
 }
@@ -150,18 +140,10 @@ int default_prefill_variant(const AttentionShape& shape) {
 // The variant a decode plan's variant 0 starts from for head_dim 128: kDefaultDecodeConfig's, or with
 // KILN_DECODE_VARIANT=<variant of a head-major configuration> another one (for benchmarks).
 int default_decode_variant() {
-  static const int choice = [] {
-    const int fallback = attn::kDefaultDecodeConfig + 1;
-    const char* e = std::getenv("KILN_DECODE_VARIANT");
-    if (!e || !*e) return fallback;
-    char* end = nullptr;
-    const long v = std::strtol(e, &end, 10);
-    if (*end != '\0' || v < 1 || v >= attn::kNumDecodeVariants || !attn::kDecodeConfigs[v - 1].head_major) {
-      std::fprintf(stderr, "kiln: KILN_DECODE_VARIANT=%s is not a head-major decode variant; using %d\n", e, fallback);
-      return fallback;
-    }
-    return static_cast<int>(v);
-  }();
+  static const int choice = static_cast<int>(env_integer(
+      "KILN_DECODE_VARIANT", attn::kDefaultDecodeConfig + 1,
+      [](long v) { return v >= 1 && v < attn::kNumDecodeVariants && attn::kDecodeConfigs[v - 1].head_major; },
+      "a head-major decode variant"));
   return choice;
 }
 
