@@ -676,10 +676,10 @@ void CudaDecoderModel::Impl::make_workspace(CudaWorkspace& ws, int64_t T, int64_
 }
 
 // With GEMM tuning on (cuda::Gemm; KILN_GEMM_TUNE=0 turns it off), tunes the layer and lm_head GEMMs now, for
-// every row-count bucket up to the workspace's tokens, as TensorRT-LLM profiles its GEMMs when it builds an
-// engine: the steps then never pay for it (a bucket is tuned once per model). Timing only: the operands are the
-// workspace's (whatever they hold) and layer 0's weights; the outputs land in the workspace, which every step
-// writes before it reads.
+// every row-count bucket up to the workspace's tokens that the Gemm tunes (from 1024 rows by default: the prefill
+// GEMMs), as TensorRT-LLM profiles its GEMMs when it builds an engine: the steps then never pay for it (a bucket is
+// tuned once per model). Timing only: the operands are the workspace's (whatever they hold) and layer 0's weights;
+// the outputs land in the workspace, which every step writes before it reads.
 void CudaDecoderModel::Impl::tune_gemms(CudaWorkspace& ws) const {
   if (!gemm->tuning() || layers.empty()) return;
   const ModelConfig& c = cfg;
@@ -690,15 +690,17 @@ void CudaDecoderModel::Impl::tune_gemms(CudaWorkspace& ws) const {
   float* x = ws.x.as<float>();
   const uint16_t* h = ws.h.as<uint16_t>();
   for (int64_t T = 1;; T = std::min(2 * T, ws.tokens)) {
-    gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, ws.qkv.p, stream);
-    gemm->run(et, f32, ws.att.as<uint16_t>(), T, nq, L.wo, H, L.bo, x, x, stream);
-    if (mlp_in_16bit(L))
-      gemm->run(et, et, h, T, H, L.w_in, n_in, nullptr, nullptr, ws.mlp_in.p, stream);
-    else
-      gemm->run(et, f32, h, T, H, L.w_in, n_in, L.b_in, nullptr, ws.mlp_in.p, stream);
-    gemm->run(et, f32, ws.act.as<uint16_t>(), T, In, L.w_down, H, L.b_down, x, x, stream);
-    if (T <= ws.logit_rows)
-      gemm->run(et, f32, h, T, H, lm_head, c.vocab_size, lm_head_b, nullptr, ws.logits.p, stream);
+    if (T >= gemm->tuning_min_rows()) {
+      gemm->run(et, et, h, T, H, L.wqkv, ld_qkv, L.bqkv, nullptr, ws.qkv.p, stream);
+      gemm->run(et, f32, ws.att.as<uint16_t>(), T, nq, L.wo, H, L.bo, x, x, stream);
+      if (mlp_in_16bit(L))
+        gemm->run(et, et, h, T, H, L.w_in, n_in, nullptr, nullptr, ws.mlp_in.p, stream);
+      else
+        gemm->run(et, f32, h, T, H, L.w_in, n_in, L.b_in, nullptr, ws.mlp_in.p, stream);
+      gemm->run(et, f32, ws.act.as<uint16_t>(), T, In, L.w_down, H, L.b_down, x, x, stream);
+      if (T <= ws.logit_rows)
+        gemm->run(et, f32, h, T, H, lm_head, c.vocab_size, lm_head_b, nullptr, ws.logits.p, stream);
+    }
     if (T == ws.tokens) break;
   }
   KILN_MODEL_CUDA(cudaStreamSynchronize(stream));

@@ -3,6 +3,10 @@
 // algorithms likewise, the in-place residual added exactly once, and no tuning while a graph is captured.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <memory>
+#include <string>
+
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
 
@@ -154,8 +158,9 @@ TEST(CudaGemm, TunedResidualAddedExactlyOnce) {
 }
 
 // A shape first seen while a stream is captured into a CUDA graph is planned without tuning (the heuristic's
-// choice), and the graph computes it right; tuning is off by default and KILN_GEMM_TUNE=1 turns it on.
-TEST(CudaGemm, NoTuningWhileCapturingOrWhenOff) {
+// choice), and the graph computes it right; tuning is on by default from 1024 rows, KILN_GEMM_TUNE=1 tunes every
+// bucket, KILN_GEMM_TUNE=0 none.
+TEST(CudaGemm, NoTuningWhileCapturingOrWhenOffOrBelowThreshold) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<uint8_t> ws(32 << 20);
   {
@@ -196,22 +201,48 @@ TEST(CudaGemm, NoTuningWhileCapturingOrWhenOff) {
     cudaGraphDestroy(graph);
     KILN_TEST_CUDA(cudaStreamDestroy(s));
   }
-  const char* old = std::getenv("KILN_GEMM_TUNE");
-  const std::string saved = old ? old : "";
-  setenv("KILN_GEMM_TUNE", "1", 1);
-  EXPECT_TRUE(cuda::Gemm(ws.get(), ws.size()).tuning()) << "KILN_GEMM_TUNE=1 turns tuning on";
-  unsetenv("KILN_GEMM_TUNE");
-  EXPECT_FALSE(cuda::Gemm(ws.get(), ws.size()).tuning()) << "off by default";
-  setenv("KILN_GEMM_TUNE", "0", 1);
-  cuda::Gemm off(ws.get(), ws.size());
-  if (old)
-    setenv("KILN_GEMM_TUNE", saved.c_str(), 1);
-  else
-    unsetenv("KILN_GEMM_TUNE");
-  EXPECT_FALSE(off.tuning());
+  // The environment: unset, tuning on for buckets of 1024 rows and more; "1", every bucket; "0", off;
+  // KILN_GEMM_TUNE_MIN_ROWS, the threshold.
+  auto with_env = [&](const char* tune, const char* min_rows) {
+    const char* names[2] = {"KILN_GEMM_TUNE", "KILN_GEMM_TUNE_MIN_ROWS"};
+    const char* values[2] = {tune, min_rows};
+    std::string saved[2];
+    bool had[2];
+    for (int i = 0; i < 2; ++i) {
+      const char* v = std::getenv(names[i]);
+      had[i] = v != nullptr;
+      if (had[i]) saved[i] = v;
+      if (values[i])
+        setenv(names[i], values[i], 1);
+      else
+        unsetenv(names[i]);
+    }
+    auto g = std::make_unique<cuda::Gemm>(ws.get(), ws.size());
+    for (int i = 0; i < 2; ++i) {
+      if (had[i])
+        setenv(names[i], saved[i].c_str(), 1);
+      else
+        unsetenv(names[i]);
+    }
+    return g;
+  };
+  auto all = with_env("1", nullptr);
+  EXPECT_TRUE(all->tuning() && all->tuning_min_rows() == 1) << "KILN_GEMM_TUNE=1 tunes every bucket";
+  auto dflt = with_env(nullptr, nullptr);
+  EXPECT_TRUE(dflt->tuning() && dflt->tuning_min_rows() == 1024) << "on by default from 1024 rows";
+  auto thr = with_env(nullptr, "256");
+  EXPECT_TRUE(thr->tuning() && thr->tuning_min_rows() == 256) << "KILN_GEMM_TUNE_MIN_ROWS";
+  auto off = with_env("0", nullptr);
+  EXPECT_FALSE(off->tuning());
   std::mt19937 rng(4);
-  run_case(off, {300, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
-  EXPECT_EQ(off.tuned_shapes(), 0u);
+  run_case(*off, {300, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
+  run_case(*off, {1100, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
+  EXPECT_EQ(off->tuned_shapes(), 0u);
+  // The default keeps the heuristic's choice below 1024 rows (bucket 512) and tunes above (bucket 2048).
+  run_case(*dflt, {300, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
+  EXPECT_EQ(dflt->tuned_shapes(), 0u);
+  run_case(*dflt, {1100, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
+  EXPECT_EQ(dflt->tuned_shapes(), 1u);
 }
 
 }  // namespace

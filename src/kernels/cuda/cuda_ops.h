@@ -38,12 +38,13 @@ void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
 // 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
 // through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
 // (in-place residual add). Calls from one thread at a time.
-// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, with tuning on
-// (KILN_GEMM_TUNE=1 in the environment, or set_tuning; off by default: it did not pay on the 8B serving runs,
-// docs/kernels.md), the fastest of up to 8 heuristic candidates timed on the first call of a shape whose row
-// count T falls in a bucket (T rounded up to a power of two) not yet tuned (under ~50 ms; the result is
-// unchanged: an in-place residual is not accumulated more than once); later shapes of the bucket use it where
-// cuBLASLt accepts it for their T. Never tunes while the stream is capturing a CUDA graph.
+// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, for the shapes whose
+// row count T falls in a bucket (T rounded up to a power of two) of at least the tuning threshold (1024 rows by
+// default: the prefill GEMMs; KILN_GEMM_TUNE=1 tunes every bucket, KILN_GEMM_TUNE=0 none,
+// KILN_GEMM_TUNE_MIN_ROWS sets the threshold; docs/kernels.md), the fastest of up to 8 heuristic candidates timed
+// on the first call of the bucket (50-250 ms; the result is unchanged: an in-place residual is not accumulated more
+// than once); later shapes of the bucket use it where cuBLASLt accepts it for their T. Never tunes while the stream
+// is capturing a CUDA graph.
 class Gemm {
  public:
   // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
@@ -56,9 +57,11 @@ class Gemm {
            const void* bias, const void* residual, void* y, cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
   // Shapes planned so far (for tests and logs).
   size_t cached_plans() const;
-  // Tuning on or off for shapes planned from now on (the constructor reads KILN_GEMM_TUNE).
-  void set_tuning(bool on);
+  // Tuning on or off for shapes planned from now on, for the buckets of at least min_rows rows (the
+  // constructor reads KILN_GEMM_TUNE and KILN_GEMM_TUNE_MIN_ROWS).
+  void set_tuning(bool on, int64_t min_rows = 1);
   bool tuning() const;
+  int64_t tuning_min_rows() const;
   // Buckets (shape, T rounded up to a power of two) tuned so far.
   size_t tuned_shapes() const;
 

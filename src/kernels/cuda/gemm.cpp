@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/env.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/error.h"
 
@@ -106,13 +107,11 @@ size_t elem_bytes(ElemType t) {
   return t == ElemType::F32 ? 4 : 2;
 }
 
-// Off unless KILN_GEMM_TUNE=1: measured on the Llama-3.1-8B serving runs (docs/kernels.md), tuning gained a few
-// percent on some prefill shapes and lost more on the batch-384 decode GEMMs, whose bucket (512) was tuned at
-// another T than they run at.
-bool env_tuning() {
-  const char* e = std::getenv("KILN_GEMM_TUNE");
-  return e && std::string_view(e) == "1";
-}
+// Tuning is on by default for the buckets of at least kDefaultTuneMinRows rows, the prefill GEMMs (measured on
+// the Llama-3.1-8B serving runs, docs/kernels.md: it gains there, and it lost on the batch-384 decode GEMMs, whose
+// bucket, 512, was tuned at another T than they run at). KILN_GEMM_TUNE=0 turns it off, KILN_GEMM_TUNE=1 tunes
+// every bucket, KILN_GEMM_TUNE_MIN_ROWS sets the threshold.
+constexpr int64_t kDefaultTuneMinRows = 1024;
 
 std::string algo_desc(const cublasLtMatmulAlgo_t& a) {
   int32_t id = -1, tile = -1, splitk = -1, stages = -1;
@@ -127,7 +126,9 @@ std::string algo_desc(const cublasLtMatmulAlgo_t& a) {
 
 // Tuning cost bound per key (host wall time, the candidates' runs included): each candidate gets one untimed
 // and one timed run; more candidates only while within it (at least two), more timed rounds only while within it.
-constexpr double kTuneBudgetMs = 50.0;
+// Once the top candidate's first timed run is known, the bound grows (up to kTuneMaxBudgetMs) so that every
+// candidate gets all its timed runs: the prefill GEMMs run for milliseconds, and two runs each left choices to noise.
+constexpr double kTuneBudgetMs = 50.0, kTuneMaxBudgetMs = 250.0;
 constexpr int kTuneCandidates = 8, kTuneMaxTimedRuns = 5;
 // A candidate replaces the heuristic's top choice only when this much faster (noise must not flip choices).
 constexpr double kTuneMargin = 0.97;
@@ -139,6 +140,7 @@ struct Gemm::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   bool tune = true;
+  int64_t tune_min_rows = 1;  // buckets below this row count keep the heuristic's choice
   bool log = false;
   int l2_bytes = 0;
   std::unordered_map<Key, std::unique_ptr<Plan>, KeyHash> plans;
@@ -176,6 +178,7 @@ struct Gemm::Impl {
                       float beta, cudaStream_t stream) {
     using Clock = std::chrono::steady_clock;
     const auto t0 = Clock::now();
+    double budget_ms = kTuneBudgetMs;
     auto elapsed_ms = [&] { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); };
     void* scratch = nullptr;
     void* flush = nullptr;
@@ -213,12 +216,13 @@ struct Gemm::Impl {
     };
     int timed_candidates = 0;
     for (int i = 0; ok && i < n; ++i) {
-      if (timed_candidates >= 2 && elapsed_ms() > kTuneBudgetMs) break;
+      if (timed_candidates >= 2 && elapsed_ms() > budget_ms) break;
       if (!launch(i)) continue;  // first run: loads the kernel, warms up
       best[i] = timed(i);
-      if (best[i] >= 0) ++timed_candidates;
+      if (best[i] >= 0 && timed_candidates++ == 0)
+        budget_ms = std::clamp(1.25 * n * (kTuneMaxTimedRuns + 1) * best[i], kTuneBudgetMs, kTuneMaxBudgetMs);
     }
-    for (int round = 1; ok && round < kTuneMaxTimedRuns && elapsed_ms() < kTuneBudgetMs; ++round)
+    for (int round = 1; ok && round < kTuneMaxTimedRuns && elapsed_ms() < budget_ms; ++round)
       for (int i = 0; i < n; ++i)
         if (best[i] >= 0) {
           const double t = timed(i);
@@ -250,7 +254,11 @@ Gemm::Gemm(void* workspace, size_t workspace_bytes) : impl_(std::make_unique<Imp
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   impl_->workspace = workspace;
   impl_->workspace_bytes = workspace ? workspace_bytes : 0;
-  impl_->tune = env_tuning();
+  const char* e = std::getenv("KILN_GEMM_TUNE");
+  const std::string_view mode = e ? e : "";
+  impl_->tune = mode != "0";
+  impl_->tune_min_rows = env_integer("KILN_GEMM_TUNE_MIN_ROWS", mode == "1" ? 1 : kDefaultTuneMinRows,
+                                     [](long v) { return v >= 1; }, "a positive row count");
   const char* l = std::getenv("KILN_GEMM_TUNE_LOG");
   impl_->log = l && *l && std::string_view(l) != "0";
   int dev = 0;
@@ -268,12 +276,17 @@ size_t Gemm::cached_plans() const {
   return impl_->plans.size();
 }
 
-void Gemm::set_tuning(bool on) {
+void Gemm::set_tuning(bool on, int64_t min_rows) {
   impl_->tune = on;
+  impl_->tune_min_rows = std::max<int64_t>(1, min_rows);
 }
 
 bool Gemm::tuning() const {
   return impl_->tune;
+}
+
+int64_t Gemm::tuning_min_rows() const {
+  return impl_->tune_min_rows;
 }
 
 size_t Gemm::tuned_shapes() const {
@@ -334,6 +347,7 @@ void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, in
     // those T take the heuristic's top choice.
     Key bkey = key;
     bkey.n = row_bucket(T);
+    const bool tunable = impl_->tune && bkey.n >= impl_->tune_min_rows;
     cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
     const bool capturing = cudaStreamIsCapturing(stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone;
     if (capturing) cudaGetLastError();
@@ -341,14 +355,14 @@ void Gemm::run(ElemType in_type, ElemType out_type, const void* x, int64_t T, in
     cublasLtMatmulPreference_t pref = impl_->preference(key);
     cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
     int found = 0;
-    const bool tune = impl_->tune && !capturing && !impl_->tuned.count(bkey);
+    const bool tune = tunable && !capturing && !impl_->tuned.count(bkey);
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(impl_->handle, p->desc, p->a, p->b, p->c, p->c, pref,
                                                              tune ? kTuneCandidates : 1, results, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     KILN_CUBLAS_CHECK(st);
     KILN_CHECK(found > 0, "GEMM: cuBLASLt has no algorithm for T={} in={} out={}", T, in, out);
     p->heuristic = p->algo = results[0].algo;
-    if (impl_->tune) {
+    if (tunable) {
       if (auto t = impl_->tuned.find(bkey); t != impl_->tuned.end()) {
         cublasLtMatmulHeuristicResult_t check{};
         if (cublasLtMatmulAlgoCheck(impl_->handle, p->desc, p->a, p->b, p->c, p->c, &t->second, &check) ==
