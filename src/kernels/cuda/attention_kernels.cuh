@@ -142,13 +142,14 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
   }
 }
 
-// load_kv_tile with one block-table read per thread: thread `tid` copies one 16-byte column chunk of
-// TOK * kChunks / NTHREADS consecutive keys, so it reads the table once, and again only where its keys run into the
-// next block; in the usual case (all its keys valid and in one block) its copies are one base address plus
-// constant offsets. k_s / v_s are shared-memory addresses of tiles laid out as load_kv_tile's (SW: swizzled).
-template <typename KV, int D, int TOK, int NTHREADS, bool SW = false>
-__device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* table, int kvh, int t0, int end,
-                                             uint32_t k_s, uint32_t v_s, int tid) {
+// load_kv_tile with one block-table read per thread, for N caches at once (K and V, or one of them): thread `tid`
+// copies one 16-byte column chunk of TOK * kChunks / NTHREADS consecutive keys of each, so it reads the table once,
+// and again only where its keys run into the next block; in the usual case (all its keys valid and in one block)
+// its copies are one base address plus constant offsets. dst[c] are shared-memory addresses of tiles laid out as
+// load_kv_tile's (SW: swizzled) for caches src[c].
+template <typename KV, int D, int TOK, int NTHREADS, bool SW, int N>
+__device__ __forceinline__ void load_rows(const Params& p, const int32_t* table, int kvh, int t0, int end,
+                                          const KV* const (&src)[N], const uint32_t (&dst)[N], int tid) {
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(KV));
   constexpr int kChunks = D / kPerChunk;
   constexpr int kStride = sizeof(KV) == 1 ? D + 16 : Tile<D>::kStride;
@@ -159,21 +160,17 @@ __device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* tab
   const int key0 = t0 + r0;
   int blk, in;
   block_slot(p, key0, blk, in);
-  const KV* kc = static_cast<const KV*>(p.k_cache);
-  const KV* vc = static_cast<const KV*>(p.v_cache);
   auto so = [&](int r) {
     return SW ? sw128_offset(r, col, TOK) : static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
   };
   const int64_t head = static_cast<int64_t>(kvh) * p.block_size * D + col * kPerChunk;
   int64_t boff = key0 < end ? static_cast<int64_t>(table[blk]) * p.block_stride + head : 0;
   if (in + kKeys <= p.block_size && key0 + kKeys <= end) {
-    const KV* ks = kc + boff + static_cast<int64_t>(in) * D;
-    const KV* vs = vc + boff + static_cast<int64_t>(in) * D;
+    const int64_t base = boff + static_cast<int64_t>(in) * D;
 #pragma unroll
-    for (int i = 0; i < kKeys; ++i) {
-      cp_async16(k_s + so(r0 + i), ks + i * D, 16);
-      cp_async16(v_s + so(r0 + i), vs + i * D, 16);
-    }
+    for (int i = 0; i < kKeys; ++i)
+#pragma unroll
+      for (int c = 0; c < N; ++c) cp_async16(dst[c] + so(r0 + i), src[c] + base + i * D, 16);
     return;
   }
 #pragma unroll
@@ -185,9 +182,16 @@ __device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* tab
     }
     const bool valid = key0 + i < end;
     const int64_t off = valid ? boff + static_cast<int64_t>(in) * D : 0;
-    cp_async16(k_s + so(r0 + i), kc + off, valid ? 16 : 0);
-    cp_async16(v_s + so(r0 + i), vc + off, valid ? 16 : 0);
+#pragma unroll
+    for (int c = 0; c < N; ++c) cp_async16(dst[c] + so(r0 + i), src[c] + off, valid ? 16 : 0);
   }
+}
+template <typename KV, int D, int TOK, int NTHREADS, bool SW = false>
+__device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* table, int kvh, int t0, int end,
+                                             uint32_t k_s, uint32_t v_s, int tid) {
+  const KV* const src[2] = {static_cast<const KV*>(p.k_cache), static_cast<const KV*>(p.v_cache)};
+  const uint32_t dst[2] = {k_s, v_s};
+  load_rows<KV, D, TOK, NTHREADS, SW, 2>(p, table, kvh, t0, end, src, dst, tid);
 }
 
 // The loader of the split-layout decode and mma.sync prefill tiles: load_kv_rows wherever the tile splits into
