@@ -202,7 +202,7 @@ TEST(CudaBench, DISABLED_AttentionVariants) {
   for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, prefill_variants);
 }
 
-// The prefill configurations alone (the default's, the best mma.sync ones, and the wgmma ones v16-v21 on compute
+// The prefill configurations alone (the default's, the best mma.sync ones, and the wgmma ones v16-v25 on compute
 // capability 9.0), each row's data shared by all of them.
 TEST(CudaBench, DISABLED_PrefillAttentionVariants) {
   KILN_REQUIRE_GPU();

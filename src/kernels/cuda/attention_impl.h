@@ -93,7 +93,7 @@ constexpr size_t decode_smem_bytes(const DecodeConfig& c, int D, bool fp8 = fals
 // exponent's FMA, ex2.approx.ftz, lazy rescaling (a row's reference max moves only when a tile raises it by more
 // than 2^8, and a warp skips the O rescale when none of its rows moved), heaviest row tiles of all (sequence, KV
 // head) pairs launched first, and all of L1 as shared memory. Configurations 8-14 (v9-v15) are the `fast` ones;
-// 15-20 (v16-v21) the wgmma ones (below). Public variant v
+// 15-24 (v16-v25) the wgmma ones (below; 21-24 warp-specialized). Public variant v
 // (PrefillPlan::variant): 0 is kDefaultPrefillConfig (kDefaultWgmmaPrefillConfig on compute capability 9.0 over a
 // 16-bit cache, resolved by plan_prefill_attention), v >= 1 is config v - 1; head dims other than 128 always use
 // config 0 (keys per tile 32 for head_dim 256).
@@ -106,6 +106,12 @@ struct PrefillConfig {
   // mt = 1); q_regs then means Q's A fragments in registers (else both Q Kᵀ operands from shared memory).
   int wg = 0;
   bool pipe = false;  // wgmma: a warpgroup issues tile j's Q Kᵀ and tile j - 1's P V together (softmax overlaps P V)
+  // wgmma, warp-specialized (prefill_ws_kernel; implies pipe): one more warp per CTA copies the K and V tiles into
+  // rings of `stages` and `v_stages` slots, handed over through mbarriers; the warpgroups only compute.
+  int v_stages = 0;
+  // warp-specialized with 2 warpgroups: they take turns issuing their products (named barriers), so one's softmax
+  // runs while the other's products use the tensor cores.
+  bool ping = false;
 };
 constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1},
                                              {8, 64, 2, 1},
@@ -127,20 +133,26 @@ constexpr PrefillConfig kPrefillConfigs[] = {{4, 64, 2, 1},
                                              {8, 64, 3, 1, 1, false, true, 2, true},
                                              {8, 64, 4, 1, 1, false, true, 2, true},
                                              {4, 64, 3, 1, 2, false, true, 1, true},
-                                             {4, 64, 3, 1, 2, true, true, 1, true}};
-constexpr int kNumPrefillConfigs = 21;
-// The mma.sync configurations come first; the wgmma ones (wg > 0, v16-v21) run on compute capability 9.0 only.
+                                             {4, 64, 3, 1, 2, true, true, 1, true},
+                                             {4, 64, 3, 1, 2, true, true, 1, true, 2},
+                                             {4, 64, 3, 1, 2, false, true, 1, true, 2},
+                                             {8, 64, 4, 1, 1, true, true, 2, true, 4},
+                                             {8, 64, 4, 1, 1, true, true, 2, true, 4, true}};
+constexpr int kNumPrefillConfigs = 25;
+// The mma.sync configurations come first; the wgmma ones (wg > 0, v16-v25) run on compute capability 9.0 only.
 constexpr int kNumMmaPrefillConfigs = 15;
 // 4 warps x 2 m-tiles, 32-key tiles, 2 stages, the fast softmax (v12): on the H200, causal 4 x 2048 232 TFLOP/s
 // against 164 for the earlier default (config 1, 8 warps x 16 rows, 64-key tiles), 1 x 4096 259 against 186,
 // 8 x 1024 197 against 137; slower only on a short chunk after a long prefix (1 x (3584 + 512): 153 against 171).
 constexpr int kDefaultPrefillConfig = 11;
 // The wgmma configuration that plan_prefill_attention's variant 0 runs on compute capability 9.0 (head_dim 128,
-// 16-bit cache; KILN_PREFILL_WGMMA=0 keeps kDefaultPrefillConfig): v21, one warpgroup of 64 rows per CTA and two
-// CTAs per SM, 64-key tiles, 3 stages, Q in registers, P V overlapped with the next tile's softmax. On the H200
-// (docs/kernels.md): causal 4 x 2048 298 TFLOP/s against 231 for v12, 4 x 8192 356 against 260, a 512-token chunk
-// after 3,584 cached tokens 360 against 154.
-constexpr int kDefaultWgmmaPrefillConfig = 20;
+// 16-bit cache; KILN_PREFILL_WGMMA=0 keeps kDefaultPrefillConfig): v24, warp-specialized, two compute warpgroups of
+// 64 rows and a producer warpgroup per CTA, 64-key tiles, rings of 4 K and 4 V tiles, Q in registers, P V
+// overlapped with the next tile's softmax. On the H200 (docs/kernels.md), against v21 (the earlier default: one
+// warpgroup, two CTAs per SM, cp.async by the computing threads) in the same call: causal 4 x 8192 386 TFLOP/s
+// against 360, a 512-token chunk after 3,584 cached tokens 380 against 357, 4 x 2048 304 against 298, 8 x 1024 the
+// same (217 against 218).
+constexpr int kDefaultWgmmaPrefillConfig = 23;
 constexpr int kNumPrefillVariants = kNumPrefillConfigs + 1;
 constexpr int prefill_config(int variant, int head_dim) {
   return head_dim != 128 ? 0 : variant == 0 ? kDefaultPrefillConfig : variant - 1;

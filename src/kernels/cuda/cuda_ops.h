@@ -222,7 +222,7 @@ struct PrefillPlan {
   int32_t variant = 0;    // kernel configuration (0: default; others for benchmarks)
 };
 // Prefill kernel configurations selectable through `variant`, as for decode.
-constexpr int kPrefillAttentionVariants = 22;
+constexpr int kPrefillAttentionVariants = 26;
 PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len,
                                    int32_t variant = 0);
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
