@@ -62,5 +62,9 @@ if [[ $parts == *" peers "* ]]; then
     STEP_TIMEOUT=${STEP_TIMEOUT:-150} bash "$root/bench/run_peers.sh" run
   echo "peers done at $((SECONDS - t0)) s"
 fi
-# A device call brings back at most 8 files from $OUT: pack the logs into one.
-(cd "$OUT" && tar czf /tmp/kiln-logs.tgz --exclude=logs.tgz . && find . -mindepth 1 -delete && mv /tmp/kiln-logs.tgz logs.tgz)
+# A device call brings back at most 8 files from $OUT: pack what is there into one archive named after the parts
+# (logs-tests.tgz, logs-latency-throughput.tgz, ...). Archives already there stay as they are, so a call that runs
+# this script twice keeps both runs' logs; a caller writing its own logs under $OUT finds them in the archive.
+name="logs-$(echo $parts | tr ' ' '-').tgz"
+(cd "$OUT" && tar czf "/tmp/$name" --exclude='*.tgz' . && find . -mindepth 1 ! -name '*.tgz' -delete &&
+  mv "/tmp/$name" "$name")
