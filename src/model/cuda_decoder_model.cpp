@@ -1323,7 +1323,6 @@ void CudaDecoderModel::Impl::layer(CudaWorkspace& ws, const KvLayout& kv_layout,
     norm(y, L.post_attn, L.post_attn_b, x, f32, true);
   } else {
     mark("o_gemm");
-    mark("o_gemm");
     gemm->run(et, f32, att, T, nq, L.wo, H, L.bo, x, x, s);  // x += att · Woᵀ (+ bo)
   }
   norm(x, L.mlp_norm, L.mlp_norm_b, h, et, false);
