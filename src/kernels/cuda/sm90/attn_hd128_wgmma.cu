@@ -102,8 +102,6 @@ template <typename T, int NWG, int TOK, int STAGES, int MINB, bool PIPE, bool QR
 __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
   constexpr int D = 128;
   using Cfg = WgCfg<NWG, TOK, STAGES>;
-  using MmaS = sm90::Wgmma<T, TOK>;
-  using MmaO = sm90::Wgmma<T, D>;
   constexpr int kThreads = NWG * 128;
   // Tiles loaded ahead: PIPE keeps tile j - 1's V in use while tile j is computed, so one stage fewer is ahead.
   constexpr int kAhead = PIPE ? STAGES - 2 : STAGES - 1;
@@ -157,8 +155,6 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
   // multiply zero probabilities by the V rows of masked keys).
   uint32_t a[TOK / 16][4];
   zero_o_and_p<TOK>(o, a);
-  // O += P V: P from registers, 16 keys per product; V [key][dim] is the MN-major B operand (its two 64-dim halves
-  // TOK * 128 bytes apart, 8-key groups 1024 bytes apart).
   auto issue_pv_st = [&](int st) { issue_pv<T, TOK>(o, a, smem_addr(v_tile(st))); };
 
   int prev_st = 0;
@@ -313,8 +309,6 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   static_assert(!PING || NWG == 2, "ping-pong takes two warpgroups");
   constexpr int D = 128;
   using Cfg = WsCfg<NWG, TOK, KST, VST, MINB>;
-  using MmaS = sm90::Wgmma<T, TOK>;
-  using MmaO = sm90::Wgmma<T, D>;
   constexpr int kCompute = NWG * 128;
   extern __shared__ __align__(16) unsigned char smem_ws[];
   const uint32_t bar0 = smem_addr(smem_ws);  // full K, full V, empty K, empty V slots
@@ -380,8 +374,7 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   // divergent path: the first one multiplies a zero P by V(0).
   uint32_t a[TOK / 16][4];
   zero_o_and_p<TOK>(o, a);
-  // O += P V(j): V [key][dim] is the MN-major B operand (64-dim halves TOK * 128 bytes apart, 8-key groups 1024
-  // bytes apart).
+  // O += P V(j), from V's slot.
   auto issue_pv_j = [&](int j) { issue_pv<T, TOK>(o, a, v_s + (j % VST) * Cfg::kTileBytes); };
 
   // PING: warpgroup w issues its products after barrier 2 + w, then lets the other one go (barrier 3 - w); the
