@@ -106,8 +106,8 @@ struct PrefillConfig {
   // mt = 1); q_regs then means Q's A fragments in registers (else both Q Kᵀ operands from shared memory).
   int wg = 0;
   bool pipe = false;  // wgmma: a warpgroup issues tile j's Q Kᵀ and tile j - 1's P V together (softmax overlaps P V)
-  // wgmma, warp-specialized (prefill_ws_kernel; implies pipe): one more warp per CTA copies the K and V tiles into
-  // rings of `stages` and `v_stages` slots, handed over through mbarriers; the warpgroups only compute.
+  // wgmma, warp-specialized (prefill_ws_kernel; implies pipe): one more warpgroup per CTA copies the K and V tiles
+  // into rings of `stages` and `v_stages` slots, handed over through mbarriers; the other warpgroups only compute.
   int v_stages = 0;
   // warp-specialized with 2 warpgroups: they take turns issuing their products (named barriers), so one's softmax
   // runs while the other's products use the tensor cores.
