@@ -37,161 +37,68 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t lbo)
 // - ss: A and B (K-major) from shared memory;
 // - rs_k: A from registers (this warp's 16 rows, the m16n8k16 A fragment), B K-major from shared memory;
 // - rs_mn: A from registers, B MN-major (transposed) from shared memory.
-// One macro per N writes the three for an element type (TY: its PTX name), instantiated for both below.
+// One macro writes the three for a shape and an element type (TY: its PTX name), instantiated for both below. A
+// shape is its N, its accumulator blocks NB = N / 8 (ACC: the "+f" operands of d, 4 per block; REGS: their PTX
+// list, %0 .. %(4 NB - 1)) and the numbers of the operands after them: ss takes a, b, accumulate as SS ("%a, %b")
+// and SS_P ("%accumulate"); rs takes a[0..3], b, accumulate, TNSP as RS ("{%a0, .., %a3}, %b"), RS_P and RS_T.
 template <typename T, int N>
 struct Wgmma;
 
-#define KILN_WGMMA_N32(T, TY)                                                                                     \
+#define KILN_WGMMA_ACC4(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define KILN_WGMMA_ACC_N32 KILN_WGMMA_ACC4(0), KILN_WGMMA_ACC4(1), KILN_WGMMA_ACC4(2), KILN_WGMMA_ACC4(3)
+#define KILN_WGMMA_ACC_N64 \
+  KILN_WGMMA_ACC_N32, KILN_WGMMA_ACC4(4), KILN_WGMMA_ACC4(5), KILN_WGMMA_ACC4(6), KILN_WGMMA_ACC4(7)
+#define KILN_WGMMA_ACC_N128                                                                                  \
+  KILN_WGMMA_ACC_N64, KILN_WGMMA_ACC4(8), KILN_WGMMA_ACC4(9), KILN_WGMMA_ACC4(10), KILN_WGMMA_ACC4(11), \
+      KILN_WGMMA_ACC4(12), KILN_WGMMA_ACC4(13), KILN_WGMMA_ACC4(14), KILN_WGMMA_ACC4(15)
+#define KILN_WGMMA_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
+#define KILN_WGMMA_REGS_N64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define KILN_WGMMA_REGS_N128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+#define KILN_WGMMA(T, TY, N, ACC, REGS, SS, SS_P, RS, RS_P, RS_T)                                                 \
   template <>                                                                                                     \
-  struct Wgmma<T, 32> {                                                                                          \
-    static __device__ __forceinline__ void ss(float (&d)[4][4], uint64_t a, uint64_t b, int accumulate) {       \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"                                          \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]) \
-          : "l"(a), "l"(b), "r"(accumulate));                                                                     \
+  struct Wgmma<T, N> {                                                                                            \
+    static __device__ __forceinline__ void ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate) {    \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " SS_P ", 0;\n"                                            \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", " SS                  \
+                   ", p, 1, 1, 0, 0;\n}\n"                                                                      \
+                   : ACC                                                                                          \
+                   : "l"(a), "l"(b), "r"(accumulate));                                                           \
     }                                                                                                             \
     template <int TNSP>                                                                                           \
-    static __device__ __forceinline__ void rs(float (&d)[4][4], const uint32_t (&a)[4], uint64_t b,             \
+    static __device__ __forceinline__ void rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b,         \
                                               int accumulate) {                                                   \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, %22;\n}\n"      \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]) \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TNSP));                      \
+      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " RS_P ", 0;\n"                                            \
+                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", " RS                  \
+                   ", p, 1, 1, " RS_T ";\n}\n"                                                                  \
+                   : ACC                                                                                          \
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TNSP));            \
     }                                                                                                             \
-    static __device__ __forceinline__ void rs_k(float (&d)[4][4], const uint32_t (&a)[4], uint64_t b,           \
+    static __device__ __forceinline__ void rs_k(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b,       \
                                                 int accumulate) {                                                 \
       rs<0>(d, a, b, accumulate);                                                                                 \
     }                                                                                                             \
-    static __device__ __forceinline__ void rs_mn(float (&d)[4][4], const uint32_t (&a)[4], uint64_t b,          \
+    static __device__ __forceinline__ void rs_mn(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b,      \
                                                  int accumulate = 1) {                                            \
       rs<1>(d, a, b, accumulate);                                                                                 \
     }                                                                                                             \
   };
 
-#define KILN_WGMMA_N64(T, TY)                                                                                     \
-  template <>                                                                                                     \
-  struct Wgmma<T, 64> {                                                                                          \
-    static __device__ __forceinline__ void ss(float (&d)[8][4], uint64_t a, uint64_t b, int accumulate) {       \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                          \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]) \
-          : "l"(a), "l"(b), "r"(accumulate));                                                                     \
-    }                                                                                                             \
-    template <int TNSP>                                                                                           \
-    static __device__ __forceinline__ void rs(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b,             \
-                                              int accumulate) {                                                   \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"      \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]) \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TNSP));                      \
-    }                                                                                                             \
-    static __device__ __forceinline__ void rs_k(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b,           \
-                                                int accumulate) {                                                 \
-      rs<0>(d, a, b, accumulate);                                                                                 \
-    }                                                                                                             \
-    static __device__ __forceinline__ void rs_mn(float (&d)[8][4], const uint32_t (&a)[4], uint64_t b,          \
-                                                 int accumulate = 1) {                                            \
-      rs<1>(d, a, b, accumulate);                                                                                 \
-    }                                                                                                             \
-  };
-
-#define KILN_WGMMA_N128(T, TY)                                                                                     \
-  template <>                                                                                                     \
-  struct Wgmma<T, 128> {                                                                                          \
-    static __device__ __forceinline__ void ss(float (&d)[16][4], uint64_t a, uint64_t b, int accumulate) {       \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"                                          \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]) \
-          : "l"(a), "l"(b), "r"(accumulate));                                                                     \
-    }                                                                                                             \
-    template <int TNSP>                                                                                           \
-    static __device__ __forceinline__ void rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b,             \
-                                              int accumulate) {                                                   \
-      asm volatile(                                                                                               \
-          "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                                       \
-          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                                              \
-          "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"      \
-          : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]) \
-          : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TNSP));                      \
-    }                                                                                                             \
-    static __device__ __forceinline__ void rs_k(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b,           \
-                                                int accumulate) {                                                 \
-      rs<0>(d, a, b, accumulate);                                                                                 \
-    }                                                                                                             \
-    static __device__ __forceinline__ void rs_mn(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b,          \
-                                                 int accumulate = 1) {                                            \
-      rs<1>(d, a, b, accumulate);                                                                                 \
-    }                                                                                                             \
-  };
-
-KILN_WGMMA_N32(__nv_bfloat16, "bf16")
-KILN_WGMMA_N32(__half, "f16")
-KILN_WGMMA_N64(__nv_bfloat16, "bf16")
-KILN_WGMMA_N64(__half, "f16")
-KILN_WGMMA_N128(__nv_bfloat16, "bf16")
-KILN_WGMMA_N128(__half, "f16")
-#undef KILN_WGMMA_N32
-#undef KILN_WGMMA_N64
-#undef KILN_WGMMA_N128
+// Both element types of shape N.
+#define KILN_WGMMA_SHAPE(N, SS, SS_P, RS, RS_P, RS_T)                                                             \
+  KILN_WGMMA(__nv_bfloat16, "bf16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, SS, SS_P, RS, RS_P, RS_T)     \
+  KILN_WGMMA(__half, "f16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, SS, SS_P, RS, RS_P, RS_T)
+KILN_WGMMA_SHAPE(32, "%16, %17", "%18", "{%16, %17, %18, %19}, %20", "%21", "%22")
+KILN_WGMMA_SHAPE(64, "%32, %33", "%34", "{%32, %33, %34, %35}, %36", "%37", "%38")
+KILN_WGMMA_SHAPE(128, "%64, %65", "%66", "{%64, %65, %66, %67}, %68", "%69", "%70")
+#undef KILN_WGMMA_SHAPE
+#undef KILN_WGMMA
+#undef KILN_WGMMA_REGS_N32
+#undef KILN_WGMMA_REGS_N64
+#undef KILN_WGMMA_REGS_N128
+#undef KILN_WGMMA_ACC_N128
+#undef KILN_WGMMA_ACC_N64
+#undef KILN_WGMMA_ACC_N32
+#undef KILN_WGMMA_ACC4
 
 }  // namespace kiln::cuda::attn::sm90
