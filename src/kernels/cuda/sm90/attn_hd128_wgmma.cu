@@ -11,6 +11,9 @@
 // With PIPE a warpgroup issues tile j's Q Kᵀ and tile j - 1's P V back to back, so P V runs during tile j's
 // softmax. The softmax, masking and output are the mma.sync kernel's helpers: wgmma's accumulators have the m16n8k16
 // C layout per warp. Measured against the mma.sync configurations in docs/kernels.md.
+#include <array>
+#include <utility>
+
 #include "kernels/cuda/attention_kernels.cuh"
 #include "kernels/cuda/sm90/wgmma.cuh"
 
@@ -57,12 +60,30 @@ __device__ __forceinline__ void zero_o_and_p(float (&o)[16][4], uint32_t (&a)[TO
   for (int kk = 0; kk < TOK / 16; ++kk) a[kk][0] = a[kk][1] = a[kk][2] = a[kk][3] = 0u;
 }
 
-// The rows of this warp (row0 + 16 warp, 16 of them, none past last_row) and their tokens' positions (-1: none).
-__device__ __forceinline__ void warp_rows(const Params& p, int row0, int warp, int last_row, int pos0, int& first,
-                                          int& last, int& pos_min, int& pos_max) {
-  first = row0 + warp * 16, last = min(first + 15, last_row);
-  pos_min = first <= last_row ? pos0 + first / p.group : -1;
-  pos_max = first <= last_row ? pos0 + last / p.group : -1;
+// The rows of a warp (row0 + 16 warp, 16 of them, none past last_row) and their tokens' positions (-1: none).
+struct WarpRows {
+  int first, last, pos_min, pos_max;
+};
+__device__ __forceinline__ WarpRows warp_rows(const Params& p, int row0, int warp, int last_row, int pos0) {
+  WarpRows w;
+  w.first = row0 + warp * 16, w.last = min(w.first + 15, last_row);
+  w.pos_min = w.first <= last_row ? pos0 + w.first / p.group : -1;
+  w.pos_max = w.first <= last_row ? pos0 + w.last / p.group : -1;
+  return w;
+}
+
+// The online softmax over the scores s (Q Kᵀ) of the tile of keys [t0, t0 + TOK) for the warp's rows w: masked,
+// soft-capped and given ALiBi as the shape asks, unless all 16 rows see the whole tile under plain scaling. True
+// when a running maximum moved (O is then rescaled by alpha).
+template <int TOK>
+__device__ __forceinline__ bool tile_softmax(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                            const Params& p, int kvh, const WarpRows& w, int last_row, int pos0,
+                                            int t0, int hi, int lane) {
+  const bool full = t0 + TOK - 1 <= w.pos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > w.pos_max - p.window) &&
+                    w.last - w.first == 15;
+  const bool plain = full && p.softcap <= 0.0f && p.alibi_slopes == nullptr && p.scale_log2 > 0.0f;
+  if (!plain) prefill_logits<TOK>(s, p, kvh, w.first, last_row, pos0, t0, full, lane);
+  return softmax_scores_lazy<TOK>(s, m, l, alpha, plain ? p.scale_log2 : 1.0f);
 }
 
 // Issues S = Q Kᵀ for the K tile at k_addr (keys [key][dim], 64-dim halves TOK * 128 bytes apart): 16 dims per
@@ -136,8 +157,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
   const int wg_first = row0 + wg * 64, wg_last = min(wg_first + 63, last_row);
   const int wg_pos_min = wg_first <= last_row ? pos0 + wg_first / p.group : -1;
   const int wg_pos_max = wg_first <= last_row ? pos0 + wg_last / p.group : -1;
-  int w_first, w_last, wpos_min, wpos_max;
-  warp_rows(p, row0, warp, last_row, pos0, w_first, w_last, wpos_min, wpos_max);
+  const WarpRows wr = warp_rows(p, row0, warp, last_row, pos0);
   const uint32_t q_wg = q_s + static_cast<uint32_t>(wg * 16384);
   // QREG: this warp's Q rows as A fragments in registers for the whole loop (S then reads only K from shared
   // memory), loaded once Q has landed.
@@ -203,12 +223,8 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
     }
     sm90::fence_acc(s);
 
-    const bool full = t0 + TOK - 1 <= wpos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > wpos_max - p.window) &&
-                      w_last - w_first == 15;
-    const bool plain = full && p.softcap <= 0.0f && p.alibi_slopes == nullptr && p.scale_log2 > 0.0f;
-    if (!plain) prefill_logits<TOK>(s, p, kvh, w_first, last_row, pos0, t0, full, lane);
     float alpha[2];
-    const bool moved = softmax_scores_lazy<TOK>(s, m, l, alpha, plain ? p.scale_log2 : 1.0f);
+    const bool moved = tile_softmax<TOK>(s, m, l, alpha, p, kvh, wr, last_row, pos0, t0, hi, lane);
     if constexpr (PIPE) {
       sm90::wgmma_wait<0>();
       sm90::fence_acc(o);
@@ -235,7 +251,7 @@ __global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
     sm90::fence_acc(o);
   }
   cp_async_wait<0>();
-  store_prefill_rows<T, D>(o, l, p, kvh, w_first, last_row, q_start, lane);
+  store_prefill_rows<T, D>(o, l, p, kvh, wr.first, last_row, q_start, lane);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,8 +376,7 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   cp_async_wait<0>();
   fence_proxy_async();
   compute_sync(kCompute);
-  int w_first, w_last, wpos_min, wpos_max;
-  warp_rows(p, row0, warp, last_row, pos0, w_first, w_last, wpos_min, wpos_max);
+  const WarpRows wr = warp_rows(p, row0, warp, last_row, pos0);
   const uint32_t q_wg = q_s + static_cast<uint32_t>(wg * 16384);
   uint32_t qf[QREG ? D / 16 : 1][4];
   if constexpr (QREG) {
@@ -405,12 +420,8 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
     __syncwarp();
     if (lane == 0) mbar_arrive(k_empty(ks));  // K(it) read
 
-    const bool full = t0 + TOK - 1 <= wpos_min && t0 + TOK <= hi && (p.window <= 0 || t0 > wpos_max - p.window) &&
-                      w_last - w_first == 15;
-    const bool plain = full && p.softcap <= 0.0f && p.alibi_slopes == nullptr && p.scale_log2 > 0.0f;
-    if (!plain) prefill_logits<TOK>(s, p, kvh, w_first, last_row, pos0, t0, full, lane);
     float alpha[2];
-    const bool moved = softmax_scores_lazy<TOK>(s, m, l, alpha, plain ? p.scale_log2 : 1.0f);
+    const bool moved = tile_softmax<TOK>(s, m, l, alpha, p, kvh, wr, last_row, pos0, t0, hi, lane);
     sm90::wgmma_wait<0>();
     sm90::fence_acc(o);
     __syncwarp();
@@ -428,7 +439,7 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   sm90::wgmma_commit();
   sm90::wgmma_wait<0>();
   sm90::fence_acc(o);
-  store_prefill_rows<T, D>(o, l, p, kvh, w_first, last_row, q_start, lane);
+  store_prefill_rows<T, D>(o, l, p, kvh, wr.first, last_row, q_start, lane);
 }
 
 template <typename T, int C>
@@ -445,36 +456,23 @@ void run_prefill_wg(const Params& p, cudaStream_t stream) {
   }
 }
 
+// One launcher per wgmma configuration (kNumMmaPrefillConfigs up to kNumPrefillConfigs), indexed from the first.
+template <typename T, int... I>
+constexpr auto wgmma_launchers(std::integer_sequence<int, I...>) {
+  return std::array<void (*)(const Params&, cudaStream_t), sizeof...(I)>{
+      &run_prefill_wg<T, kNumMmaPrefillConfigs + I>...};
+}
+
 }  // namespace
 
 template <typename T>
 void launch_prefill_sm90(const Params& p, int config, cudaStream_t stream) {
   KILN_CHECK(!p.kv_fp8, "prefill attention: the wgmma configurations read a 16-bit KV cache only");
-  static_assert(kNumPrefillConfigs == 25, "add the new wgmma configurations below");
-  switch (config) {
-    case 15:
-      return run_prefill_wg<T, 15>(p, stream);
-    case 16:
-      return run_prefill_wg<T, 16>(p, stream);
-    case 17:
-      return run_prefill_wg<T, 17>(p, stream);
-    case 18:
-      return run_prefill_wg<T, 18>(p, stream);
-    case 19:
-      return run_prefill_wg<T, 19>(p, stream);
-    case 20:
-      return run_prefill_wg<T, 20>(p, stream);
-    case 21:
-      return run_prefill_wg<T, 21>(p, stream);
-    case 22:
-      return run_prefill_wg<T, 22>(p, stream);
-    case 23:
-      return run_prefill_wg<T, 23>(p, stream);
-    case 24:
-      return run_prefill_wg<T, 24>(p, stream);
-    default:
-      KILN_CHECK(false, "prefill attention: configuration {} is not a wgmma one", config);
-  }
+  static constexpr auto kLaunch =
+      wgmma_launchers<T>(std::make_integer_sequence<int, kNumPrefillConfigs - kNumMmaPrefillConfigs>());
+  KILN_CHECK(config >= kNumMmaPrefillConfigs && config < kNumPrefillConfigs,
+             "prefill attention: configuration {} is not a wgmma one", config);
+  kLaunch[config - kNumMmaPrefillConfigs](p, stream);
 }
 
 template void launch_prefill_sm90<__nv_bfloat16>(const Params&, int, cudaStream_t);
