@@ -175,15 +175,17 @@ TEST(Gguf, DequantizesEveryBlockType) {
   put_f16(block8, 2.0f);
   for (int j = 0; j < 32; ++j) block8 += static_cast<char>(static_cast<int8_t>(j - 16));
   w.tensor("t.q8_0.order", {32}, t(GgmlType::Q8_0), block8);
-  // Types that parse (sizes known) but do not dequantize, and one this reader does not know.
+  // K-quant types (dequantized; their values are checked against gguf-py in core_block_formats_test), a type
+  // that parses (size known) but is not read, and one this reader does not know.
   w.tensor("t.q4_k", {256, 2}, t(GgmlType::Q4_K), std::string(2 * 144, '\x11'));
+  w.tensor("t.q2_k", {256}, t(GgmlType::Q2_K), std::string(84, '\x11'));
   w.tensor("t.q6_k", {512}, t(GgmlType::Q6_K), std::string(2 * 210, '\x22'));
   w.tensor("t.unknown", {4}, 31, std::string(16, '\0'));
 
   const std::string path = dir.file("tensors.gguf");
   write_file(path, w.finish());
   GgufFile f(path);
-  ASSERT_EQ(f.tensors().size(), 12u);
+  ASSERT_EQ(f.tensors().size(), 13u);
   EXPECT_EQ(f.data_offset() % 32, 0u);
 
   const GgufTensorInfo* tf = f.find_tensor("t.f32");
@@ -233,8 +235,10 @@ TEST(Gguf, DequantizesEveryBlockType) {
   const GgufTensorInfo* k4 = f.find_tensor("t.q4_k");
   EXPECT_EQ(k4->nbytes, 2u * 144u);
   EXPECT_EQ(f.find_tensor("t.q6_k")->nbytes, 2u * 210u);
-  std::string e = error_of([&] { f.dequantize(*k4); });
-  EXPECT_TRUE(contains(e, path) && contains(e, "'t.q4_k'") && contains(e, "Q4_K")) << e;
+  EXPECT_EQ(f.dequantize(*k4).size(), 512u);
+  EXPECT_EQ(f.tensor_dtype(*k4), kiln::DType::Q4_K);
+  std::string e = error_of([&] { f.dequantize(*f.find_tensor("t.q2_k")); });
+  EXPECT_TRUE(contains(e, path) && contains(e, "'t.q2_k'") && contains(e, "Q2_K")) << e;
   const GgufTensorInfo* unk = f.find_tensor("t.unknown");
   EXPECT_EQ(unk->data, nullptr);
   EXPECT_EQ(unk->nbytes, 0u);

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string_view>
 
 #include "io/io_util.h"
@@ -418,66 +419,45 @@ const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
   return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
-std::vector<float> GgufFile::dequantize(const GgufTensorInfo& t) const {
-  const TypeTraits* tt = type_traits(t.type);
-  const auto type = static_cast<GgmlType>(t.type);
-  const bool supported = tt != nullptr && (type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 ||
-                                           type == GgmlType::Q8_0 || type == GgmlType::Q4_0 || type == GgmlType::Q4_1);
-  KILN_CHECK(supported, "{}: tensor '{}' has type {} ({}), which dequantize does not support (F32, F16, BF16, Q8_0, "
-             "Q4_0, Q4_1)", path(), printable(t.name), ggml_type_name(t.type), t.type);
+std::optional<DType> ggml_type_dtype(uint32_t type) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32: return DType::F32;
+    case GgmlType::F16: return DType::F16;
+    case GgmlType::BF16: return DType::BF16;
+    case GgmlType::Q8_0: return DType::Q8_0;
+    case GgmlType::Q4_0: return DType::Q4_0;
+    case GgmlType::Q4_1: return DType::Q4_1;
+    case GgmlType::Q5_0: return DType::Q5_0;
+    case GgmlType::Q5_1: return DType::Q5_1;
+    case GgmlType::Q4_K: return DType::Q4_K;
+    case GgmlType::Q5_K: return DType::Q5_K;
+    case GgmlType::Q6_K: return DType::Q6_K;
+    default: return std::nullopt;
+  }
+}
+
+DType GgufFile::tensor_dtype(const GgufTensorInfo& t) const {
+  const std::optional<DType> d = ggml_type_dtype(t.type);
+  KILN_CHECK(d.has_value(), "{}: tensor '{}' has type {} ({}), which kiln does not support (F32, F16, BF16, Q8_0, "
+             "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)", path(), printable(t.name), ggml_type_name(t.type), t.type);
   // Guard against a GgufTensorInfo that did not come from this (validated) file.
   int64_t numel = 1;
-  for (int64_t d : t.ne) {
-    KILN_CHECK(d >= 0 && (d == 0 || numel <= std::numeric_limits<int64_t>::max() / d), "{}: tensor '{}': bad shape",
-               path(), printable(t.name));
-    numel *= d;
+  for (int64_t dim : t.ne) {
+    KILN_CHECK(dim >= 0 && (dim == 0 || numel <= std::numeric_limits<int64_t>::max() / dim),
+               "{}: tensor '{}': bad shape", path(), printable(t.name));
+    numel *= dim;
   }
-  const uint64_t blocks = static_cast<uint64_t>(numel) / tt->block;
-  KILN_CHECK(static_cast<uint64_t>(numel) % tt->block == 0 && (blocks == 0 || t.data != nullptr) &&
-                 blocks <= t.nbytes / tt->size && t.nbytes == blocks * tt->size,
+  const DTypeBlock b = dtype_block(*d);
+  KILN_CHECK(numel % b.values == 0 && (numel == 0 || t.data != nullptr) &&
+                 t.nbytes == static_cast<size_t>(numel / b.values * b.bytes),
              "{}: tensor '{}': data does not match its shape and type", path(), printable(t.name));
+  return *d;
+}
 
-  std::vector<float> out(static_cast<size_t>(numel));
-  const uint8_t* p = t.data;
-  float* o = out.data();
-  switch (type) {
-    case GgmlType::F32:
-      if (numel > 0) std::memcpy(o, p, static_cast<size_t>(numel) * 4);
-      break;
-    case GgmlType::F16:
-      for (int64_t i = 0; i < numel; ++i) o[i] = f16_to_f32(load_u16(p + 2 * i));
-      break;
-    case GgmlType::BF16:
-      for (int64_t i = 0; i < numel; ++i) o[i] = bf16_to_f32(load_u16(p + 2 * i));
-      break;
-    case GgmlType::Q8_0:
-      for (uint64_t b = 0; b < blocks; ++b, p += 34, o += 32) {
-        const float d = f16_to_f32(load_u16(p));
-        for (int j = 0; j < 32; ++j) o[j] = d * static_cast<float>(static_cast<int8_t>(p[2 + j]));
-      }
-      break;
-    case GgmlType::Q4_0:
-      for (uint64_t b = 0; b < blocks; ++b, p += 18, o += 32) {
-        const float d = f16_to_f32(load_u16(p));
-        for (int j = 0; j < 16; ++j) {
-          o[j] = d * static_cast<float>((p[2 + j] & 0x0f) - 8);
-          o[j + 16] = d * static_cast<float>((p[2 + j] >> 4) - 8);
-        }
-      }
-      break;
-    case GgmlType::Q4_1:
-      for (uint64_t b = 0; b < blocks; ++b, p += 20, o += 32) {
-        const float d = f16_to_f32(load_u16(p));
-        const float m = f16_to_f32(load_u16(p + 2));
-        for (int j = 0; j < 16; ++j) {
-          o[j] = d * static_cast<float>(p[4 + j] & 0x0f) + m;
-          o[j + 16] = d * static_cast<float>(p[4 + j] >> 4) + m;
-        }
-      }
-      break;
-    default:
-      KILN_ASSERT(false);
-  }
+std::vector<float> GgufFile::dequantize(const GgufTensorInfo& t) const {
+  const DType d = tensor_dtype(t);
+  std::vector<float> out(static_cast<size_t>(t.numel()));
+  if (!out.empty()) convert_to_f32(d, t.data, out.data(), out.size());
   return out;
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -20,6 +21,8 @@ enum class GgmlType : uint32_t {
 const char* ggml_type_name(uint32_t type);  // "Q4_0", ...; "unknown" for numbers ggml does not define
 // Values and bytes per block of a ggml type (1 and the element size for plain types); false when unknown.
 bool ggml_type_block(uint32_t type, uint32_t* block_values, uint32_t* block_bytes);
+// The kiln DType of a ggml type kiln reads (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K).
+std::optional<DType> ggml_type_dtype(uint32_t type);
 
 struct GgufValue;
 using GgufArray = std::vector<GgufValue>;
@@ -77,8 +80,10 @@ class GgufFile {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(const std::string& name) const;
 
-  // Dequantizes a tensor to f32 in row-major order (numel = product of ne). Supports F32, F16, BF16,
-  // Q8_0, Q4_0 and Q4_1; other types throw kiln::Error naming the tensor and the type.
+  // The kiln type of a tensor (F32, F16, BF16 or a block type), its data checked against its shape; other ggml
+  // types throw kiln::Error naming the tensor and the type.
+  DType tensor_dtype(const GgufTensorInfo& t) const;
+  // Dequantizes a tensor to f32 in row-major order (numel = product of ne), for the types tensor_dtype knows.
   std::vector<float> dequantize(const GgufTensorInfo& t) const;
 
  private:
