@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "model/model.h"
+#include "kiln/model.h"
 #include "runtime/sampler.h"
 
 namespace kiln {

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "kiln/error.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

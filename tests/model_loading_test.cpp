@@ -14,7 +14,7 @@
 #include "kernels/cpu/ops.h"
 #include "kiln/error.h"
 #include "model/families/family.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "kiln/error.h"
 #include "model/loaders.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -14,7 +14,7 @@
 #include "kiln/error.h"
 #include "kiln/executor.h"
 #include "kiln/tokenizer.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

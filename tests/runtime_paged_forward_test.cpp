@@ -11,7 +11,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "kiln/error.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {
@@ -76,7 +76,8 @@ std::vector<std::vector<float>> run_paged(const Model& m, std::vector<Seq>& seqs
     for (int64_t i = 0; i < (static_cast<int64_t>(s.tokens.size()) + block_size - 1) / block_size; ++i)
       s.table.push_back(ids[next++]);
   }
-  auto pool = m.new_kv_pool(blocks, block_size, 64);
+  auto pool = m.new_kv_pool(blocks, block_size);
+  auto ws = m.new_workspace(64 * static_cast<int64_t>(seqs.size()));
   std::vector<std::vector<float>> out(seqs.size());
   std::vector<float> logits;
   for (;;) {
@@ -101,7 +102,7 @@ std::vector<std::vector<float>> run_paged(const Model& m, std::vector<Seq>& seqs
       s.done += n;
     }
     if (tokens.empty()) break;
-    m.forward_batch(*pool, {tokens, positions, slots, bs, rows}, logits);
+    m.forward_batch(*pool, *ws, {tokens, positions, slots, bs, rows}, logits);
     EXPECT_EQ(logits.size(), tokens.size() * static_cast<size_t>(V));
     for (size_t k = 0; k < bs.size(); ++k)
       out[which[k]].insert(out[which[k]].end(), logits.begin() + bs[k].query_start * V,
@@ -140,23 +141,30 @@ TEST(PagedForward, PackedChunkedPagedEqualsContiguousBitwise) {
 
 TEST(PagedForward, MalformedBatchesAreRefused) {
   auto m = Model::load(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
-  auto pool = m->new_kv_pool(4, 4, 16);
+  auto pool = m->new_kv_pool(4, 4);
+  auto ws = m->new_workspace(16);
   std::vector<float> logits;
   const std::vector<int32_t> tokens = {1, 2};
   const std::vector<int64_t> positions = {0, 1}, slots = {0, 1}, rows = {1};
   const std::vector<int32_t> table = {0};
   const BatchSeq ok{0, 2, 2, table};
-  EXPECT_NO_THROW(m->forward_batch(*pool, {tokens, positions, slots, {&ok, 1}, rows}, logits));
+  EXPECT_NO_THROW(m->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows}, logits));
   EXPECT_EQ(logits.size(), 512u);
   const std::vector<int32_t> far = {9};
   const BatchSeq bad_block{0, 2, 2, far};
-  EXPECT_THROW(m->forward_batch(*pool, {tokens, positions, slots, {&bad_block, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, slots, {&bad_block, 1}, rows}, logits), Error);
   const std::vector<int64_t> bad_slots = {0, 2};
-  EXPECT_THROW(m->forward_batch(*pool, {tokens, positions, bad_slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, bad_slots, {&ok, 1}, rows}, logits), Error);
   const std::vector<int32_t> bad_ids = {1, 512};
-  EXPECT_THROW(m->forward_batch(*pool, {bad_ids, positions, slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {bad_ids, positions, slots, {&ok, 1}, rows}, logits), Error);
   auto other = Model::load(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
-  EXPECT_THROW(other->forward_batch(*pool, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(other->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
+  auto other_ws = other->new_workspace(16);
+  EXPECT_THROW(m->forward_batch(*pool, *other_ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
+  // A two-row sequence claimed as a decode, and more rows than the workspace holds.
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows, 1}, logits), Error);
+  auto small_ws = m->new_workspace(1);
+  EXPECT_THROW(m->forward_batch(*pool, *small_ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 
 #include "kiln/executor.h"
 #include "kiln/tokenizer.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "model/model.h"
+#include "kiln/model.h"
 #include "runtime/batch_builder.h"
 #include "runtime/kv_cache_manager.h"
 #include "runtime/scheduler.h"
@@ -47,21 +47,21 @@ struct DecodeState {
   }
   // Runs steps (through the model when given) until every sequence is decoding; returns the steps run.
   // Each step samples token 7 for the sequences that reached their end.
-  int64_t step(const Model* m, KvPool* pool, std::vector<float>& logits) {
+  int64_t step(const Model* m, KvPool* pool, Workspace* ws, std::vector<float>& logits) {
     const SchedulerOutput& out = sched.schedule();
     const ForwardBatch& b = builder.build(out, kv);
-    if (m != nullptr) m->forward_batch(*pool, b, logits);
+    if (m != nullptr) m->forward_batch(*pool, *ws, b, logits);
     sched.finish_step(out);
     for (Sequence* s : builder.logit_seqs()) s->tokens.push_back(7);
     return static_cast<int64_t>(b.tokens.size());
   }
-  void prefill(const Model* m, KvPool* pool, std::vector<float>& logits) {
+  void prefill(const Model* m, KvPool* pool, Workspace* ws, std::vector<float>& logits) {
     auto decoding = [&] {
       for (auto& s : seqs)
         if (s->tokens_left() != 1) return false;
       return true;
     };
-    while (!decoding()) step(m, pool, logits);
+    while (!decoding()) step(m, pool, ws, logits);
   }
   KvCacheManager kv;
   Scheduler sched;
@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   // 1. Scheduler + KV bookkeeping + packing per decode step, no model.
   DecodeState st(a, a.steps + 1, 32000);
   std::vector<float> logits;
-  st.prefill(nullptr, nullptr, logits);
+  st.prefill(nullptr, nullptr, nullptr, logits);
   double sched_ms = 0, pack_ms = 0, finish_ms = 0;
   int64_t rows = 0;
   for (int step = 0; step < a.steps; ++step) {
@@ -132,13 +132,14 @@ int main(int argc, char** argv) {
     std::unique_ptr<Model> m = Model::load(path);
     const int model_steps = 5;
     DecodeState ms(a, model_steps + 2, static_cast<int32_t>(m->config().vocab_size));
-    auto pool = m->new_kv_pool(ms.kv.num_blocks(), a.block_size, std::max<int64_t>(4096, a.batch));
+    auto pool = m->new_kv_pool(ms.kv.num_blocks(), a.block_size);
+    auto ws = m->new_workspace(std::max<int64_t>(4096, a.batch));
     auto t0 = Clock::now();
-    ms.prefill(m.get(), pool.get(), logits);
+    ms.prefill(m.get(), pool.get(), ws.get(), logits);
     const double prefill_s = ms_since(t0) / 1e3;
-    ms.step(m.get(), pool.get(), logits);  // warm-up
+    ms.step(m.get(), pool.get(), ws.get(), logits);  // warm-up
     t0 = Clock::now();
-    for (int step = 0; step < model_steps; ++step) ms.step(m.get(), pool.get(), logits);
+    for (int step = 0; step < model_steps; ++step) ms.step(m.get(), pool.get(), ws.get(), logits);
     const double step_ms = ms_since(t0) / model_steps;
     std::printf("%s (%.2fM parameters): prefill of %d x %d tokens in %.1f s; decode step at batch %d (forward "
                 "incl. packing): %.2f ms; runtime share %.3f%%\n",

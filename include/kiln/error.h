@@ -15,6 +15,13 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// A fault the device cannot recover from (a CUDA error that poisons the context: an illegal address, a launch
+// failure, an uncorrectable ECC error). Whatever ran on the device is lost; the engine that sees it is dead.
+class DeviceFault : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 [[noreturn]] void throw_error(const char* file, int line, const std::string& message);
 }  // namespace detail

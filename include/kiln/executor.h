@@ -12,16 +12,24 @@
 #include <vector>
 
 #include "kiln/error.h"
+#include "kiln/tensor.h"
 
 namespace kiln {
 
 class Model;
 class Tokenizer;
+struct LoadOptions;
 
 using RequestId = uint64_t;
 
 // Thrown by enqueue when the waiting queue is at its limit (the server answers 429).
 class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Thrown by enqueue once the engine is dead (a device fault it cannot recover from: ExecutorStats::dead).
+class EngineDeadError : public Error {
  public:
   using Error::Error;
 };
@@ -74,13 +82,40 @@ struct Response {
 
 using ResponseCallback = std::function<void(const Response&)>;
 
+// Where the engine's memory goes, decided once at start (Executor::memory_plan): the weights (already loaded), the
+// workspace of a step of max_num_tokens rows, and the KV cache from what is left. On a device the engine takes at
+// most kv_cache_fraction of the device's memory in all (what other processes and the CUDA context use counts
+// against it, as vLLM's gpu_memory_utilization does); the KV cache is what remains of it after the weights and the
+// workspace, capped by kv_cache_bytes when given. On the CPU the KV cache is kv_cache_bytes, or kCpuKvCacheBytes.
+struct MemoryPlan {
+  Device device = Device::CPU;
+  int64_t device_total = 0;    // the device's memory (CPU: MemTotal)
+  int64_t in_use_before = 0;   // in use when the plan was made (weights, context, other processes); CPU: 0
+  int64_t weights = 0;
+  int64_t workspace = 0;
+  int64_t kv_cache = 0;        // bytes of the pool
+  int64_t num_blocks = 0;
+  int32_t block_size = 0;
+  int64_t max_seq_len = 0;     // the context a request gets
+  int64_t model_context = 0;   // the context asked for (max_seq_len, else the model's); more than max_seq_len when
+                               // the model's does not fit the cache and was shortened
+  int64_t tokens() const { return num_blocks * block_size; }
+  // Requests of `tokens_per_request` tokens (prompt + output) that fit the cache at once.
+  int64_t concurrency(int64_t tokens_per_request) const;
+  // One line: "weights 14.96 GiB, workspace 1.23 GiB, KV cache 52.10 GiB (26675 blocks, 426800 tokens; 208 requests
+  // of 2048 tokens at once) on NVIDIA H100 80GB HBM3 (79.1 GiB, 90% used at most)".
+  std::string describe(int64_t tokens_per_request) const;
+};
+// The CPU's KV cache when no kv_cache_bytes is given: 4 GiB (reserved, committed as blocks are first written).
+inline constexpr int64_t kCpuKvCacheBytes = int64_t{4} << 30;
+
 struct ExecutorConfig {
-  int64_t max_num_tokens = 2048;   // token budget of one step
+  int64_t max_num_tokens = 2048;   // token budget of one step (and the workspace's rows)
   int32_t max_batch_size = 64;     // running requests at most
   int64_t max_seq_len = 0;         // 0: the model's context length
   int32_t block_size = 16;         // tokens per KV block
-  int64_t kv_cache_bytes = 0;      // 0: use kv_cache_fraction
-  double kv_cache_fraction = 0.5;  // of the memory free after weights (CPU: of MemAvailable)
+  int64_t kv_cache_bytes = 0;      // the KV cache at most (0: the device plan, or kCpuKvCacheBytes on the CPU)
+  double kv_cache_fraction = 0.9;  // of the device's memory the engine takes in all (MemoryPlan)
   bool enable_prefix_caching = true;
   int64_t max_queue = 0;           // waiting requests at most (0: unbounded); beyond it enqueue throws QueueFullError
   // What a step's token budget serves first: running decodes (false, the default: a long prompt never stalls
@@ -91,6 +126,9 @@ struct ExecutorConfig {
   // leave it. Same semantics as the CPU Sampler, but seeded draws come from a different generator (Philox keyed
   // by seed and token index instead of mt19937): a seed repeats on one path, not across the two.
   bool device_sampling = true;
+  // A file to write one tab-separated line per step to (when it started, its host phases, the GPU time the model
+  // measured with LoadOptions::time_steps, its shape); empty: none. bench/step_log_summary.py sums it per step kind.
+  std::string step_log_path;
 };
 
 struct ExecutorStats {
@@ -106,6 +144,11 @@ struct ExecutorStats {
   int64_t requests_finished = 0;
   int64_t kv_cache_bytes = 0;       // the KV pool as sized at start
   int64_t max_seq_len = 0;          // the context a request gets: config, model and KV pool limits applied
+  int64_t peak_running = 0;         // the most requests that ran in one step so far
+  // The engine died (a device fault it cannot recover from): every request ended with an error, enqueue throws
+  // EngineDeadError, and dead_reason says why.
+  bool dead = false;
+  std::string dead_reason;
 };
 
 class Executor {
@@ -131,6 +174,7 @@ class Executor {
   void shutdown(std::chrono::milliseconds timeout);
 
   const ExecutorConfig& config() const;
+  const MemoryPlan& memory_plan() const;
 
  private:
   struct Impl;
@@ -141,6 +185,7 @@ class Executor {
 class LLM {
  public:
   explicit LLM(const std::string& model_path, ExecutorConfig config = {});
+  LLM(const std::string& model_path, const LoadOptions& load, ExecutorConfig config = {});
   ~LLM();
   struct Output {
     std::string text;

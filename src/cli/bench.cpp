@@ -28,9 +28,6 @@
 #include "core/thread_pool.h"
 #include "kiln/error.h"
 #include "kiln/executor.h"
-#ifdef KILN_HAVE_CUDA
-#include "model/cuda_decoder_model.h"
-#endif
 
 namespace kiln::cli {
 
@@ -58,7 +55,11 @@ struct BenchFlags {
   int64_t num_requests = -1;    // -1: the mode's default
   int32_t max_batch_size = -1;  // -1: the mode's default
   int64_t max_num_tokens = 2048;
-  int64_t kv_cache_bytes = 0;  // 0: what the workload needs at full concurrency
+  int64_t kv_cache_bytes = 0;  // 0: the memory plan's (kiln::MemoryPlan)
+  double kv_cache_fraction = 0.9;
+  std::string step_log;
+  bool profile = false;
+  bool no_gemm_tuning = false;
   int32_t block_size = 16;
   bool no_prefix_caching = false;
   std::string schedule = "decode-first";
@@ -430,6 +431,8 @@ void check_common(const BenchFlags& f) {
              f.max_batch_size);
   KILN_CHECK(f.max_num_tokens >= 1, "--max-num-tokens must be >= 1, got {}", f.max_num_tokens);
   KILN_CHECK(f.kv_cache_bytes >= 0, "--kv-cache-bytes must be >= 0, got {}", f.kv_cache_bytes);
+  KILN_CHECK(f.kv_cache_fraction > 0 && f.kv_cache_fraction <= 1, "--kv-cache-fraction must be in (0, 1], got {}",
+             f.kv_cache_fraction);
   KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
   KILN_CHECK(f.threads >= 0, "--threads must be >= 0, got {}", f.threads);
   KILN_CHECK(f.warmup >= -1, "--warmup must be >= 0, got {}", f.warmup);
@@ -453,6 +456,9 @@ Setup load(const BenchFlags& f) {
   lo.device = check_device(f.device);
   lo.cuda_graphs = !f.no_cuda_graphs;
   lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
+  lo.gemm_tuning = !f.no_gemm_tuning;
+  lo.profile = f.profile;
+  lo.time_steps = !f.step_log.empty();
   const auto t0 = Clock::now();
   s.model = Model::load(s.path, lo);
   s.load_s = secs(Clock::now() - t0);
@@ -485,10 +491,9 @@ void check_requests(const std::vector<BenchRequest>& reqs, const ModelConfig& cf
   }
 }
 
-// The engine for the workload: without --kv-cache-bytes, a KV pool that holds the `concurrency` longest
-// requests whole, so nothing is preempted and the figure is the engine's, not the pool's.
-ExecutorConfig engine_config(const BenchFlags& f, const Model& model, const std::vector<BenchRequest>& reqs,
-                             int32_t max_batch_size) {
+// The engine for the workload. Its KV cache comes from the memory plan (kiln::MemoryPlan), as for every verb: when
+// it holds less than the workload wants at once, requests queue and preempt, and the report says how often.
+ExecutorConfig engine_config(const BenchFlags& f, int32_t max_batch_size) {
   ExecutorConfig ec;
   ec.max_batch_size = max_batch_size;
   ec.max_num_tokens = f.max_num_tokens;
@@ -497,17 +502,16 @@ ExecutorConfig engine_config(const BenchFlags& f, const Model& model, const std:
   ec.prefill_first = f.schedule == "prefill-first";
   ec.device_sampling = !f.no_device_sampling;
   ec.kv_cache_bytes = f.kv_cache_bytes;
-  if (ec.kv_cache_bytes == 0) {
-    std::vector<int64_t> blocks;
-    for (const BenchRequest& r : reqs)
-      blocks.push_back((static_cast<int64_t>(r.prompt.size()) + r.output_len + f.block_size - 1) / f.block_size);
-    const size_t k = std::min(blocks.size(), static_cast<size_t>(max_batch_size));
-    std::partial_sort(blocks.begin(), blocks.begin() + static_cast<std::ptrdiff_t>(k), blocks.end(), std::greater<>());
-    int64_t total = 0;
-    for (size_t i = 0; i < k; ++i) total += blocks[i];
-    ec.kv_cache_bytes = std::max<int64_t>(total, 1) * model.kv_block_bytes(f.block_size);
-  }
+  ec.kv_cache_fraction = f.kv_cache_fraction;
+  ec.step_log_path = f.step_log;
   return ec;
+}
+
+// The longest request (prompt + output) of the workload, for the plan's concurrency figure.
+int64_t longest_request(const std::vector<BenchRequest>& reqs) {
+  int64_t n = 0;
+  for (const BenchRequest& r : reqs) n = std::max(n, static_cast<int64_t>(r.prompt.size()) + r.output_len);
+  return n;
 }
 
 // What the KV cache stores: fp8_e4m3, or the compute type (f32 on the CPU).
@@ -548,6 +552,14 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["eager_steps"] = ms.eager_steps;
   j["kv_cache_bytes"] = st.kv_cache_bytes;
   j["kv_blocks_total"] = st.kv_blocks_total;
+  const MemoryPlan& p = ex.memory_plan();
+  j["memory_plan"] = {{"weights_bytes", p.weights},       {"workspace_bytes", p.workspace},
+                      {"kv_cache_bytes", p.kv_cache},     {"kv_blocks", p.num_blocks},
+                      {"kv_tokens", p.tokens()},          {"device_total_bytes", p.device_total},
+                      {"in_use_before_bytes", p.in_use_before},
+                      {"planned_total_bytes", p.in_use_before + p.workspace + p.kv_cache},
+                      {"max_seq_len", p.max_seq_len},     {"kv_cache_fraction", ec.kv_cache_fraction}};
+  j["peak_running"] = st.peak_running;
   return j;
 }
 
@@ -576,12 +588,12 @@ void print_engine(const Executor& ex, const RunOutcome& agg) {
   const ExecutorConfig& ec = ex.config();
   std::printf(
       "  %-14s max batch %d, max tokens/step %lld, %s, KV %s in %lld blocks of %d (peak use %.1f%%), "
-      "%lld steps, %lld preemptions\n",
+      "%lld steps, %lld preemptions, peak %lld running\n",
       "engine", ec.max_batch_size, static_cast<long long>(ec.max_num_tokens),
       ec.prefill_first ? "prefill-first" : "decode-first", mib(st.kv_cache_bytes).c_str(),
       static_cast<long long>(st.kv_blocks_total), ec.block_size,
       st.kv_blocks_total > 0 ? 100.0 * agg.kv_peak_blocks / st.kv_blocks_total : 0.0, static_cast<long long>(agg.steps),
-      static_cast<long long>(agg.preemptions));
+      static_cast<long long>(agg.preemptions), static_cast<long long>(st.peak_running));
 }
 
 void print_memory(const Setup& s, const RunOutcome& agg) {
@@ -625,7 +637,8 @@ int run_throughput(const BenchFlags& f) {
   }
   const std::vector<double> arrivals = poisson_arrivals(static_cast<int64_t>(reqs.size()), f.request_rate, f.seed);
 
-  Executor ex(s.model, s.tokenizer, engine_config(f, *s.model, reqs, max_batch));
+  Executor ex(s.model, s.tokenizer, engine_config(f, max_batch));
+  if (!f.quiet) std::fprintf(stderr, "kiln: %s\n", ex.memory_plan().describe(longest_request(reqs)).c_str());
   Progress progress(!f.quiet);
   if (!warm.empty()) {
     progress.phase("kiln bench: warmup", static_cast<int64_t>(warm.size()));
@@ -713,7 +726,8 @@ int run_latency(const BenchFlags& f) {
   // The shape of the biggest batch sizes the engine; every iteration draws fresh prompts.
   const std::vector<BenchRequest> shape = synthetic_workload(biggest, isl, osl, cfg.vocab_size, f.seed);
   check_requests(shape, cfg, "workload");
-  Executor ex(s.model, s.tokenizer, engine_config(f, *s.model, shape, max_batch));
+  Executor ex(s.model, s.tokenizer, engine_config(f, max_batch));
+  if (!f.quiet) std::fprintf(stderr, "kiln: %s\n", ex.memory_plan().describe(longest_request(shape)).c_str());
   Progress progress(!f.quiet);
 
   struct BatchResult {
@@ -822,8 +836,18 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
   app.add_option("--max-num-tokens", f.max_num_tokens, "Engine: tokens computed per step at most")
       ->capture_default_str();
   app.add_option("--kv-cache-bytes", f.kv_cache_bytes,
-                 "Engine: KV cache budget in bytes (0: the longest requests at full concurrency)")
+                 "Engine: the KV cache at most, in bytes (0: the memory plan's; on the CPU 4 GiB)")
       ->capture_default_str();
+  app.add_option("--kv-cache-fraction", f.kv_cache_fraction,
+                 "Engine (cuda): of the GPU's memory, the part kiln takes in all (weights, workspace, KV cache)")
+      ->capture_default_str();
+  app.add_option("--step-log", f.step_log,
+                 "Write one line per engine step (host phases, GPU time, shape) to this file; "
+                 "bench/step_log_summary.py sums it");
+  app.add_flag("--profile", f.profile,
+               "Engine (cuda): time every op of every step with CUDA events (graphs off); per-op totals on stderr");
+  app.add_flag("--no-gemm-tuning", f.no_gemm_tuning,
+               "Engine (cuda): cuBLASLt's heuristic GEMM algorithms instead of timing them at start");
   app.add_option("--block-size", f.block_size, "Engine: tokens per KV block")->capture_default_str();
   app.add_flag("--no-prefix-caching", f.no_prefix_caching, "Engine: turn prefix caching off");
   app.add_option("--schedule", f.schedule,

@@ -11,7 +11,6 @@
 #include "kiln/error.h"
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
-#include "model/cuda_decoder_model.h"
 #endif
 
 namespace kiln::cli {
@@ -96,13 +95,7 @@ Device check_device(const std::string& device) {
 #endif
 }
 
-std::string compute_dtype(const Model& model) {
-#ifdef KILN_HAVE_CUDA
-  if (const auto* m = dynamic_cast<const CudaDecoderModel*>(&model)) return std::string(dtype_name(m->compute_dtype()));
-#endif
-  (void)model;
-  return "f32";
-}
+std::string compute_dtype(const Model& model) { return std::string(dtype_name(model.compute_dtype())); }
 
 std::optional<DType> parse_compute_dtype(const std::string& dtype, Device device) {
   KILN_CHECK(dtype == "auto" || dtype == "bf16" || dtype == "f16", "--dtype must be auto, bf16 or f16, got '{}'",

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kiln/tokenizer.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln::cli {
 

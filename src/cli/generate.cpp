@@ -43,6 +43,7 @@ struct GenerateFlags {
   int32_t max_batch_size = 64;
   int64_t max_num_tokens = 2048;
   int64_t kv_cache_bytes = 0;
+  double kv_cache_fraction = 0.9;
   int32_t block_size = 16;
 };
 
@@ -86,6 +87,8 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   KILN_CHECK(f.max_num_tokens >= 1, "--max-num-tokens must be >= 1, got {}", f.max_num_tokens);
   KILN_CHECK(f.block_size >= 1 && f.block_size <= 4096, "--block-size must be in [1, 4096], got {}", f.block_size);
   KILN_CHECK(f.kv_cache_bytes >= 0, "--kv-cache-bytes must be >= 0, got {}", f.kv_cache_bytes);
+  KILN_CHECK(f.kv_cache_fraction > 0 && f.kv_cache_fraction <= 1, "--kv-cache-fraction must be in (0, 1], got {}",
+             f.kv_cache_fraction);
   const Device device = check_device(f.device);
   const std::optional<DType> compute_dtype = parse_compute_dtype(f.dtype, device);
   std::vector<std::vector<int32_t>> prompts;
@@ -120,7 +123,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
     KILN_CHECK(tok != nullptr, "{}: the model has no tokenizer; use --prompt-ids", path);
     for (const std::string& t : texts) prompts.push_back(tok->encode(t, /*add_special=*/true));
   }
-  int64_t kv_tokens = 0;  // what the prompts can use at most, for the default KV budget
+  int64_t longest = 0;  // the longest request (prompt + output), for the memory plan's line
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& p = prompts[i];
     const std::string which = prompts.size() > 1 ? fmt::format("prompt {}", i) : "the prompt";
@@ -128,29 +131,22 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
     const int64_t ctx = cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : p.size() + f.max_tokens;
     KILN_CHECK(static_cast<int64_t>(p.size()) < ctx, "{} has {} tokens but the model's context is {}", which,
                p.size(), ctx);
-    const int64_t need = std::min<int64_t>(ctx, static_cast<int64_t>(p.size()) + f.max_tokens);
-    kv_tokens += (need + f.block_size - 1) / f.block_size * f.block_size;
+    longest = std::max(longest, std::min<int64_t>(ctx, static_cast<int64_t>(p.size()) + f.max_tokens));
   }
 
   ExecutorConfig ec;
   ec.max_batch_size = f.max_batch_size;
   ec.max_num_tokens = f.max_num_tokens;
   ec.block_size = f.block_size;
-  // Without --kv-cache-bytes: room for every prompt at its longest, all at once, and no more.
-  ec.kv_cache_bytes = f.kv_cache_bytes;
-  if (ec.kv_cache_bytes == 0) ec.kv_cache_bytes = kv_tokens / f.block_size * model->kv_block_bytes(f.block_size);
+  ec.kv_cache_bytes = f.kv_cache_bytes;  // 0: the memory plan's (kiln::MemoryPlan), as on every verb
+  ec.kv_cache_fraction = f.kv_cache_fraction;
   // Declared before the executor, whose callbacks use them: it is destroyed (and its requests ended) first.
   std::vector<Outcome> outs(prompts.size());
   std::mutex mu;
   std::condition_variable cv;
   size_t remaining = prompts.size();
   Executor ex(model, tok, ec);
-  if (!f.quiet) {
-    const ExecutorStats s = ex.stats();
-    std::fprintf(stderr, "kiln: KV cache %.1f MiB (%lld blocks of %d tokens%s)\n", s.kv_cache_bytes / 1048576.0,
-                 static_cast<long long>(s.kv_blocks_total), f.block_size,
-                 f.kv_cache_dtype == "fp8" ? ", fp8 e4m3" : "");
-  }
+  if (!f.quiet) std::fprintf(stderr, "kiln: %s\n", ex.memory_plan().describe(longest).c_str());
 
   const bool stream = !f.json && prompts.size() == 1 && tok != nullptr;
   const auto t0 = std::chrono::steady_clock::now();
@@ -279,7 +275,11 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--max-num-tokens", f->max_num_tokens, "Engine: tokens computed per step at most (the prefill chunk)")
       ->capture_default_str();
   app.add_option("--kv-cache-bytes", f->kv_cache_bytes,
-                 "Engine: KV cache budget in bytes (0: what the prompts need)")->capture_default_str();
+                 "Engine: the KV cache at most, in bytes (0: the memory plan's; on the CPU 4 GiB)")
+      ->capture_default_str();
+  app.add_option("--kv-cache-fraction", f->kv_cache_fraction,
+                 "Engine (cuda): of the GPU's memory, the part kiln takes in all (weights, workspace, KV cache)")
+      ->capture_default_str();
   app.add_option("--block-size", f->block_size, "Engine: tokens per KV block")->capture_default_str();
   return [f, p, pi, pf] { return run(*f, p->count() > 0, pi->count() > 0, pf->count() > 0); };
 }

@@ -37,7 +37,7 @@ struct ServeFlags {
   int64_t max_seq_len = 0;
   int32_t block_size = 16;
   int64_t kv_cache_bytes = 0;
-  double kv_cache_fraction = 0.5;
+  double kv_cache_fraction = 0.9;
   bool no_prefix_caching = false;
   std::string schedule = "decode-first";
   bool no_cuda_graphs = false;
@@ -50,6 +50,7 @@ struct ServeFlags {
   int64_t max_body_bytes = int64_t{8} << 20;
   int http_threads = 128;
   bool log_requests = false;
+  int64_t inject_fault_after_steps = 0;
 };
 
 // SIGINT/SIGTERM as an event: a thread waits for them with sigwait, so no handler runs in a
@@ -142,6 +143,7 @@ int run(const ServeFlags& f) {
     lo.compute_dtype = compute_dtype;
     lo.cuda_graphs = !f.no_cuda_graphs;
     lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
+    lo.fault_after_steps = f.inject_fault_after_steps;
     std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
     const ModelConfig& cfg = model->config();
@@ -157,6 +159,7 @@ int run(const ServeFlags& f) {
     ec.prefill_first = f.schedule == "prefill-first";
     ec.max_queue = f.max_queue;
     executor = std::make_unique<Executor>(model, tok, ec);
+    std::fprintf(stderr, "kiln serve: %s\n", executor->memory_plan().describe(executor->stats().max_seq_len).c_str());
     engine = std::make_unique<server::ExecutorEngine>(*executor);
 
     server::ModelContext mc;
@@ -193,7 +196,29 @@ int run(const ServeFlags& f) {
     throw;
   }
 
+  // The engine's death (a device fault) stops the server as a signal does, and the exit code says it: a supervisor
+  // restarts the process. /health answers 503 with the reason meanwhile.
+  std::thread([stop, ex = executor.get()] {
+    for (;;) {
+      if (ex->stats().dead) {
+        {
+          std::lock_guard<std::mutex> lock(stop->mu);
+          ++stop->count;
+        }
+        stop->cv.notify_all();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }).detach();
   stop->wait();
+  if (const ExecutorStats dead = executor->stats(); dead.dead) {
+    std::fprintf(stderr, "kiln serve: the engine is dead (%s); stopping\n", dead.dead_reason.c_str());
+    server.begin_drain();
+    server.wait_idle(std::chrono::seconds(5));
+    stop_http();
+    return 1;
+  }
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_timeout * 1000));
   const ExecutorStats st = executor->stats();
   std::fprintf(stderr, "kiln serve: stopping: %lld running and %lld queued requests get up to %.0f s to finish\n",
@@ -227,10 +252,15 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--max-batch-size", f->max_batch_size, "Requests running at once")->capture_default_str();
   app.add_option("--max-seq-len", f->max_seq_len, "Context per request (0: the model's)")->capture_default_str();
   app.add_option("--block-size", f->block_size, "Tokens per KV cache block")->capture_default_str();
-  app.add_option("--kv-cache-bytes", f->kv_cache_bytes, "KV cache size in bytes (0: use --kv-cache-fraction)")
+  app.add_option("--kv-cache-bytes", f->kv_cache_bytes,
+                 "The KV cache at most, in bytes (0: the memory plan's; on the CPU 4 GiB)")
       ->capture_default_str();
-  app.add_option("--kv-cache-fraction", f->kv_cache_fraction, "Fraction of free memory for the KV cache")
+  app.add_option("--kv-cache-fraction", f->kv_cache_fraction,
+                 "cuda: of the GPU's memory, the part kiln takes in all (weights, workspace, KV cache)")
       ->capture_default_str();
+  app.add_option("--inject-fault-after-steps", f->inject_fault_after_steps,
+                 "Testing: a device fault after this many engine steps (the engine dies; 0: never)")
+      ->group("");
   app.add_flag("--no-prefix-caching", f->no_prefix_caching, "Do not reuse KV blocks of shared prompt prefixes");
   app.add_option("--schedule", f->schedule,
                  "What a step's token budget serves first: running decodes (decode-first: a long prompt never "

@@ -7,8 +7,10 @@
 
 #include "io/gguf.h"
 #include "kiln/error.h"
-#include "model/decoder_model.h"
 #include "model/loaders.h"
+#include "model/weights.h"
+#include "model/loaders.h"
+#include "model/weights.h"
 
 namespace kiln {
 namespace {
@@ -55,50 +57,46 @@ class GgufSource final : public WeightSource {
   bool has(WeightRole role, int64_t layer) const override {
     return file_.find_tensor(name(role, layer)) != nullptr;
   }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
     const std::string n = name(role, layer);
     const io::GgufTensorInfo* t = file_.find_tensor(n);
     KILN_CHECK(t != nullptr, "{}: missing tensor '{}'", file_.path(), n);
     const Shape got = t->shape();
     KILN_CHECK(got == shape, "{}: tensor '{}' has shape {}, expected {}", file_.path(), n, shape_str(got),
                shape_str(shape));
-    const std::vector<float> v = file_.dequantize(*t);
-    KILN_CHECK(static_cast<int64_t>(v.size()) == shape_numel(shape), "{}: tensor '{}' dequantized to {} values",
-               file_.path(), n, v.size());
+    StoredTensor out;
+    out.dtype = file_.tensor_dtype(*t);
+    out.shape = shape;
     const bool is_q = role == WeightRole::Q || role == WeightRole::QBias;
     const bool is_k = role == WeightRole::K || role == WeightRole::KBias;
     if (!is_q && !is_k) {
-      std::copy(v.begin(), v.end(), dst);
-      return;
+      out.bytes.assign(t->data, t->data + t->nbytes);
+      return out;
     }
     // llama.cpp's converter reorders each head's rows from HF's half-split RoPE order to interleaved
-    // pairs: GGUF row 2i + s holds HF row s * head_dim/2 + i. Undo it so the half-split RoPE applies.
+    // pairs: GGUF row 2i + s holds HF row s * head_dim/2 + i. Undo it so the half-split RoPE applies (whole rows
+    // move, so block-quantized rows move as they are).
     const int64_t heads = is_q ? n_heads_ : n_kv_heads_;
     const int64_t cols = shape.size() == 2 ? shape[1] : 1;
     const int64_t half = head_dim_ / 2;
     KILN_CHECK(shape[0] == heads * head_dim_, "{}: tensor '{}' has {} rows, expected {} heads of {}", file_.path(), n,
                shape[0], heads, head_dim_);
+    const size_t row = dtype_bytes(out.dtype, cols);
+    out.bytes.resize(t->nbytes);
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t i = 0; i < half; ++i)
         for (int64_t s = 0; s < 2; ++s) {
           const int64_t hf_row = h * head_dim_ + s * half + i;
           const int64_t gguf_row = h * head_dim_ + 2 * i + s;
-          std::memcpy(dst + hf_row * cols, v.data() + gguf_row * cols, static_cast<size_t>(cols) * sizeof(float));
+          std::memcpy(out.bytes.data() + hf_row * row, t->data + gguf_row * row, row);
         }
+    return out;
   }
 
  private:
   const io::GgufFile& file_;
   int64_t n_heads_, n_kv_heads_, head_dim_;
 };
-
-DType stored_dtype(uint32_t type) {
-  switch (static_cast<io::GgmlType>(type)) {
-    case io::GgmlType::F16: return DType::F16;
-    case io::GgmlType::BF16: return DType::BF16;
-    default: return DType::F32;  // f32, or a block-quantized type dequantized to f32
-  }
-}
 
 }  // namespace
 
@@ -157,7 +155,7 @@ std::unique_ptr<Model> load_gguf(const std::string& path, const LoadOptions& opt
   } else {
     c.vocab_size = static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
   }
-  c.checkpoint_dtype = stored_dtype(embd->type);
+  c.checkpoint_dtype = io::ggml_type_dtype(embd->type).value_or(DType::F32);
   {
     std::map<std::string, int> counts;
     for (const io::GgufTensorInfo& t : g.tensors()) counts[io::ggml_type_name(t.type)]++;

@@ -1,5 +1,6 @@
 // Hugging Face checkpoint folders: config.json picks the family, safetensors supplies the weights.
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <filesystem>
 #include <vector>
@@ -7,9 +8,11 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "kiln/error.h"
-#include "model/decoder_model.h"
+#include "model/loaders.h"
+#include "model/weights.h"
 #include "model/families/family.h"
 #include "model/loaders.h"
+#include "model/weights.h"
 
 namespace kiln {
 namespace {
@@ -24,13 +27,12 @@ class HfSource final : public WeightSource {
   std::string name(WeightRole role, int64_t layer) const override { return spec(role, layer).name; }
   bool has(WeightRole role, int64_t layer) const override { return entry(role, layer) != nullptr; }
   const io::TensorEntry* entry(WeightRole role, int64_t layer) const { return find(spec(role, layer).name); }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
     const TensorSpec s = spec(role, layer);
     const io::TensorEntry* e = find(s.name);
     KILN_CHECK(e != nullptr, "{}: missing tensor '{}'", ckpt_.path(), s.name);
-    KILN_CHECK(e->dtype == DType::F32 || e->dtype == DType::F16 || e->dtype == DType::BF16,
-               "{}: tensor '{}' has dtype {}; only f32, f16 and bf16 weights are supported", e->file, s.name,
-               dtype_name(e->dtype));
+    KILN_CHECK(dtype_is_float(e->dtype), "{}: tensor '{}' has dtype {}; only f32, f16 and bf16 weights are supported",
+               e->file, s.name, dtype_name(e->dtype));
     // The shape the checkpoint must hold: `shape`, or the whole fused tensor a slice is taken from, in
     // stored orientation ([in, out] when transposed).
     const int64_t cols = shape.size() == 2 ? shape[1] : 1;
@@ -47,26 +49,34 @@ class HfSource final : public WeightSource {
     }
     KILN_CHECK(e->shape == want, "{}: tensor '{}' has shape {}, expected {}", e->file, s.name, shape_str(e->shape),
                shape_str(want));
+    StoredTensor out;
+    out.dtype = e->dtype;
+    out.shape = shape;
+    const size_t es = dtype_size(e->dtype);
+    const auto* src = static_cast<const uint8_t*>(e->data);
     if (s.rows == 0 && !s.transposed) {
-      convert_to_f32(e->dtype, e->data, dst, static_cast<size_t>(shape_numel(shape)));
-      return;
+      out.bytes.assign(src, src + static_cast<size_t>(shape_numel(shape)) * es);
+      return out;
     }
-    // Fused or transposed: convert the whole tensor, then gather rows in the decoder's [out, in] order.
+    // Fused or transposed: gather the rows in the decoder's [out, in] order, element by element when transposed.
     const int64_t total_rows = s.rows > 0 ? s.blocks * s.block_rows : shape[0];
-    std::vector<float> all(static_cast<size_t>(total_rows * cols));
-    convert_to_f32(e->dtype, e->data, all.data(), all.size());
+    std::vector<uint8_t> all;
     if (s.transposed) {
-      std::vector<float> t(all.size());
+      all.resize(static_cast<size_t>(total_rows * cols) * es);
       for (int64_t r = 0; r < total_rows; ++r)
-        for (int64_t k = 0; k < cols; ++k) t[r * cols + k] = all[k * total_rows + r];
-      all.swap(t);
+        for (int64_t k = 0; k < cols; ++k)
+          std::memcpy(all.data() + (r * cols + k) * es, src + (k * total_rows + r) * es, es);
+      src = all.data();
     }
     if (s.rows == 0) {
-      std::copy(all.begin(), all.end(), dst);
-      return;
+      out.bytes.assign(src, src + static_cast<size_t>(total_rows * cols) * es);
+      return out;
     }
+    out.bytes.resize(static_cast<size_t>(shape_numel(shape)) * es);
+    const size_t row = static_cast<size_t>(cols) * es;
     for (int64_t b = 0; b < s.blocks; ++b)
-      std::copy_n(all.data() + (b * s.block_rows + s.row_offset) * cols, s.rows * cols, dst + b * s.rows * cols);
+      std::memcpy(out.bytes.data() + b * s.rows * row, src + (b * s.block_rows + s.row_offset) * row, s.rows * row);
+    return out;
   }
 
  private:

@@ -6,8 +6,10 @@
 
 #include "core/mapped_file.h"
 #include "kiln/error.h"
-#include "model/decoder_model.h"
 #include "model/loaders.h"
+#include "model/weights.h"
+#include "model/loaders.h"
+#include "model/weights.h"
 
 namespace kiln {
 namespace {
@@ -57,13 +59,14 @@ class Llama2cSource final : public WeightSource {
     return it == entries_.end() ? std::string("(none)") : it->second.name;
   }
   bool has(WeightRole role, int64_t layer) const override { return entries_.count(key(role, layer)) != 0; }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
     const auto it = entries_.find(key(role, layer));
     KILN_CHECK(it != entries_.end(), "{}: llama2.c checkpoints have no tensor for this role", path_);
     const Entry& e = it->second;
     KILN_CHECK(e.shape == shape, "{}: tensor '{}' has shape {}, expected {}", path_, e.name, shape_str(e.shape),
                shape_str(shape));
-    std::memcpy(dst, file_.data() + e.offset, static_cast<size_t>(shape_numel(shape)) * sizeof(float));
+    const auto* p = reinterpret_cast<const uint8_t*>(file_.data()) + e.offset;
+    return {DType::F32, shape, std::vector<uint8_t>(p, p + static_cast<size_t>(shape_numel(shape)) * sizeof(float))};
   }
 
  private:

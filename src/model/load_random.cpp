@@ -7,9 +7,11 @@
 #include "core/random_normal.h"
 #include "core/thread_pool.h"
 #include "kiln/error.h"
-#include "model/decoder_model.h"
+#include "model/loaders.h"
+#include "model/weights.h"
 #include "model/families/family.h"
 #include "model/loaders.h"
+#include "model/weights.h"
 
 namespace kiln {
 namespace {
@@ -66,18 +68,33 @@ class RandomSource final : public WeightSource {
     return fmt::format("random[role {}, layer {}]", static_cast<int>(role), layer);
   }
   bool has(WeightRole, int64_t) const override { return true; }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  // Constants as f32; random values stored as the dtype they are rounded to, as a checkpoint of it would hold.
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
     const int64_t n = shape_numel(shape);
     const WeightFormula f = *formula(role, layer);
+    StoredTensor t;
+    t.shape = shape;
     if (f.kind == WeightFormula::Constant) {
-      std::fill(dst, dst + n, f.value);
-      return;
+      t.dtype = DType::F32;
+      t.bytes.resize(static_cast<size_t>(n) * sizeof(float));
+      std::fill_n(reinterpret_cast<float*>(t.bytes.data()), n, f.value);
+      return t;
     }
+    t.dtype = f.round_to;
+    t.bytes.resize(dtype_bytes(t.dtype, n));
+    uint8_t* out = t.bytes.data();
     const DType dt = f.round_to;
     ThreadPool::global().parallel_for(n, 1 << 15, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        dst[i] = static_cast<float>(round_to_dtype(random_normal(f.key, i, f.stddev), dt));
+      for (int64_t i = begin; i < end; ++i) {
+        const float v = static_cast<float>(random_normal(f.key, i, f.stddev));
+        if (dt == DType::F32) {
+          reinterpret_cast<float*>(out)[i] = v;
+        } else {
+          reinterpret_cast<uint16_t*>(out)[i] = dt == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+        }
+      }
     });
+    return t;
   }
   // The same values as a formula, so the CUDA loader fills them on the device (cuda::fill_normal).
   std::optional<WeightFormula> formula(WeightRole role, int64_t layer) const override {

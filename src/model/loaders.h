@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 

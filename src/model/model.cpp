@@ -1,12 +1,14 @@
 // Model::load: picks the loader by path (HF folder, .gguf, llama2.c .bin, random weights); paged defaults.
-#include "model/model.h"
+#include "kiln/model.h"
 
 #include <filesystem>
 
 #include "kiln/error.h"
-#include "model/cuda_decoder_model.h"
-#include "model/decoder_model.h"
+#include "model/cpu/cpu_decoder_model.h"
 #include "model/loaders.h"
+#ifdef KILN_HAVE_CUDA
+#include "model/cuda/cuda_decoder_model.h"
+#endif
 
 namespace kiln {
 
@@ -31,31 +33,17 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 std::unique_ptr<Model> make_decoder_model(ModelConfig config, const WeightSource& source, const LoadOptions& options) {
   if (options.device == Device::CUDA) {
 #ifdef KILN_HAVE_CUDA
-    CudaModelOptions cuda;
-    cuda.dtype = options.compute_dtype;
-    cuda.cuda_graphs = options.cuda_graphs;
-    cuda.kv_fp8 = options.kv_cache_fp8;
-    return CudaDecoderModel::create(std::move(config), source, options, cuda);
+    return CudaDecoderModel::create(std::move(config), source, options);
 #else
     KILN_THROW("{}: this kiln was built without the CUDA backend; use the CPU", source.path());
 #endif
   }
-  return DecoderModel::create(std::move(config), source, options);
+  return CpuDecoderModel::create(std::move(config), source, options);
 }
 
-// Backends without a paged forward refuse it by name; the runtime needs one.
-int64_t Model::kv_block_bytes(int32_t) const { KILN_THROW("this model backend has no paged KV cache"); }
-
-void Model::forward_batch_sample(KvPool&, const ForwardBatch&, std::span<const RowSampling>, BatchSamples&) const {
+void Model::forward_batch_sample(KvPool&, Workspace&, const ForwardBatch&, std::span<const RowSampling>,
+                                 BatchSamples&) const {
   KILN_THROW("this model backend does not sample on the device");
-}
-
-std::unique_ptr<KvPool> Model::new_kv_pool(int64_t, int32_t, int64_t) const {
-  KILN_THROW("this model backend has no paged KV cache");
-}
-
-void Model::forward_batch(KvPool&, const ForwardBatch&, std::vector<float>&) const {
-  KILN_THROW("this model backend has no paged forward");
 }
 
 }  // namespace kiln

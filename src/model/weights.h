@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/tensor.h"
 
@@ -28,8 +29,20 @@ struct WeightFormula {
   DType round_to = DType::F32;
 };
 
-// A checkpoint seen as tensors by role. Implementations convert to f32 and undo format-specific
-// layouts (e.g. GGUF's permuted q/k rows) so every source yields Hugging Face row order.
+// A tensor as a checkpoint stores it, in Hugging Face row order ([out, in] for matrices): its element type and
+// bytes, each row dtype_bytes(dtype, columns) bytes (a GGUF block-quantized row is a run of blocks).
+struct StoredTensor {
+  DType dtype = DType::F32;
+  Shape shape;
+  std::vector<uint8_t> bytes;
+  int64_t numel() const { return shape_numel(shape); }
+  // The values as f32 (block types dequantized).
+  std::vector<float> to_f32() const;
+};
+
+// A checkpoint seen as tensors by role. Implementations hand over the stored bytes (no conversion) and undo
+// format-specific layouts (e.g. GGUF's permuted q/k rows, fused or transposed tensors) so every source yields
+// Hugging Face row order.
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -38,9 +51,11 @@ class WeightSource {
   // The name this format gives the tensor (layer ignored for global roles).
   virtual std::string name(WeightRole role, int64_t layer) const = 0;
   virtual bool has(WeightRole role, int64_t layer) const = 0;
-  // Checks the stored shape equals `shape` and writes the values as f32 to dst; throws kiln::Error naming
-  // the tensor and the file when it is missing or has another shape.
-  virtual void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const = 0;
+  // Checks the stored shape equals `shape` and returns the tensor as stored; throws kiln::Error naming the tensor
+  // and the file when it is missing, has another shape or a type kiln does not read.
+  virtual StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const = 0;
+  // read(), as f32 values into dst.
+  void read_f32(WeightRole role, int64_t layer, const Shape& shape, float* dst) const;
   // Sources whose values are a formula (random weights) describe it here, so a device loader can compute them in
   // place instead of copying what read() gives; read() must return exactly these values. nullopt: no formula.
   virtual std::optional<WeightFormula> formula(WeightRole, int64_t) const { return std::nullopt; }

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/model.h"
+#include "kiln/model.h"
 #include "runtime/kv_cache_manager.h"
 #include "runtime/scheduler.h"
 
@@ -16,8 +16,9 @@ class BatchBuilder {
   // Sized for steps of up to max_tokens rows and max_seqs sequences (larger ones still work, growing).
   BatchBuilder(int64_t max_tokens, int64_t max_seqs);
 
-  // The batch of `out`, valid until the next call. A sequence needs logits when this step reaches its
-  // last known token; logit_seqs() lists those sequences in logit-row order.
+  // The batch of `out`, valid until the next call: the one-row sequences (decodes) first, then the others, each
+  // group in scheduled order. A sequence needs logits when this step reaches its last known token; logit_seqs()
+  // lists those sequences in logit-row order.
   const ForwardBatch& build(const SchedulerOutput& out, const KvCacheManager& kv);
   const std::vector<Sequence*>& logit_seqs() const { return logit_seqs_; }
 

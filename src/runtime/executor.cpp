@@ -19,9 +19,10 @@
 
 #include "core/thread_pool.h"
 #include "kiln/tokenizer.h"
-#include "model/model.h"
+#include "kiln/model.h"
 #include "runtime/batch_builder.h"
 #include "runtime/kv_cache_manager.h"
+#include "runtime/memory_plan.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 #include "runtime/stop_strings.h"
@@ -40,17 +41,6 @@ const char* finish_reason_name(FinishReason r) {
 }
 
 namespace {
-
-// MemAvailable from /proc/meminfo in bytes (0 when unknown).
-int64_t mem_available_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  int64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024;
-  return 0;
-}
 
 // The tokenizer of a model path: the path itself, or for a llama2.c checkpoint the tokenizer beside it
 // (tokenizer.bin, or tok<N>.bin).
@@ -119,21 +109,17 @@ struct Incoming {
   uint64_t seed;
 };
 
-// KILN_STEP_LOG=<file>: one tab-separated line per step, for finding where an engine step's time goes:
+// ExecutorConfig::step_log_path: one tab-separated line per step, for finding where an engine step's time goes:
 // when it started, its host phases (schedule and pack, the model's forward, the tokens' bookkeeping, and the
 // rest of the loop before it: admission, cancels, handing out responses), the GPU time the model measured
 // (-1 when it measures none), and the step's shape.
 class StepLog {
  public:
   using Clock = std::chrono::steady_clock;
-  StepLog() {
-    const char* e = std::getenv("KILN_STEP_LOG");
-    if (e == nullptr || *e == '\0') return;
-    f_ = std::fopen(e, "w");
-    if (f_ == nullptr) {
-      std::fprintf(stderr, "kiln: KILN_STEP_LOG: cannot open %s for writing; no step log\n", e);
-      return;
-    }
+  explicit StepLog(const std::string& path) {
+    if (path.empty()) return;
+    f_ = std::fopen(path.c_str(), "w");
+    KILN_CHECK(f_ != nullptr, "step log: cannot open {} for writing", path);
     std::fprintf(f_, "step\tt_ms\tloop_ms\tschedule_ms\tforward_ms\tpost_ms\tgpu_ms\tseqs\tdecodes\ttokens\n");
     origin_ = last_end_ = Clock::now();
   }
@@ -184,6 +170,8 @@ struct Executor::Impl {
   void step();
   void on_token(Active& a, const SampleResult& s);
   void finish(Active& a, FinishReason reason, std::string error = {});
+  void die(const std::string& reason);
+  void fail_all();
   void deliver(Active& a);
   void publish();
   bool idle_locked() const { return incoming_.empty() && active_count_ == 0; }
@@ -214,8 +202,9 @@ struct Executor::Impl {
   std::vector<RowSampling> step_rows_;  // device sampling: each logit row's parameters
   BatchSamples step_device_samples_;
   bool device_sampling_ = false;
-  int64_t kv_cache_bytes_ = 0;
-  StepLog step_log_;
+  MemoryPlan plan_;
+  std::unique_ptr<Workspace> ws_;
+  std::unique_ptr<StepLog> step_log_;
 
   // Shared state, under mu_.
   mutable std::mutex mu_;
@@ -231,6 +220,7 @@ struct Executor::Impl {
   int64_t waiting_count_ = 0;
   bool accepting_ = true;
   bool cancel_all_ = false;
+  std::string dead_reason_;  // set once the engine died (a device fault); enqueue refuses from then on
   bool stop_ = false;
   ExecutorStats stats_;
 
@@ -249,7 +239,7 @@ Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Token
   KILN_CHECK(c.max_seq_len >= 0, "executor: max_seq_len must be >= 0, got {}", c.max_seq_len);
   KILN_CHECK(c.kv_cache_bytes >= 0, "executor: kv_cache_bytes must be >= 0, got {}", c.kv_cache_bytes);
   KILN_CHECK(c.max_queue >= 0, "executor: max_queue must be >= 0, got {}", c.max_queue);
-  KILN_CHECK(c.kv_cache_bytes > 0 || (c.kv_cache_fraction > 0.0 && c.kv_cache_fraction <= 1.0),
+  KILN_CHECK(c.kv_cache_fraction > 0.0 && c.kv_cache_fraction <= 1.0,
              "executor: kv_cache_fraction must be in (0, 1], got {}", c.kv_cache_fraction);
 
   if (tokenizer_) eos_ids_ = tokenizer_->eos_ids();
@@ -257,41 +247,22 @@ Executor::Impl::Impl(std::shared_ptr<const Model> m, std::shared_ptr<const Token
   std::sort(eos_ids_.begin(), eos_ids_.end());
   eos_ids_.erase(std::unique(eos_ids_.begin(), eos_ids_.end()), eos_ids_.end());
 
-  // The KV pool: a byte budget, never more blocks than max_batch_size full contexts can use.
-  const int64_t block_bytes = model_->kv_block_bytes(c.block_size);
-  int64_t budget = c.kv_cache_bytes;
-  if (budget == 0) {
-    // A device backend's pool comes from the device's free memory (the weights are already there).
-    const int64_t device_free = model_->kv_memory_available();
-    const int64_t avail = device_free >= 0 ? device_free : mem_available_bytes();
-    KILN_CHECK(avail > 0, "executor: cannot read MemAvailable from /proc/meminfo; set kv_cache_bytes");
-    budget = static_cast<int64_t>(static_cast<double>(avail) * c.kv_cache_fraction);
-  }
-  int64_t num_blocks = budget / block_bytes;
-  KILN_CHECK(num_blocks >= 1, "executor: the KV cache budget of {} bytes holds no block ({} bytes for {} tokens)",
-             budget, block_bytes, c.block_size);
-  const int64_t context = c.max_seq_len > 0 ? c.max_seq_len : mc.max_position_embeddings;
-  if (context > 0) {
-    const int64_t useful = (context + c.block_size - 1) / c.block_size * static_cast<int64_t>(c.max_batch_size);
-    num_blocks = std::min(num_blocks, useful);
-  }
-  num_blocks = std::min<int64_t>(num_blocks, INT32_MAX - 1);
-  // A request never outgrows the whole pool, so a sequence running alone always fits: preemption ends.
-  const int64_t pool_tokens = num_blocks * c.block_size;
-  max_seq_len_ = context > 0 ? std::min(context, pool_tokens) : pool_tokens;
-  kv_cache_bytes_ = num_blocks * block_bytes;
-
-  pool_ = model_->new_kv_pool(num_blocks, c.block_size, c.max_num_tokens);
+  plan_ = plan_memory(*model_, c);
+  max_seq_len_ = plan_.max_seq_len;
+  pool_ = model_->new_kv_pool(plan_.num_blocks, c.block_size);
+  ws_ = model_->new_workspace(c.max_num_tokens);
   device_sampling_ = c.device_sampling && model_->samples_on_device();
-  kv_ = std::make_unique<KvCacheManager>(KvCacheManager::Config{num_blocks, c.block_size, c.enable_prefix_caching});
+  kv_ = std::make_unique<KvCacheManager>(
+      KvCacheManager::Config{plan_.num_blocks, c.block_size, c.enable_prefix_caching});
   scheduler_ = std::make_unique<Scheduler>(
       SchedulerConfig{c.max_num_tokens, c.max_batch_size,
                       c.prefill_first ? SchedulePolicy::PrefillFirst : SchedulePolicy::DecodeFirst},
       *kv_);
   builder_ = std::make_unique<BatchBuilder>(c.max_num_tokens, c.max_batch_size);
-  stats_.kv_blocks_total = num_blocks;
-  stats_.kv_blocks_free = num_blocks;
-  stats_.kv_cache_bytes = kv_cache_bytes_;
+  step_log_ = std::make_unique<StepLog>(c.step_log_path);
+  stats_.kv_blocks_total = plan_.num_blocks;
+  stats_.kv_blocks_free = plan_.num_blocks;
+  stats_.kv_cache_bytes = plan_.kv_cache;
   stats_.max_seq_len = max_seq_len_;
   thread_ = std::thread([this] { loop(); });
 }
@@ -329,6 +300,7 @@ RequestId Executor::Impl::enqueue(Request request, ResponseCallback callback) {
   RequestId id = 0;
   {
     std::lock_guard lk(mu_);
+    if (!dead_reason_.empty()) throw EngineDeadError("executor: the engine is dead: " + dead_reason_);
     KILN_CHECK(accepting_, "executor: shut down, no new requests are accepted");
     const int64_t queued = static_cast<int64_t>(incoming_.size()) + waiting_count_;
     if (config_.max_queue > 0 && queued >= config_.max_queue)
@@ -401,9 +373,13 @@ void Executor::Impl::loop() {
     cancels.clear();
     if (cancel_all)
       for (auto& [id, a] : active_) finish(*a, FinishReason::Cancelled);
-    if (!active_.empty()) {
+    if (!dead_reason_.empty()) {
+      fail_all();
+    } else if (!active_.empty()) {
       try {
         step();
+      } catch (const DeviceFault& e) {
+        die(e.what());
       } catch (const std::exception& e) {
         // Not a request's fault that the loop can pin down: fail every request, keep the engine alive.
         for (auto& [id, a] : active_)
@@ -480,7 +456,7 @@ void Executor::Impl::admit(Incoming& in) {
 }
 
 void Executor::Impl::step() {
-  const StepLog::Clock::time_point t0 = step_log_.on() ? StepLog::Clock::now() : StepLog::Clock::time_point{};
+  const StepLog::Clock::time_point t0 = step_log_->on() ? StepLog::Clock::now() : StepLog::Clock::time_point{};
   const SchedulerOutput& out = scheduler_->schedule();
   if (out.scheduled.empty()) {
     // Everything running was preempted this round (the next admits again); nothing running and nothing
@@ -514,14 +490,16 @@ void Executor::Impl::step() {
       r.logprobs = p.logprobs;
       r.penalties = a.penalties;
     }
-    if (step_log_.on()) t1 = StepLog::Clock::now();
+    if (step_log_->on()) t1 = StepLog::Clock::now();
     try {
-      model_->forward_batch_sample(*pool_, batch, step_rows_, step_device_samples_);
+      model_->forward_batch_sample(*pool_, *ws_, batch, step_rows_, step_device_samples_);
+    } catch (const DeviceFault&) {
+      throw;
     } catch (const std::exception& e) {
       for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
       return;
     }
-    if (step_log_.on()) t2 = StepLog::Clock::now();
+    if (step_log_->on()) t2 = StepLog::Clock::now();
     scheduler_->finish_step(out);
     const BatchSamples& d = step_device_samples_;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -534,14 +512,16 @@ void Executor::Impl::step() {
         r.top.push_back({d.top_ids[i * d.top_stride + j], static_cast<double>(d.top_logprobs[i * d.top_stride + j])});
     }
   } else {
-    if (step_log_.on()) t1 = StepLog::Clock::now();
+    if (step_log_->on()) t1 = StepLog::Clock::now();
     try {
-      model_->forward_batch(*pool_, batch, logits_);
+      model_->forward_batch(*pool_, *ws_, batch, logits_);
+    } catch (const DeviceFault&) {
+      throw;
     } catch (const std::exception& e) {
       for (const ScheduledSeq& s : out.scheduled) finish(*active_.at(s.seq->id), FinishReason::Error, e.what());
       return;
     }
-    if (step_log_.on()) t2 = StepLog::Clock::now();
+    if (step_log_->on()) t2 = StepLog::Clock::now();
     scheduler_->finish_step(out);
     // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
     // the same result as one after another; tokens are then applied in row order.
@@ -557,16 +537,37 @@ void Executor::Impl::step() {
     });
   }
   for (size_t i = 0; i < seqs.size(); ++i) on_token(*step_actives_[i], step_samples_[i]);
-  if (step_log_.on()) {
+  if (step_log_->on()) {
     int64_t decodes = 0;
     for (const ScheduledSeq& s : out.scheduled)  // (num_computed already counts this step's token)
       decodes += s.num_tokens == 1 && s.seq->num_computed - 1 >= s.seq->prompt_len;
-    step_log_.write(t0, t1, t2, StepLog::Clock::now(), device_sampling_ ? model_->stats().last_step_gpu_ms : -1.0,
+    step_log_->write(t0, t1, t2, StepLog::Clock::now(), device_sampling_ ? model_->stats().last_step_gpu_ms : -1.0,
                     static_cast<int64_t>(out.scheduled.size()), decodes, out.num_tokens);
   }
   std::lock_guard lk(mu_);
   ++stats_.steps;
   stats_.tokens_last_step = out.num_tokens;
+  stats_.peak_running = std::max(stats_.peak_running, static_cast<int64_t>(out.scheduled.size()));
+}
+
+// A device fault: nothing more can run. Every request ends with the reason, enqueue refuses from now on, and
+// stats() says so (the server answers 503 and exits).
+void Executor::Impl::die(const std::string& reason) {
+  std::fprintf(stderr, "kiln: engine dead: %s\n", reason.c_str());
+  {
+    std::lock_guard lk(mu_);
+    dead_reason_ = reason;
+    stats_.dead = true;
+    stats_.dead_reason = reason;
+    accepting_ = false;
+  }
+  fail_all();
+}
+
+// Ends every accepted request with the engine's death (requests that arrived after the fault included).
+void Executor::Impl::fail_all() {
+  for (auto& [id, a] : active_)
+    if (!a->pending.finished) finish(*a, FinishReason::Error, "engine dead: " + dead_reason_);
 }
 
 void Executor::Impl::on_token(Active& a, const SampleResult& s) {
@@ -649,8 +650,12 @@ void Executor::shutdown(std::chrono::milliseconds timeout) { impl_->shutdown(tim
 
 const ExecutorConfig& Executor::config() const { return impl_->config_; }
 
-LLM::LLM(const std::string& model_path, ExecutorConfig config) {
-  model_ = Model::load(model_path);
+const MemoryPlan& Executor::memory_plan() const { return impl_->plan_; }
+
+LLM::LLM(const std::string& model_path, ExecutorConfig config) : LLM(model_path, LoadOptions{}, config) {}
+
+LLM::LLM(const std::string& model_path, const LoadOptions& load, ExecutorConfig config) {
+  model_ = Model::load(model_path, load);
   tokenizer_ = tokenizer_for_model(model_path);
   executor_ = std::make_unique<Executor>(model_, tokenizer_, config);
 }

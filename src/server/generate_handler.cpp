@@ -285,6 +285,8 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
       } catch (const QueueFullError& e) {
         throw ApiError(429, std::string("The server is busy: ") + e.what(), "", "rate_limit_exceeded",
                        "rate_limit_error");
+      } catch (const EngineDeadError& e) {
+        throw ApiError(503, e.what(), "", "engine_dead", "server_error");
       } catch (const Error& e) {
         if (state.load() == ServerState::Draining)
           throw ApiError(503, "The server is shutting down.", "", "service_unavailable", "server_error");

@@ -108,6 +108,10 @@ void Server::Impl::setup_routes() {
                                  "", "service_unavailable", "server_error"));
         return httplib::Server::HandlerResponse::Handled;
       }
+      if (const std::string dead = dead_reason(); !dead.empty()) {
+        send_error(res, ApiError(503, "The engine is dead: " + dead, "", "engine_dead", "server_error"));
+        return httplib::Server::HandlerResponse::Handled;
+      }
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -140,6 +144,10 @@ void Server::Impl::setup_routes() {
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const ServerState s = state.load(std::memory_order_acquire);
+    if (const std::string dead = dead_reason(); !dead.empty()) {
+      send_json(res, 503, {{"status", "dead"}, {"reason", dead}});
+      return;
+    }
     const char* status = s == ServerState::Ready ? "ok" : (s == ServerState::Loading ? "loading" : "shutting down");
     send_json(res, s == ServerState::Ready ? 200 : 503, {{"status", status}});
   });

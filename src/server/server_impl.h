@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <string>
 
 #include "server/server.h"
 
@@ -31,6 +32,12 @@ struct Server::Impl {
   int active = 0;
 
   void setup_routes();
+  // Why the engine died (ExecutorStats::dead_reason); empty while it lives or before the model is loaded.
+  std::string dead_reason() const {
+    if (state.load(std::memory_order_acquire) == ServerState::Loading || model.engine == nullptr) return {};
+    const ExecutorStats st = model.engine->stats();
+    return st.dead ? st.dead_reason : std::string();
+  }
   void handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   std::string token_text(int32_t prev, int32_t id) const;
 };

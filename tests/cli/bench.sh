@@ -92,8 +92,8 @@ check "$tmp/t1.json" throughput 'o["num_requests"] == 12; o["isl"] == 16; o["osl
 "$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 --max-batch-size 4 --max-num-tokens 24 \
   --schedule prefill-first --json --quiet >"$tmp/t1p.json"
 check "$tmp/t1p.json" throughput 'o["schedule"] == "prefill-first"; o["output_tokens"] == 96; o["num_requests"] == 12'
-# KILN_STEP_LOG: one line per engine step (here 12 x 16 prompt tokens at 24 a step, then decodes), and its summary.
-KILN_STEP_LOG="$tmp/steps.tsv" "$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 \
+# --step-log: one line per engine step (here 12 x 16 prompt tokens at 24 a step, then decodes), and its summary.
+"$kiln" bench throughput --model "$fixture" --isl 16 --osl 8 --num-requests 12 --step-log "$tmp/steps.tsv" \
   --max-batch-size 4 --max-num-tokens 24 --json --quiet >/dev/null
 python3 - "$tmp/steps.tsv" <<'PY'
 import sys

@@ -24,7 +24,7 @@
 #include "cuda_test_util.h"
 #include "kiln/error.h"
 #include "model/cuda_decoder_model.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -11,7 +11,7 @@
 #include "cuda_test_util.h"
 #include "kiln/executor.h"
 #include "model/cuda_decoder_model.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -18,7 +18,7 @@
 #include "cuda_test_util.h"
 #include "kiln/error.h"
 #include "kiln/executor.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln {
 namespace {

@@ -18,7 +18,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/dtype.h"
-#include "model/model.h"
+#include "kiln/model.h"
 
 namespace kiln::testing {
 

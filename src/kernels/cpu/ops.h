@@ -5,7 +5,7 @@
 #include <span>
 #include <vector>
 
-#include "model/model_config.h"
+#include "kiln/model_config.h"
 
 namespace kiln::cpu {
 

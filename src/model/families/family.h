@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "model/model_config.h"
+#include "kiln/model_config.h"
 #include "model/weights.h"
 
 namespace kiln {

@@ -8,7 +8,7 @@
 #include <memory>
 #include <optional>
 
-#include "model/model.h"
+#include "kiln/model.h"
 #include "model/weights.h"
 
 namespace kiln {
