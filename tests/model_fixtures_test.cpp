@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -45,7 +46,7 @@ TEST(ModelFixtures, FixturesExist) {
   const auto names = fixture_names();
   ASSERT_FALSE(names.empty()) << "no fixtures with a reference.json under " << kFixtures
                               << " (make them with tools/make_fixtures.py)";
-  EXPECT_GE(names.size(), 17u);
+  EXPECT_GE(names.size(), 21u);
 }
 
 class FixtureTest : public ::testing::TestWithParam<std::string> {};
@@ -92,14 +93,16 @@ TEST_P(FixtureTest, GreedyAndLogprobsMatchFloat64Reference) {
 // them in e4m3's subnormal range (below 2^-6, steps of 2^-9), which is where the rounding costs most: measured
 // worst errors 0.06-1.05 nats (printed as `fp8-kv-error`; docs/models.md). The bounds are those plus a quarter,
 // a guard against a change in what is rounded or how, and each run must also differ from the reference (the
-// rounding happened).
+// rounding happened). The head-size fixtures (head_dim 64/128/256, a fourth prompt of 150 tokens) measured
+// gemma2-hd256-bf16 0.666, llama3-gqa-hd128-bf16 0.458, llama-mqa-hd128-f16 0.322, llama-gqa-hd64-f16 0.270.
 const std::map<std::string, double> kFp8KvBound = {
     {"bloom-alibi-bf16", 0.17},     {"falcon-7b-mqa-bf16", 0.19}, {"falcon-newarch-gqa-f16", 0.25},
     {"gemma-mqa-bf16", 1.32},       {"gemma2-gqa-f32", 0.08},     {"gpt2-learned-f32", 0.26},
     {"gptj-rotary-f16", 0.2},       {"llama-mqa-f16", 0.64},      {"llama2-mha-f32", 0.43},
     {"llama3-gqa-bf16", 0.41},      {"mistral-swa", 0.66},        {"mpt-alibi-clip-f32", 0.17},
     {"neox-parallel-bf16", 0.17},   {"neox-sequential-f32", 0.18}, {"phi3-fused-f16", 0.72},
-    {"qwen2-tied-bias", 0.62},      {"qwen3-qknorm", 0.38}};
+    {"qwen2-tied-bias", 0.62},      {"qwen3-qknorm", 0.38},       {"gemma2-hd256-bf16", 0.83},
+    {"llama-gqa-hd64-f16", 0.34},   {"llama-mqa-hd128-f16", 0.4}, {"llama3-gqa-hd128-bf16", 0.57}};
 
 TEST_P(FixtureTest, Fp8KvCacheStaysNearFloat64Reference) {
   const std::string name = GetParam();
@@ -165,9 +168,9 @@ TEST_P(FixtureTest, PrefillEqualsTokenByTokenAndChunks) {
   auto chunked = model->new_state(n);
   std::vector<float> part;
   int64_t pos = 0;
-  for (int64_t len : {5, 1, 11, 2, 100}) {
-    const int64_t take = std::min(len, n - pos);
-    if (take <= 0) break;
+  const int64_t lens[] = {5, 1, 11, 2, 100};  // repeated until the sequence is fed (166 tokens on the long cases)
+  for (size_t k = 0; pos < n; ++k) {
+    const int64_t take = std::min(lens[k % std::size(lens)], n - pos);
     model->forward(*chunked, std::span<const int32_t>(seq).subspan(pos, take), part, true);
     for (int64_t i = 0; i < take; ++i)
       for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(part[i * V + v], all[(pos + i) * V + v], 1e-4);
@@ -345,6 +348,61 @@ TEST(ModelFixtures, ZooConfigTraits) {
     EXPECT_EQ(c.window_for_layer(0), 10);
     EXPECT_EQ(c.window_for_layer(1), 10);
     EXPECT_TRUE(c.gated_mlp);
+  }
+}
+
+// The head-size fixtures: head_dim 64, 128 and 256 (the CUDA backend's tensor-core attention instances) and a
+// prompt long enough for several KV blocks and a split decode.
+TEST(ModelFixtures, HeadSizeConfigTraits) {
+  auto load = [](const char* name) { return Model::load((kFixtures / name).string()); };
+  {
+    auto m = load("llama3-gqa-hd128-bf16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "llama");
+    EXPECT_EQ(c.head_dim, 128);
+    EXPECT_EQ(c.num_heads, 4);
+    EXPECT_EQ(c.num_kv_heads, 2);
+    EXPECT_EQ(c.rope.scaling, RopeScaling::Llama3);
+    EXPECT_DOUBLE_EQ(c.rope.theta, 500000.0);
+    EXPECT_EQ(c.checkpoint_dtype, DType::BF16);
+  }
+  {
+    auto m = load("llama-gqa-hd64-f16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.head_dim, 64);
+    EXPECT_EQ(c.num_heads, 8);
+    EXPECT_EQ(c.num_kv_heads, 2);
+    EXPECT_EQ(c.checkpoint_dtype, DType::F16);
+  }
+  {
+    auto m = load("llama-mqa-hd128-f16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.head_dim, 128);
+    EXPECT_EQ(c.num_heads, 8);
+    EXPECT_EQ(c.num_kv_heads, 1);
+    EXPECT_EQ(c.checkpoint_dtype, DType::F16);
+  }
+  {
+    auto m = load("gemma2-hd256-bf16");
+    const ModelConfig& c = m->config();
+    EXPECT_EQ(c.family, "gemma2");
+    EXPECT_EQ(c.head_dim, 256);
+    EXPECT_EQ(c.num_heads, 2);
+    EXPECT_EQ(c.num_kv_heads, 1);
+    EXPECT_DOUBLE_EQ(c.attn_scale, 1.0 / 16.0);  // query_pre_attn_scalar 256
+    EXPECT_DOUBLE_EQ(c.attn_logit_softcap, 8.0);
+    EXPECT_DOUBLE_EQ(c.final_logit_softcap, 10.0);
+    EXPECT_EQ(c.layer_sliding_window, (std::vector<int64_t>{100, 0}));
+    EXPECT_DOUBLE_EQ(c.embed_scale, 8.0);  // sqrt(64), exact in bf16
+    EXPECT_FALSE(c.tie_word_embeddings);
+    EXPECT_EQ(c.checkpoint_dtype, DType::BF16);
+  }
+  for (const char* name : {"llama3-gqa-hd128-bf16", "llama-gqa-hd64-f16", "llama-mqa-hd128-f16", "gemma2-hd256-bf16"}) {
+    SCOPED_TRACE(name);
+    const nlohmann::json ref = read_reference(name);
+    // A 150-token prompt: with its 16 steps, 11 KV blocks of 16, past gemma2-hd256-bf16's window of 100.
+    ASSERT_EQ(ref["cases"].size(), 4u);
+    EXPECT_EQ(ref["cases"][3]["prompt_ids"].size(), 150u);
   }
 }
 

@@ -3,12 +3,17 @@
 
 For each fixture below, under OUT/<name>/: config.json + model.safetensors (random weights, scaled so
 logits are far from flat, stored in the fixture's dtype) and reference.json. The reference is computed
-by transformers in float64 from exactly the stored values (the checkpoint is reloaded and cast to
-float64, so bf16/f16 rounding is part of the model), with eager attention and no KV cache (every step
-recomputes the whole sequence). For prompts of 1, 7 and 33 random token ids it records the greedy
-continuation (16 tokens) and, per step, the chosen token's logprob and the top-5 ids and logprobs
+by transformers in float64 from the checkpoint as saved, loaded as a user loads it:
+from_pretrained(OUT/<name>, dtype=torch.float64), never the in-memory model that was cast to bf16/f16 for
+saving (that cast also rounds buffers such as RoPE's inv_freq, which inference computes from config.json in
+f32). So the stored values, bf16/f16 rounding included, are the model, and every buffer is what inference
+computes; the one adjustment is Gemma's embedding scale, rounded to the stored dtype as inference at that
+dtype (and kiln) has it (round_embed_scale). Eager attention, no KV cache (every step recomputes the whole
+sequence). For prompts of 1, 7 and 33 random token ids (a fixture's "prompts" may add more) it records the
+greedy continuation (16 tokens) and, per step, the chosen token's logprob and the top-5 ids and logprobs
 (log_softmax in float64). Prompts are redrawn until every step's top-2 margin is clear, so fp32 engines
-must reproduce the greedy ids exactly. tests/model_fixtures_test.cpp checks kiln against these files.
+must reproduce the greedy ids exactly. tests/model_fixtures_test.cpp checks kiln against these files, and
+tests/gpu/cuda_fixtures_test.cpp the CUDA backend.
 
 Usage: python3 tools/make_fixtures.py --out tests/fixtures/models [--only NAME[,NAME...] ...]
 (--only keeps every other fixture under OUT untouched, byte for byte.)
@@ -26,7 +31,7 @@ import sys
 import torch
 import transformers
 
-PROMPT_LENGTHS = [1, 7, 33]
+PROMPT_LENGTHS = [1, 7, 33]  # a fixture's "prompts" key replaces these
 STEPS = 16
 MIN_MARGIN = 0.02  # logprob gap between the top-2 tokens at every generated step
 PROMPT_TRIES = 60
@@ -137,6 +142,45 @@ FIXTURES = [
                      num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
                      max_position_embeddings=128, original_max_position_embeddings=128, sliding_window=10,
                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)),
+
+    # --- real head sizes (issue 19): head_dim 64, 128 and 256, so the CUDA backend's tensor-core attention
+    # (mma.sync decode and prefill, wgmma prefill at 128 on compute capability 9.0, the fp8 KV paths) meets the
+    # reference; every fixture above has head_dim 12 or 16 (the generic kernel). Hidden 64 keeps each checkpoint
+    # near 0.5 MB at these head sizes. A fourth prompt of 150 tokens (166 with the generation) spans 11 KV blocks
+    # of 16 and makes the CUDA decode split each sequence's keys over several CTAs (split-K).
+    # Llama-3.1 style: GQA 4/2 at head_dim 128, theta 5e5, llama3 RoPE scaling (original context 64: at
+    # head_dim 128 the first 5 frequencies are kept, the next 7 blended, the rest divided by 8), untied; bf16.
+    dict(name="llama3-gqa-hd128-bf16", cls="LlamaForCausalLM", dtype="bfloat16", seed=41, prompts=[1, 7, 33, 150],
+         config=dict(vocab_size=307, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, head_dim=128, rms_norm_eps=1e-5,
+                     rope_theta=500000.0, max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=1,
+                     eos_token_id=2,
+                     rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    # Llama-3.2-1B style: GQA 8/2 (4 query heads per KV head) at head_dim 64; f16. (The head-size fixtures
+    # are untied: a tied head with these weights makes greedy decoding repeat the last token.)
+    dict(name="llama-gqa-hd64-f16", cls="LlamaForCausalLM", dtype="float16", seed=42, prompts=[1, 7, 33, 150],
+         config=dict(vocab_size=331, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                     num_attention_heads=8, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5,
+                     rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1,
+                     eos_token_id=2)),
+    # Gemma 2 style at head_dim 256 (as gemma-2-2b/9b): 2 query heads on 1 KV head, query_pre_attn_scalar 256,
+    # attention / final soft-caps 8 / 10 (small enough to bite), a sliding window of 100 on layer 0 (only the
+    # 150-token prompt outgrows it: windowed prefill and split-K decode), pre and post norms, untied. Hidden 64
+    # makes the embedding scale sqrt(64) = 8 exact in every dtype; bf16.
+    dict(name="gemma2-hd256-bf16", cls="Gemma2ForCausalLM", dtype="bfloat16", seed=43, prompts=[1, 7, 33, 150],
+         config=dict(vocab_size=263, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                     hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, rope_theta=10000.0,
+                     max_position_embeddings=256, query_pre_attn_scalar=256, attn_logit_softcapping=8.0,
+                     final_logit_softcapping=10.0, sliding_window=100, tie_word_embeddings=False, bos_token_id=2,
+                     eos_token_id=1, pad_token_id=0)),
+    # MQA at head_dim 128: 8 query heads on one KV head (gemma-2b's group), untied; f16.
+    dict(name="llama-mqa-hd128-f16", cls="LlamaForCausalLM", dtype="float16", seed=44, prompts=[1, 7, 33, 150],
+         config=dict(vocab_size=257, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                     num_attention_heads=8, num_key_value_heads=1, head_dim=128, rms_norm_eps=1e-6,
+                     rope_theta=10000.0, max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1,
+                     eos_token_id=2)),
 ]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -200,9 +244,53 @@ def save(model, out_dir):
             os.remove(os.path.join(out_dir, f))
 
 
-def load_float64(model_cls, out_dir):
-    model = model_cls.from_pretrained(out_dir, attn_implementation="eager")
-    return model.to(torch.float64).eval()
+def dtype_kwarg(dtype):
+    """from_pretrained's keyword for the load dtype: `dtype` since transformers 4.56, `torch_dtype` before."""
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": dtype}
+
+
+def load_as_user(model_cls, out_dir, dtype):
+    """The saved checkpoint loaded as a user loads it: from_pretrained(out_dir, dtype=dtype), eager attention.
+
+    Loading in the target dtype (rather than loading in the stored dtype and calling .to(dtype) afterwards, or
+    using the in-memory model that was cast to bf16/f16 before saving) lets transformers build every buffer the
+    way real inference does: RoPE's inv_freq is computed from config.json in f32 (and the angles stay f32 in its
+    forward), Gemma's embedding scale is sqrt(hidden) in the load dtype. A `.to(dtype)` cast would instead round
+    such buffers along with the weights (inv_freq to 8 bits of mantissa under .to(bf16))."""
+    model = model_cls.from_pretrained(out_dir, attn_implementation="eager", **dtype_kwarg(dtype))
+    for name, p in model.named_parameters():
+        assert p.dtype == dtype, f"{name} loaded as {p.dtype}, not {dtype}"
+    return model.eval()
+
+
+def round_embed_scale(model, stored_dtype):
+    """Gemma's embedding scale sqrt(hidden), rounded to the checkpoint's stored dtype.
+
+    transformers multiplies the embeddings by sqrt(hidden) converted to the weights' dtype in memory, so the
+    value depends on the load dtype: sqrt(48) is 6.9375 when a bf16 checkpoint runs in bf16 (as it is used, and
+    as the original Gemma code rounds it) but 6.92820 when it is loaded in float64. kiln rounds it to the stored
+    dtype whatever it computes in (docs/models.md), so the reference does the same; the weights and every other
+    buffer stay as from_pretrained(dtype=float64) gives them. (A no-op where sqrt(hidden) is exact, e.g. 64.)
+    Returns the names of the buffers it set."""
+    done = []
+    for name, buf in model.named_buffers():
+        if name.split(".")[-1] == "embed_scale":
+            buf.copy_(buf.to(stored_dtype).to(buf.dtype))
+            done.append(name)
+    return done
+
+
+def load_reference(model_cls, out_dir, stored_dtype, dtype):
+    """The model a reference (float64) or the fp32 comparison run (float32) is computed with."""
+    model = load_as_user(model_cls, out_dir, dtype)
+    with torch.no_grad():
+        rounded = round_embed_scale(model, stored_dtype)
+    if not rounded and model_cls.__name__.startswith("Gemma"):
+        # Older transformers compute the scale inside forward (no buffer to set).
+        print(f"warning {model_cls.__name__}: no embed_scale buffer; the reference multiplies by sqrt(hidden) "
+              f"in {dtype}, not rounded to {stored_dtype}", file=sys.stderr)
+    return model
 
 
 @torch.no_grad()
@@ -226,10 +314,10 @@ def greedy_reference(model, prompt):
 
 
 @torch.no_grad()
-def fp32_deviation(model_cls, out_dir, cases):
+def fp32_deviation(model_cls, out_dir, stored_dtype, cases):
     """Largest |logprob fp32 - fp64| over each case's full sequence: how much fp32 engines may differ."""
-    m32 = model_cls.from_pretrained(out_dir, attn_implementation="eager").to(torch.float32).eval()
-    m64 = load_float64(model_cls, out_dir)
+    m32 = load_reference(model_cls, out_dir, stored_dtype, torch.float32)
+    m64 = load_reference(model_cls, out_dir, stored_dtype, torch.float64)
     worst = 0.0
     for c in cases:
         seq = c["prompt_ids"] + [s["token_id"] for s in c["steps"]]
@@ -254,7 +342,7 @@ def build(fx, root):
     os.makedirs(out_dir)
     save(model, out_dir)
 
-    ref_model = load_float64(model_cls, out_dir)
+    ref_model = load_reference(model_cls, out_dir, DTYPES[fx["dtype"]], torch.float64)
     # The reloaded model must hold exactly the stored values.
     stored = {k: v.to(torch.float64) for k, v in model.state_dict().items()}
     for k, v in ref_model.state_dict().items():
@@ -264,7 +352,7 @@ def build(fx, root):
     rng = random.Random(fx["seed"] * 1000 + 7)
     vocab = cfg.vocab_size
     cases = []
-    for n in PROMPT_LENGTHS:
+    for n in fx.get("prompts", PROMPT_LENGTHS):
         best = None
         for attempt in range(PROMPT_TRIES):
             prompt = [rng.randrange(vocab) for _ in range(n)]
@@ -285,10 +373,11 @@ def build(fx, root):
         "stored_dtype": fx["dtype"],
         "reference_dtype": "float64",
         "attn_implementation": "eager",
+        "loaded_with": "from_pretrained(dtype=torch.float64); embed_scale, where present, rounded to stored_dtype",
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "steps": STEPS,
-        "fp32_max_logprob_deviation": fp32_deviation(model_cls, out_dir, cases),
+        "fp32_max_logprob_deviation": fp32_deviation(model_cls, out_dir, DTYPES[fx["dtype"]], cases),
         "config": {k: v for k, v in fx["config"].items()},
         "cases": cases,
     }

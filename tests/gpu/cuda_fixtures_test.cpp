@@ -1,9 +1,11 @@
-// Every tiny HF fixture (tests/fixtures/models/*, all 17 families and layouts) loaded with Device::CUDA against
-// its float64 transformers reference, computing in f16 and in bf16: the greedy ids wherever the reference's top-2
-// margin exceeds 0.05 nats (comparison of a case stops at the first divergence where it does not) and top-5
-// logprobs within 0.05 (bf16 on f16/f32 checkpoints and two sensitive bf16 fixtures: see the bounds below). Checked through forward() on a KvState and through forward_batch on a shuffled paged
-// pool, the three cases of a fixture staggered so steps mix prefill chunks and decodes. Each run prints a
-// `fixture-error` line (the worst top-5 logprob error) on stdout.
+// Every tiny HF fixture (tests/fixtures/models/*: the 17 families and layouts at head_dim 12-16, which run the
+// generic attention kernel, and 4 at head_dim 64, 128 and 256, which run the tensor-core ones) loaded with
+// Device::CUDA against its float64 transformers reference, computing in f16 and in bf16: the greedy ids wherever the
+// reference's top-2 margin exceeds 0.05 nats (comparison of a case stops at the first divergence where it does not)
+// and top-5 logprobs within 0.05 (bf16 on f16/f32 checkpoints and two sensitive bf16 fixtures: see the bounds
+// below). Checked through forward() on a KvState and through forward_batch on a shuffled paged pool, the cases of a
+// fixture (three, or four with a 150-token prompt) staggered so steps mix prefill chunks and decodes. Each run
+// prints a `fixture-error` line (the worst top-5 logprob error) on stdout.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -50,12 +52,16 @@ constexpr double kLogprobTolRoundedBf16 = 0.1;
 // something the arithmetic around them can remove. These two are held to their measured error plus a margin.
 const std::map<std::string, double> kBf16Bound = {{"gemma-mqa-bf16", 0.22}, {"llama3-gqa-bf16", 0.07}};
 
-// Every fixture CudaDecoderModel must run: all of tests/fixtures/models.
+// Every fixture CudaDecoderModel must run: all of tests/fixtures/models. The last four have head_dim 64, 128 and
+// 256 (mma.sync decode and prefill; the wgmma prefill at 128 on compute capability 9.0 over a 16-bit cache; the
+// fp8 cache's mma.sync paths) and a fourth prompt of 150 tokens: 11 KV blocks of 16 through forward(), and a
+// decode split over several CTAs (split-K).
 const std::set<std::string> kFixtureNames = {
     "bloom-alibi-bf16", "falcon-7b-mqa-bf16", "falcon-newarch-gqa-f16", "gemma-mqa-bf16",     "gemma2-gqa-f32",
     "gpt2-learned-f32", "gptj-rotary-f16",    "llama-mqa-f16",          "llama2-mha-f32",     "llama3-gqa-bf16",
     "mistral-swa",      "mpt-alibi-clip-f32", "neox-parallel-bf16",     "neox-sequential-f32", "phi3-fused-f16",
-    "qwen2-tied-bias",  "qwen3-qknorm"};
+    "qwen2-tied-bias",  "qwen3-qknorm",
+    "gemma2-hd256-bf16", "llama-gqa-hd64-f16", "llama-mqa-hd128-f16", "llama3-gqa-hd128-bf16"};
 
 std::vector<std::string> fixture_names() {
   std::vector<std::string> names;
