@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -198,9 +199,10 @@ int run(const ServeFlags& f) {
 
   // The engine's death (a device fault) stops the server as a signal does, and the exit code says it: a supervisor
   // restarts the process. /health answers 503 with the reason meanwhile.
-  std::thread([stop, ex = executor.get()] {
-    for (;;) {
-      if (ex->stats().dead) {
+  std::atomic<bool> watching{true};
+  std::thread watcher([&] {
+    while (watching.load()) {
+      if (executor->stats().dead) {
         {
           std::lock_guard<std::mutex> lock(stop->mu);
           ++stop->count;
@@ -210,8 +212,10 @@ int run(const ServeFlags& f) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-  }).detach();
+  });
   stop->wait();
+  watching = false;
+  watcher.join();
   if (const ExecutorStats dead = executor->stats(); dead.dead) {
     std::fprintf(stderr, "kiln serve: the engine is dead (%s); stopping\n", dead.dead_reason.c_str());
     server.begin_drain();

@@ -15,7 +15,7 @@
 
 #include "core/thread_pool.h"
 #include "cuda_test_util.h"
-#include "model/cuda_decoder_model.h"
+#include "model/cuda/cuda_decoder_model.h"
 
 namespace kiln {
 namespace {
@@ -586,8 +586,10 @@ class HashSource final : public WeightSource {
         return false;
     }
   }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
     const int64_t n = shape_numel(shape);
+    StoredTensor t{DType::F32, shape, std::vector<uint8_t>(static_cast<size_t>(n) * 4)};
+    float* dst = reinterpret_cast<float*>(t.bytes.data());
     const bool norm = shape.size() == 1;
     const float a = norm ? 0.0f : std::sqrt(3.0f / static_cast<float>(shape.back()));
     const uint64_t salt = (static_cast<uint64_t>(role) << 40) ^ (static_cast<uint64_t>(layer) << 20);
@@ -600,6 +602,7 @@ class HashSource final : public WeightSource {
         dst[i] = norm ? 1.0f : a * u;
       }
     });
+    return t;
   }
 };
 
@@ -625,7 +628,7 @@ TEST(CudaBench, DISABLED_Llama8BForward) {
   c.rope.factor = 8.0;
   HashSource src;
   CudaModelOptions opt;
-  opt.max_num_tokens = 2048;
+  opt.max_state_tokens = 2048;
   const auto t0 = std::chrono::steady_clock::now();
   auto model = CudaDecoderModel::create(c, src, {}, opt);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

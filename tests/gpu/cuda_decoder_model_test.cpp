@@ -2,7 +2,7 @@
 // trait set (LayerNorm, learned / ALiBi positions, parallel residuals, pre+post norms, soft-caps, clip_qkv, MQA;
 // bf16-representable weights, so both run the same model): logits of a prefill, of chunked prefills, and of
 // greedy decode steps.
-#include "model/cuda_decoder_model.h"
+#include "model/cuda/cuda_decoder_model.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 
 #include "cuda_test_util.h"
 #include "kiln/error.h"
-#include "model/decoder_model.h"
+#include "model/cpu/cpu_decoder_model.h"
 
 namespace kiln {
 namespace {
@@ -31,7 +31,9 @@ class RandomSource final : public WeightSource {
   bool has(WeightRole role, int64_t) const override {
     return role != WeightRole::LmHead || !c_.tie_word_embeddings;
   }
-  void read(WeightRole role, int64_t layer, const Shape& shape, float* dst) const override {
+  StoredTensor read(WeightRole role, int64_t layer, const Shape& shape) const override {
+    StoredTensor t{DType::F32, shape, std::vector<uint8_t>(static_cast<size_t>(shape_numel(shape)) * 4)};
+    float* dst = reinterpret_cast<float*>(t.bytes.data());
     std::mt19937 rng(static_cast<uint32_t>(1000 * static_cast<int>(role) + layer + 7));
     const int64_t n = shape_numel(shape);
     const bool norm = role == WeightRole::FinalNorm || role == WeightRole::AttnNorm || role == WeightRole::MlpNorm ||
@@ -42,6 +44,7 @@ class RandomSource final : public WeightSource {
                                                     : 1.0f / std::sqrt(static_cast<float>(shape.back()));
     std::normal_distribution<float> d(0.0f, scale);
     for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(f32_to_bf16((norm ? 1.0f : 0.0f) + d(rng)));
+    return t;
   }
 
  private:
@@ -75,12 +78,13 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
 
 void compare(const ModelConfig& c, const char* what, std::optional<DType> dtype = std::nullopt) {
   RandomSource src(c);
-  auto cpu_model = DecoderModel::create(c, src, {});
+  auto cpu_model = CpuDecoderModel::create(c, src, {});
   CudaModelOptions opt;
-  opt.max_num_tokens = 32;  // prompts longer than this run as chunks
+  opt.max_state_tokens = 32;  // prompts longer than this run as chunks
   opt.max_logit_rows = 16;
-  opt.dtype = dtype;
-  auto gpu_model = CudaDecoderModel::create(c, src, {}, opt);
+  LoadOptions lo;
+  lo.compute_dtype = dtype;
+  auto gpu_model = CudaDecoderModel::create(c, src, lo, opt);
   EXPECT_EQ(gpu_model->num_parameters(), cpu_model->num_parameters()) << what;
 
   std::mt19937 rng(3);
@@ -236,10 +240,10 @@ TEST(CudaDecoderModel, MatchesCpuDecoderModelOtherFamilies) {
 
 TEST(CudaDecoderModel, RefusesUnsupportedTraits) {
   KILN_REQUIRE_GPU();
-  auto refused = [](const ModelConfig& c, const CudaModelOptions& o) {
+  auto refused = [](const ModelConfig& c, const LoadOptions& o) {
     RandomSource src(c);
     try {
-      CudaDecoderModel::create(c, src, {}, o);
+      CudaDecoderModel::create(c, src, o);
       ADD_FAILURE() << "created";
     } catch (const Error& e) {
       const std::string msg = e.what();
@@ -249,8 +253,8 @@ TEST(CudaDecoderModel, RefusesUnsupportedTraits) {
   };
   refused(llama_like(15, 4, 2), {});   // odd head_dim (RoPE rotates pairs)
   refused(llama_like(288, 2, 2), {});  // head_dim over 256
-  CudaModelOptions f32;
-  f32.dtype = DType::F32;
+  LoadOptions f32;
+  f32.compute_dtype = DType::F32;
   refused(llama_like(64, 4, 2), f32);
 }
 

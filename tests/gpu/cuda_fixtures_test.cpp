@@ -25,7 +25,7 @@
 
 #include "cuda_test_util.h"
 #include "kiln/error.h"
-#include "model/cuda_decoder_model.h"
+#include "model/cuda/cuda_decoder_model.h"
 #include "kiln/model.h"
 
 namespace kiln {
@@ -242,7 +242,8 @@ void check_fixture(const std::string& name, DType dtype, bool kv_fp8 = false) {
   std::mt19937 rng(11);
   std::shuffle(ids.begin(), ids.end(), rng);
   size_t next_block = 0;
-  auto pool = model->new_kv_pool(static_cast<int64_t>(ids.size()), bs, 64);
+  auto pool = model->new_kv_pool(static_cast<int64_t>(ids.size()), bs);
+  auto ws = model->new_workspace(64);
   std::vector<float> logits;
   for (int step = 0; step < 200; ++step) {
     std::vector<int32_t> tokens;
@@ -278,7 +279,7 @@ void check_fixture(const std::string& name, DType dtype, bool kv_fp8 = false) {
       if (all_done) break;
       continue;
     }
-    model->forward_batch(*pool, {tokens, positions, slots, bseqs, rows}, logits);
+    model->forward_batch(*pool, *ws, {tokens, positions, slots, bseqs, rows}, logits);
     ASSERT_EQ(logits.size(), rows.size() * static_cast<size_t>(V));
     for (size_t r = 0; r < rows.size(); ++r) {
       Seq& s = seqs[owners[r]];
@@ -347,25 +348,26 @@ TEST(CudaFixtures, EveryFixtureIsListed) {
 TEST(CudaFixtures, ForwardBatchRefusesMalformedBatches) {
   KILN_REQUIRE_GPU();
   auto m = load_cuda("llama3-gqa-bf16");
-  auto pool = m->new_kv_pool(4, 4, 16);
+  auto pool = m->new_kv_pool(4, 4);
+  auto ws = m->new_workspace(16);
   const std::vector<int32_t> tokens = {1, 2, 3};
   const std::vector<int64_t> positions = {0, 1, 2}, slots = {8, 9, 10}, rows = {2};
   const std::vector<int32_t> table = {2};
   const BatchSeq ok{0, 3, 3, table};
   std::vector<float> logits;
-  EXPECT_NO_THROW(m->forward_batch(*pool, {tokens, positions, slots, {&ok, 1}, rows}, logits));
+  EXPECT_NO_THROW(m->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows}, logits));
   EXPECT_EQ(logits.size(), static_cast<size_t>(m->config().vocab_size));
   const std::vector<int32_t> bad_table = {7};
   const BatchSeq bad_block{0, 3, 3, bad_table};
-  EXPECT_THROW(m->forward_batch(*pool, {tokens, positions, slots, {&bad_block, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, slots, {&bad_block, 1}, rows}, logits), Error);
   const std::vector<int64_t> bad_slots = {8, 9, 11};
-  EXPECT_THROW(m->forward_batch(*pool, {tokens, positions, bad_slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, bad_slots, {&ok, 1}, rows}, logits), Error);
   const std::vector<int32_t> bad_ids = {1, 2, 1 << 20};
-  EXPECT_THROW(m->forward_batch(*pool, {bad_ids, positions, slots, {&ok, 1}, rows}, logits), Error);
-  auto big = m->new_kv_pool(4, 4, 2);  // 3 rows do not fit a pool made for batches of 2
-  EXPECT_THROW(m->forward_batch(*big, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(m->forward_batch(*pool, *ws, {bad_ids, positions, slots, {&ok, 1}, rows}, logits), Error);
+  auto small = m->new_workspace(2);  // 3 rows do not fit a workspace made for batches of 2
+  EXPECT_THROW(m->forward_batch(*pool, *small, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
   auto other = load_cuda("llama3-gqa-bf16");
-  EXPECT_THROW(other->forward_batch(*pool, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
+  EXPECT_THROW(other->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
 }
 
 }  // namespace

@@ -10,7 +10,7 @@
 
 #include "cuda_test_util.h"
 #include "kiln/executor.h"
-#include "model/cuda_decoder_model.h"
+#include "model/cuda/cuda_decoder_model.h"
 #include "kiln/model.h"
 
 namespace kiln {
@@ -30,6 +30,7 @@ constexpr int64_t kBlocksPerSeq = 24;
 struct Driver {
   std::shared_ptr<const Model> model;
   std::unique_ptr<KvPool> pool;
+  std::unique_ptr<Workspace> ws;
   std::vector<std::vector<int32_t>> tokens;  // prompt + generated
   std::vector<size_t> prompt_len;
   std::vector<std::vector<int32_t>> tables;
@@ -41,7 +42,8 @@ struct Driver {
          const std::vector<RowSampling>& p)
       : model(std::move(m)), tokens(prompts), params(p) {
     const int64_t n = static_cast<int64_t>(prompts.size());
-    pool = model->new_kv_pool(n * kBlocksPerSeq, kBlock, 2048);
+    pool = model->new_kv_pool(n * kBlocksPerSeq, kBlock);
+    ws = model->new_workspace(2048);
     penalties.resize(n);
     penalty_index.resize(n);
     for (int64_t i = 0; i < n; ++i) {
@@ -88,9 +90,11 @@ struct Driver {
       rs[i].step = tokens[i].size() - prompt_len[i];
       rs[i].penalties = penalties[i];
     }
-    ForwardBatch b{ids, pos, slots, seqs, rows};
+    int64_t decodes = 0;  // the leading one-row sequences
+    while (decodes < static_cast<int64_t>(seqs.size()) && seqs[decodes].query_len == 1) ++decodes;
+    ForwardBatch b{ids, pos, slots, seqs, rows, decodes};
     BatchSamples out;
-    model->forward_batch_sample(*pool, b, rs, out);
+    model->forward_batch_sample(*pool, *ws, b, rs, out);
     for (size_t i = 0; i < tokens.size(); ++i) {
       const int32_t t = forced ? (*forced)[i] : out.tokens[i];
       tokens[i].push_back(t);

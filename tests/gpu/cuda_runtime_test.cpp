@@ -246,20 +246,31 @@ TEST_P(CudaRuntime, PreemptedRequestsEqualUninterruptedOnes) {
   EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
 }
 
-// With no byte budget the KV pool comes from the GPU's free memory, not the host's.
-TEST_P(CudaRuntime, DefaultKvBudgetIsAFractionOfFreeDeviceMemory) {
+// With no byte budget the KV cache comes from the memory plan: the engine takes kv_cache_fraction of the GPU in all
+// (what is in use already, the workspace and the KV cache), and the device's memory in use afterwards is the plan's.
+TEST_P(CudaRuntime, MemoryPlanTakesTheFractionOfTheDevice) {
   KILN_REQUIRE_GPU();
   const auto m = GetParam().load();
-  const int64_t free_now = m->kv_memory_available();
-  ASSERT_GT(free_now, 0);
+  const Model::Memory before = m->memory();
+  ASSERT_GT(before.total, 0);
   ExecutorConfig c = small_config();
   c.kv_cache_bytes = 0;
-  c.kv_cache_fraction = 0.01;
   c.max_seq_len = 0;
+  c.max_batch_size = 4096;  // so the blocks that many full contexts can use do not cap the plan
+  const int64_t in_use = before.total - before.free;
+  const int64_t room = int64_t{512} << 20;
+  c.kv_cache_fraction =
+      static_cast<double>(in_use + m->workspace_bytes(c.max_num_tokens) + room) / static_cast<double>(before.total);
   Executor ex(m, nullptr, c);
-  const ExecutorStats s = ex.stats();
-  EXPECT_LE(s.kv_cache_bytes, static_cast<int64_t>(0.0101 * static_cast<double>(free_now)));
-  EXPECT_GT(s.kv_cache_bytes, 0);
+  const MemoryPlan& p = ex.memory_plan();
+  std::printf("  %s\n", p.describe(128).c_str());
+  const int64_t planned = p.in_use_before + p.workspace + p.kv_cache;
+  EXPECT_LE(planned, static_cast<int64_t>(c.kv_cache_fraction * static_cast<double>(before.total)));
+  EXPECT_GT(p.kv_cache, room - m->kv_block_bytes(c.block_size) - (int64_t{64} << 20));
+  const Model::Memory after = m->memory();
+  const int64_t used = after.total - after.free;
+  EXPECT_NEAR(static_cast<double>(used), static_cast<double>(planned), 0.02 * static_cast<double>(planned))
+      << "in use " << used << ", planned " << planned;
   EXPECT_EQ(collect(ex, ex.enqueue(greedy({1, 5, 9}, 5))).tokens.size(), 5u);
 }
 

@@ -38,7 +38,7 @@ int64_t kv_block_bytes(const ModelConfig& c, int32_t block_size, bool fp8);
 // prefill's blocks are neighbours and the concurrent reads of decode attention land 2 num_layers per apart, a regular
 // stride that the DRAM channels serve unevenly (at batch 384 x 1024 tokens, tables in allocation order read at 85% of
 // copy bandwidth, shuffled ones at 94%: docs/kernels.md). The pool therefore places logical blocks by a fixed random
-// permutation (`shuffle`; a KvState's own pool keeps them in order).
+// permutation (`shuffle`).
 class CudaKvPool final : public KvPool {
  public:
   CudaKvPool(const void* owner, const ModelConfig& c, int64_t num_blocks, int32_t block_size, bool fp8, bool shuffle);
