@@ -1,7 +1,5 @@
 // BLOOM family (BloomForCausalLM): ALiBi, a LayerNorm on the embeddings, a fused query_key_value laid out
 // per head as [n_heads, 3 (q, k, v), head_dim], biases everywhere, tanh GELU, tied embeddings.
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
@@ -38,36 +36,15 @@ ModelConfig parse_bloom(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-TensorSpec bloom_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.h.{}.", layer);
-  const int64_t nh = c.num_heads, hd = c.head_dim;
-  const std::string qkv = p + "self_attention.query_key_value.weight";
-  const std::string qkv_b = p + "self_attention.query_key_value.bias";
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.word_embeddings.weight"};
-    case WeightRole::EmbedNorm: return {"transformer.word_embeddings_layernorm.weight"};
-    case WeightRole::EmbedNormBias: return {"transformer.word_embeddings_layernorm.bias"};
-    case WeightRole::FinalNorm: return {"transformer.ln_f.weight"};
-    case WeightRole::FinalNormBias: return {"transformer.ln_f.bias"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::AttnNorm: return {p + "input_layernorm.weight"};
-    case WeightRole::AttnNormBias: return {p + "input_layernorm.bias"};
-    case WeightRole::Q: return fused_rows(qkv, nh, 3 * hd, 0, hd);
-    case WeightRole::K: return fused_rows(qkv, nh, 3 * hd, hd, hd);
-    case WeightRole::V: return fused_rows(qkv, nh, 3 * hd, 2 * hd, hd);
-    case WeightRole::QBias: return fused_rows(qkv_b, nh, 3 * hd, 0, hd);
-    case WeightRole::KBias: return fused_rows(qkv_b, nh, 3 * hd, hd, hd);
-    case WeightRole::VBias: return fused_rows(qkv_b, nh, 3 * hd, 2 * hd, hd);
-    case WeightRole::O: return {p + "self_attention.dense.weight"};
-    case WeightRole::OBias: return {p + "self_attention.dense.bias"};
-    case WeightRole::MlpNorm: return {p + "post_attention_layernorm.weight"};
-    case WeightRole::MlpNormBias: return {p + "post_attention_layernorm.bias"};
-    case WeightRole::Up: return {p + "mlp.dense_h_to_4h.weight"};
-    case WeightRole::UpBias: return {p + "mlp.dense_h_to_4h.bias"};
-    case WeightRole::Down: return {p + "mlp.dense_4h_to_h.weight"};
-    case WeightRole::DownBias: return {p + "mlp.dense_4h_to_h.bias"};
-    default: return {};
-  }
+const TensorTable& bloom_tensors(const ModelConfig&) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      "transformer.h.",
+      {{Embed, "transformer.word_embeddings"}, {EmbedNorm, "transformer.word_embeddings_layernorm"},
+       {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None}, {AttnNorm, "input_layernorm"},
+       {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup}, {O, "self_attention.dense"},
+       {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"}, {Down, "mlp.dense_4h_to_h"}}};
+  return t;
 }
 
 }  // namespace
@@ -76,7 +53,7 @@ Family bloom_family() {
   return {.name = "bloom",
           .architectures = {"BloomForCausalLM"},
           .parse_config = parse_bloom,
-          .tensor_spec = bloom_spec,
+          .tensors = bloom_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -1,8 +1,6 @@
 // Falcon family (FalconForCausalLM), both layouts: the 7B style (multi-query, attention and MLP in parallel
 // from one LayerNorm) and new_decoder_architecture (grouped KV heads, ln_attn and ln_mlp); also the
 // sequential parallel_attn false layout. Rotary positions only: ALiBi Falcons (alibi true) are refused.
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
@@ -60,40 +58,18 @@ ModelConfig parse_falcon(const nlohmann::json& j, const std::string& path) {
 // Every Falcon query_key_value is [n_kv, group + 2, head_dim] rows: per KV group its `group` query heads,
 // then its key, then its value. That covers all three HF splits: new_decoder_architecture as is,
 // multi_query as n_kv = 1 ([n_heads + 2, head_dim]) and the rest as n_kv = n_heads ([n_heads, 3, head_dim]).
-TensorSpec falcon_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.h.{}.", layer);
-  const int64_t hd = c.head_dim, nkv = c.num_kv_heads, group = c.num_heads / c.num_kv_heads;
-  const int64_t block = (group + 2) * hd;
-  const std::string qkv = p + "self_attention.query_key_value.weight";
-  const std::string qkv_b = p + "self_attention.query_key_value.bias";
-  // ln_attn / ln_mlp in the two-norm parallel layout; input_layernorm (and post_attention_layernorm when
-  // sequential) otherwise.
-  const bool two_parallel = c.parallel_residual && c.norm_layout == NormLayout::Pre;
-  const std::string attn_ln = p + (two_parallel ? "ln_attn" : "input_layernorm");
-  const std::string mlp_ln = p + (two_parallel ? "ln_mlp" : "post_attention_layernorm");
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.word_embeddings.weight"};
-    case WeightRole::FinalNorm: return {"transformer.ln_f.weight"};
-    case WeightRole::FinalNormBias: return {"transformer.ln_f.bias"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::AttnNorm: return {attn_ln + ".weight"};
-    case WeightRole::AttnNormBias: return {attn_ln + ".bias"};
-    case WeightRole::MlpNorm: return {mlp_ln + ".weight"};
-    case WeightRole::MlpNormBias: return {mlp_ln + ".bias"};
-    case WeightRole::Q: return fused_rows(qkv, nkv, block, 0, group * hd);
-    case WeightRole::K: return fused_rows(qkv, nkv, block, group * hd, hd);
-    case WeightRole::V: return fused_rows(qkv, nkv, block, (group + 1) * hd, hd);
-    case WeightRole::QBias: return fused_rows(qkv_b, nkv, block, 0, group * hd);
-    case WeightRole::KBias: return fused_rows(qkv_b, nkv, block, group * hd, hd);
-    case WeightRole::VBias: return fused_rows(qkv_b, nkv, block, (group + 1) * hd, hd);
-    case WeightRole::O: return {p + "self_attention.dense.weight"};
-    case WeightRole::OBias: return {p + "self_attention.dense.bias"};
-    case WeightRole::Up: return {p + "mlp.dense_h_to_4h.weight"};
-    case WeightRole::UpBias: return {p + "mlp.dense_h_to_4h.bias"};
-    case WeightRole::Down: return {p + "mlp.dense_4h_to_h.weight"};
-    case WeightRole::DownBias: return {p + "mlp.dense_4h_to_h.bias"};
-    default: return {};
-  }
+// The norms are ln_attn / ln_mlp in the two-norm parallel layout; input_layernorm (and post_attention_layernorm
+// when sequential) otherwise.
+const TensorTable& falcon_tensors(const ModelConfig& c) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      "transformer.h.",
+      {{Embed, "transformer.word_embeddings"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None},
+       {AttnNorm, "input_layernorm"}, {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup},
+       {O, "self_attention.dense"}, {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"},
+       {Down, "mlp.dense_4h_to_h"}}};
+  static const TensorTable two_norms = t.with({{AttnNorm, "ln_attn"}, {MlpNorm, "ln_mlp"}});
+  return c.parallel_residual && c.norm_layout == NormLayout::Pre ? two_norms : t;
 }
 
 }  // namespace
@@ -102,7 +78,7 @@ Family falcon_family() {
   return {.name = "falcon",
           .architectures = {"FalconForCausalLM"},
           .parse_config = parse_falcon,
-          .tensor_spec = falcon_spec,
+          .tensors = falcon_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -6,53 +6,34 @@
 #include <string>
 #include <vector>
 
+#include "model/families/tensor_table.h"
 #include "model/model_config.h"
-#include "model/weights.h"
 
 namespace kiln {
-
-// Where an HF checkpoint keeps the values of one role. `transposed`: stored [in, out] (GPT-2's Conv1D)
-// rather than [out, in]. A slice of a fused tensor (rows > 0): the stored rows (after transposition) are
-// `blocks` blocks of `block_rows` rows each, and the role is rows [row_offset, row_offset + rows) of every
-// block, concatenated; e.g. k of a per-head fused qkv [n_heads, 3, head_dim] is blocks = n_heads,
-// block_rows = 3 * head_dim, row_offset = head_dim, rows = head_dim. A bias is sliced the same way.
-struct TensorSpec {
-  std::string name;
-  bool transposed = false;
-  int64_t blocks = 1;
-  int64_t block_rows = 0;
-  int64_t row_offset = 0;
-  int64_t rows = 0;  // 0: the whole tensor
-};
 
 struct Family {
   std::string name;                        // "llama", "mistral", ...
   std::vector<std::string> architectures;  // HF `architectures[0]` values it handles
   // config.json (already parsed) → ModelConfig; `path` names the file in errors.
   ModelConfig (*parse_config)(const nlohmann::json& config, const std::string& path);
-  // The checkpoint tensor name of a role in layer `layer` (ignored for global roles), for families whose
-  // tensors map one to one; null when tensor_spec is given.
-  std::string (*tensor_name)(WeightRole role, int64_t layer) = nullptr;
-  // Where a role's values are for families with fused or transposed tensors; null: {tensor_name(..)}.
-  TensorSpec (*tensor_spec)(const ModelConfig& config, WeightRole role, int64_t layer) = nullptr;
+  // The checkpoint's naming scheme (model/families/tensor_table.h); given the config because a family may name
+  // tensors by layout (Falcon's two parallel norms), most return one table whatever it is.
+  const TensorTable& (*tensors)(const ModelConfig& config);
   // A prefix that checkpoints saved from the base model (GPT2Model rather than GPT2LMHeadModel, as the
   // original gpt2 and bloom uploads were) leave off: a name missing with it is looked up without it.
   std::string optional_prefix = {};
 };
 
-// A slice of fused tensor `name`: rows [offset, offset + rows) of each of `blocks` blocks of `block_rows`.
-inline TensorSpec fused_rows(std::string name, int64_t blocks, int64_t block_rows, int64_t offset, int64_t rows,
-                             bool transposed = false) {
-  return TensorSpec{std::move(name), transposed, blocks, block_rows, offset, rows};
-}
-
-// The spec of a role for `family` (from tensor_spec, or tensor_name when that is all it has).
+// The spec of a role for `family`: its table's entry for the role, read with `config`'s sizes.
 TensorSpec tensor_spec(const Family& family, const ModelConfig& config, WeightRole role, int64_t layer);
 
 // Every family kiln knows, in the order they are tried.
 const std::vector<Family>& families();
 // The family handling `architecture`, or nullptr.
 const Family* find_family(const std::string& architecture);
+
+// llama.cpp's names for the Llama layout in GGUF files (blk.N.attn_q.weight, ...).
+const TensorTable& gguf_llama_tensors();
 
 // The families' own descriptors (one per file in model/families/).
 Family llama_family();
@@ -87,9 +68,9 @@ void parse_sliding_window(const nlohmann::json& config, const std::string& path,
 // Qwen2/Qwen3 windows: use_sliding_window + sliding_window on layers >= max_window_layers (or layer_types).
 void parse_qwen_window(const nlohmann::json& config, const std::string& path, ModelConfig& cfg);
 
-// Hugging Face Llama tensor names (model.layers.N.self_attn.q_proj.weight, ...), shared by the
-// Llama-like families.
-std::string llama_tensor_name(WeightRole role, int64_t layer);
+// Hugging Face Llama tensor names (model.layers.N.self_attn.q_proj.weight, ...), shared by the Llama-like
+// families (the config is not needed: one table).
+const TensorTable& llama_tensors(const ModelConfig& config);
 
 // The rope fields (rope_theta, rope_scaling / rope_parameters, partial_rotary_factor) into cfg.rope;
 // cfg.head_dim must be set. `default_partial` applies when no partial_rotary_factor is given.

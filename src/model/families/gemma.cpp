@@ -37,7 +37,7 @@ Family gemma_family() {
   return {.name = "gemma",
           .architectures = {"GemmaForCausalLM"},
           .parse_config = parse_gemma,
-          .tensor_name = hf::llama_tensor_name};
+          .tensors = hf::llama_tensors};
 }
 
 }  // namespace kiln

@@ -35,14 +35,14 @@ ModelConfig parse_gemma2(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-std::string gemma2_tensor_name(WeightRole role, int64_t layer) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".";
-  switch (role) {
-    case WeightRole::PostAttnNorm: return p + "post_attention_layernorm.weight";
-    case WeightRole::MlpNorm: return p + "pre_feedforward_layernorm.weight";
-    case WeightRole::PostMlpNorm: return p + "post_feedforward_layernorm.weight";
-    default: return hf::llama_tensor_name(role, layer);
-  }
+// Llama's names, except that post_attention_layernorm is the norm after attention, and the MLP's norms are
+// pre_feedforward_layernorm and post_feedforward_layernorm.
+const TensorTable& gemma2_tensors(const ModelConfig& c) {
+  using enum WeightRole;
+  static const TensorTable t = hf::llama_tensors(c).with(
+      {{MlpNorm, "pre_feedforward_layernorm"}, {PostAttnNorm, "post_attention_layernorm", Bias::None},
+       {PostMlpNorm, "post_feedforward_layernorm", Bias::None}});
+  return t;
 }
 
 }  // namespace
@@ -51,7 +51,7 @@ Family gemma2_family() {
   return {.name = "gemma2",
           .architectures = {"Gemma2ForCausalLM"},
           .parse_config = parse_gemma2,
-          .tensor_name = gemma2_tensor_name};
+          .tensors = gemma2_tensors};
 }
 
 }  // namespace kiln

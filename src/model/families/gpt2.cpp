@@ -1,7 +1,5 @@
 // GPT-2 family (GPT2LMHeadModel), GPT-3-style configs included: learned absolute positions, LayerNorm,
 // gelu_new, Conv1D weights stored [in, out] (transposed at load), one fused c_attn for q|k|v, tied embeddings.
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
@@ -42,34 +40,15 @@ ModelConfig parse_gpt2(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-TensorSpec gpt2_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.h.{}.", layer);
-  const int64_t H = c.hidden_size;
-  const std::string qkv = p + "attn.c_attn.weight", qkv_b = p + "attn.c_attn.bias";
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.wte.weight"};
-    case WeightRole::PosEmbed: return {"transformer.wpe.weight"};
-    case WeightRole::FinalNorm: return {"transformer.ln_f.weight"};
-    case WeightRole::FinalNormBias: return {"transformer.ln_f.bias"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::AttnNorm: return {p + "ln_1.weight"};
-    case WeightRole::AttnNormBias: return {p + "ln_1.bias"};
-    case WeightRole::Q: return fused_rows(qkv, 1, 3 * H, 0, H, true);
-    case WeightRole::K: return fused_rows(qkv, 1, 3 * H, H, H, true);
-    case WeightRole::V: return fused_rows(qkv, 1, 3 * H, 2 * H, H, true);
-    case WeightRole::QBias: return fused_rows(qkv_b, 1, 3 * H, 0, H);
-    case WeightRole::KBias: return fused_rows(qkv_b, 1, 3 * H, H, H);
-    case WeightRole::VBias: return fused_rows(qkv_b, 1, 3 * H, 2 * H, H);
-    case WeightRole::O: return {p + "attn.c_proj.weight", true};
-    case WeightRole::OBias: return {p + "attn.c_proj.bias"};
-    case WeightRole::MlpNorm: return {p + "ln_2.weight"};
-    case WeightRole::MlpNormBias: return {p + "ln_2.bias"};
-    case WeightRole::Up: return {p + "mlp.c_fc.weight", true};
-    case WeightRole::UpBias: return {p + "mlp.c_fc.bias"};
-    case WeightRole::Down: return {p + "mlp.c_proj.weight", true};
-    case WeightRole::DownBias: return {p + "mlp.c_proj.bias"};
-    default: return {};
-  }
+const TensorTable& gpt2_tensors(const ModelConfig&) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      .layer_prefix = "transformer.h.",
+      .names = {{Embed, "transformer.wte"}, {PosEmbed, "transformer.wpe"}, {FinalNorm, "transformer.ln_f"},
+                {LmHead, "lm_head", Bias::None}, {AttnNorm, "ln_1"}, {Q, "attn.c_attn", Bias::Named, Fused::Stacked},
+                {O, "attn.c_proj"}, {MlpNorm, "ln_2"}, {Up, "mlp.c_fc"}, {Down, "mlp.c_proj"}},
+      .conv1d = true};
+  return t;
 }
 
 }  // namespace
@@ -78,7 +57,7 @@ Family gpt2_family() {
   return {.name = "gpt2",
           .architectures = {"GPT2LMHeadModel"},
           .parse_config = parse_gpt2,
-          .tensor_spec = gpt2_spec,
+          .tensors = gpt2_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -1,7 +1,5 @@
 // GPT-NeoX family (GPTNeoXForCausalLM: Pythia, GPT-NeoX-20B): partial rotary (rotary_pct), parallel
 // residual on or off, a fused query_key_value laid out per head as [n_heads, 3 (q, k, v), head_dim].
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
@@ -43,33 +41,15 @@ ModelConfig parse_gpt_neox(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-TensorSpec gpt_neox_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("gpt_neox.layers.{}.", layer);
-  const int64_t nh = c.num_heads, hd = c.head_dim;
-  const std::string qkv = p + "attention.query_key_value.weight", qkv_b = p + "attention.query_key_value.bias";
-  switch (role) {
-    case WeightRole::Embed: return {"gpt_neox.embed_in.weight"};
-    case WeightRole::FinalNorm: return {"gpt_neox.final_layer_norm.weight"};
-    case WeightRole::FinalNormBias: return {"gpt_neox.final_layer_norm.bias"};
-    case WeightRole::LmHead: return {"embed_out.weight"};
-    case WeightRole::AttnNorm: return {p + "input_layernorm.weight"};
-    case WeightRole::AttnNormBias: return {p + "input_layernorm.bias"};
-    case WeightRole::Q: return fused_rows(qkv, nh, 3 * hd, 0, hd);
-    case WeightRole::K: return fused_rows(qkv, nh, 3 * hd, hd, hd);
-    case WeightRole::V: return fused_rows(qkv, nh, 3 * hd, 2 * hd, hd);
-    case WeightRole::QBias: return fused_rows(qkv_b, nh, 3 * hd, 0, hd);
-    case WeightRole::KBias: return fused_rows(qkv_b, nh, 3 * hd, hd, hd);
-    case WeightRole::VBias: return fused_rows(qkv_b, nh, 3 * hd, 2 * hd, hd);
-    case WeightRole::O: return {p + "attention.dense.weight"};
-    case WeightRole::OBias: return {p + "attention.dense.bias"};
-    case WeightRole::MlpNorm: return {p + "post_attention_layernorm.weight"};
-    case WeightRole::MlpNormBias: return {p + "post_attention_layernorm.bias"};
-    case WeightRole::Up: return {p + "mlp.dense_h_to_4h.weight"};
-    case WeightRole::UpBias: return {p + "mlp.dense_h_to_4h.bias"};
-    case WeightRole::Down: return {p + "mlp.dense_4h_to_h.weight"};
-    case WeightRole::DownBias: return {p + "mlp.dense_4h_to_h.bias"};
-    default: return {};
-  }
+const TensorTable& gpt_neox_tensors(const ModelConfig&) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      "gpt_neox.layers.",
+      {{Embed, "gpt_neox.embed_in"}, {FinalNorm, "gpt_neox.final_layer_norm"}, {LmHead, "embed_out", Bias::None},
+       {AttnNorm, "input_layernorm"}, {Q, "attention.query_key_value", Bias::Named, Fused::PerKvGroup},
+       {O, "attention.dense"}, {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"},
+       {Down, "mlp.dense_4h_to_h"}}};
+  return t;
 }
 
 }  // namespace
@@ -78,7 +58,7 @@ Family gpt_neox_family() {
   return {.name = "gpt_neox",
           .architectures = {"GPTNeoXForCausalLM"},
           .parse_config = parse_gpt_neox,
-          .tensor_spec = gpt_neox_spec,
+          .tensors = gpt_neox_tensors,
           .optional_prefix = "gpt_neox."};
 }
 

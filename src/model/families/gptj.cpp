@@ -1,7 +1,5 @@
 // GPT-J family (GPTJForCausalLM): attention and MLP in parallel from one LayerNorm, interleaved rotary on
 // the first rotary_dim dims of each head, no q/k/v/out biases, a bias on the untied lm_head.
-#include <fmt/format.h>
-
 #include <algorithm>
 
 #include "kiln/error.h"
@@ -47,26 +45,14 @@ ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-TensorSpec gptj_spec(const ModelConfig&, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.h.{}.", layer);
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.wte.weight"};
-    case WeightRole::FinalNorm: return {"transformer.ln_f.weight"};
-    case WeightRole::FinalNormBias: return {"transformer.ln_f.bias"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::LmHeadBias: return {"lm_head.bias"};
-    case WeightRole::AttnNorm: return {p + "ln_1.weight"};
-    case WeightRole::AttnNormBias: return {p + "ln_1.bias"};
-    case WeightRole::Q: return {p + "attn.q_proj.weight"};
-    case WeightRole::K: return {p + "attn.k_proj.weight"};
-    case WeightRole::V: return {p + "attn.v_proj.weight"};
-    case WeightRole::O: return {p + "attn.out_proj.weight"};
-    case WeightRole::Up: return {p + "mlp.fc_in.weight"};
-    case WeightRole::UpBias: return {p + "mlp.fc_in.bias"};
-    case WeightRole::Down: return {p + "mlp.fc_out.weight"};
-    case WeightRole::DownBias: return {p + "mlp.fc_out.bias"};
-    default: return {};
-  }
+const TensorTable& gptj_tensors(const ModelConfig&) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      "transformer.h.",
+      {{Embed, "transformer.wte"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head"}, {AttnNorm, "ln_1"},
+       {Q, "attn.q_proj", Bias::None}, {K, "attn.k_proj", Bias::None}, {V, "attn.v_proj", Bias::None},
+       {O, "attn.out_proj", Bias::None}, {Up, "mlp.fc_in"}, {Down, "mlp.fc_out"}}};
+  return t;
 }
 
 }  // namespace
@@ -75,7 +61,7 @@ Family gptj_family() {
   return {.name = "gptj",
           .architectures = {"GPTJForCausalLM"},
           .parse_config = parse_gptj,
-          .tensor_spec = gptj_spec,
+          .tensors = gptj_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -1,4 +1,4 @@
-// config.json fields shared by the Llama-like families, and Hugging Face Llama tensor names.
+// config.json fields shared by the families: typed access, rope, activations and the Llama-like fields.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -212,39 +212,6 @@ void parse_sliding_window(const json& j, const std::string& path, ModelConfig& c
       KILN_THROW("{}: layer_types entry '{}' is not supported (supported: full_attention, sliding_attention)", path, s);
     }
   }
-}
-
-std::string llama_tensor_name(WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("model.layers.{}.", layer);
-  switch (role) {
-    case WeightRole::Embed: return "model.embed_tokens.weight";
-    case WeightRole::FinalNorm: return "model.norm.weight";
-    case WeightRole::FinalNormBias: return "model.norm.bias";
-    case WeightRole::LmHead: return "lm_head.weight";
-    case WeightRole::AttnNorm: return p + "input_layernorm.weight";
-    case WeightRole::AttnNormBias: return p + "input_layernorm.bias";
-    case WeightRole::Q: return p + "self_attn.q_proj.weight";
-    case WeightRole::K: return p + "self_attn.k_proj.weight";
-    case WeightRole::V: return p + "self_attn.v_proj.weight";
-    case WeightRole::O: return p + "self_attn.o_proj.weight";
-    case WeightRole::QBias: return p + "self_attn.q_proj.bias";
-    case WeightRole::KBias: return p + "self_attn.k_proj.bias";
-    case WeightRole::VBias: return p + "self_attn.v_proj.bias";
-    case WeightRole::OBias: return p + "self_attn.o_proj.bias";
-    case WeightRole::QNorm: return p + "self_attn.q_norm.weight";
-    case WeightRole::KNorm: return p + "self_attn.k_norm.weight";
-    case WeightRole::MlpNorm: return p + "post_attention_layernorm.weight";
-    case WeightRole::MlpNormBias: return p + "post_attention_layernorm.bias";
-    case WeightRole::Gate: return p + "mlp.gate_proj.weight";
-    case WeightRole::Up: return p + "mlp.up_proj.weight";
-    case WeightRole::Down: return p + "mlp.down_proj.weight";
-    case WeightRole::GateBias: return p + "mlp.gate_proj.bias";
-    case WeightRole::UpBias: return p + "mlp.up_proj.bias";
-    case WeightRole::DownBias: return p + "mlp.down_proj.bias";
-
-    default: break;  // roles of other layouts: not in these checkpoints
-  }
-  return {};
 }
 
 }  // namespace kiln::hf

@@ -12,6 +12,6 @@ ModelConfig parse_mistral(const nlohmann::json& j, const std::string& path) {
 
 }  // namespace
 
-Family mistral_family() { return {"mistral", {"MistralForCausalLM"}, parse_mistral, hf::llama_tensor_name}; }
+Family mistral_family() { return {"mistral", {"MistralForCausalLM"}, parse_mistral, hf::llama_tensors}; }
 
 }  // namespace kiln

@@ -1,7 +1,5 @@
 // MPT family (MptForCausalLM): ALiBi (attn_config.alibi_bias_max), no biases anywhere, LayerNorms without
 // bias, one fused Wqkv (q, k, v stacked), clip_qkv when set, tied embeddings.
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
@@ -49,24 +47,16 @@ ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-TensorSpec mpt_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.blocks.{}.", layer);
-  const int64_t H = c.hidden_size;
-  const std::string qkv = p + "attn.Wqkv.weight";
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.wte.weight"};
-    case WeightRole::FinalNorm: return {"transformer.norm_f.weight"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::AttnNorm: return {p + "norm_1.weight"};
-    case WeightRole::Q: return fused_rows(qkv, 1, 3 * H, 0, H);
-    case WeightRole::K: return fused_rows(qkv, 1, 3 * H, H, H);
-    case WeightRole::V: return fused_rows(qkv, 1, 3 * H, 2 * H, H);
-    case WeightRole::O: return {p + "attn.out_proj.weight"};
-    case WeightRole::MlpNorm: return {p + "norm_2.weight"};
-    case WeightRole::Up: return {p + "ffn.up_proj.weight"};
-    case WeightRole::Down: return {p + "ffn.down_proj.weight"};
-    default: return {};
-  }
+// No biases anywhere, the LayerNorms' included.
+const TensorTable& mpt_tensors(const ModelConfig&) {
+  using enum WeightRole;
+  static const TensorTable t = {
+      "transformer.blocks.",
+      {{Embed, "transformer.wte"}, {FinalNorm, "transformer.norm_f", Bias::None}, {LmHead, "lm_head", Bias::None},
+       {AttnNorm, "norm_1", Bias::None}, {Q, "attn.Wqkv", Bias::None, Fused::Stacked},
+       {O, "attn.out_proj", Bias::None}, {MlpNorm, "norm_2", Bias::None}, {Up, "ffn.up_proj", Bias::None},
+       {Down, "ffn.down_proj", Bias::None}}};
+  return t;
 }
 
 }  // namespace
@@ -75,7 +65,7 @@ Family mpt_family() {
   return {.name = "mpt",
           .architectures = {"MptForCausalLM"},
           .parse_config = parse_mpt,
-          .tensor_spec = mpt_spec,
+          .tensors = mpt_tensors,
           .optional_prefix = "transformer."};
 }
 
