@@ -7,27 +7,15 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_bloom(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "bloom";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"hidden_size", "n_embed"}, path);
-  c.num_layers = hf::get_int_any(j, {"n_layer", "num_hidden_layers"}, path);
-  c.num_heads = hf::get_int_any(j, {"n_head", "num_attention_heads"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, hidden_size, n_layer and n_head must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: hidden_size ({}) is not a multiple of n_head ({})", path,
-             c.hidden_size, c.num_heads);
+  ModelConfig c = hf::parse_gpt_like(j, path, "bloom",
+                                     {.hidden = {"hidden_size", "n_embed"},
+                                      .layers = {"n_layer", "num_hidden_layers"},
+                                      .heads = {"n_head", "num_attention_heads"}});
   KILN_CHECK(!hf::get_bool(j, "apply_residual_connection_post_layernorm", path, false),
              "{}: apply_residual_connection_post_layernorm true is not supported", path);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
   c.intermediate_size = 4 * c.hidden_size;
   c.max_position_embeddings = hf::get_int_any(j, {"seq_length", "max_position_embeddings"}, path, 0);
-  c.norm = NormKind::LayerNorm;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
   c.act = ActKind::GeluTanh;
-  c.gated_mlp = false;
   c.position = PositionKind::Alibi;
   c.alibi_bias_max = 8.0;
   c.embed_norm = true;
@@ -50,10 +38,7 @@ const TensorTable& bloom_tensors(const ModelConfig&) {
 }  // namespace
 
 Family bloom_family() {
-  return {.name = "bloom",
-          .architectures = {"BloomForCausalLM"},
-          .parse_config = parse_bloom,
-          .tensors = bloom_tensors,
+  return {.name = "bloom", .architectures = {"BloomForCausalLM"}, .parse_config = parse_bloom, .tensors = bloom_tensors,
           .optional_prefix = "transformer."};
 }
 

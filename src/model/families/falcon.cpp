@@ -8,20 +8,12 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_falcon(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
   KILN_CHECK(!hf::get_bool(j, "alibi", path, false),
              "{}: alibi true (Falcon-RW style ALiBi Falcon) is not supported; only rotary Falcons are", path);
-  ModelConfig c;
-  c.family = "falcon";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"hidden_size", "n_embed"}, path);
-  c.num_layers = hf::get_int_any(j, {"num_hidden_layers", "n_layer"}, path);
-  c.num_heads = hf::get_int_any(j, {"num_attention_heads", "n_head"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, hidden_size, num_hidden_layers and num_attention_heads must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: hidden_size ({}) is not a multiple of num_attention_heads ({})",
-             path, c.hidden_size, c.num_heads);
-  c.head_dim = c.hidden_size / c.num_heads;
+  ModelConfig c = hf::parse_gpt_like(j, path, "falcon",
+                                     {.hidden = {"hidden_size", "n_embed"},
+                                      .layers = {"num_hidden_layers", "n_layer"},
+                                      .heads = {"num_attention_heads", "n_head"}});
   const bool new_arch = hf::get_bool(j, "new_decoder_architecture", path, false);
   const bool multi_query = hf::get_bool(j, "multi_query", path, true);
   const bool parallel = hf::get_bool(j, "parallel_attn", path, true);
@@ -43,12 +35,7 @@ ModelConfig parse_falcon(const nlohmann::json& j, const std::string& path) {
   }
   c.intermediate_size = hf::get_int(j, "ffn_hidden_size", path, 4 * c.hidden_size);
   c.max_position_embeddings = hf::get_int(j, "max_position_embeddings", path, 2048);
-  c.norm = NormKind::LayerNorm;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
-  const auto act = j.find("activation");
-  c.act = hf::parse_activation(act != j.end() && act->is_string() ? act->get<std::string>() : "gelu", "activation",
-                               path);
-  c.gated_mlp = false;
+  c.act = hf::get_activation(j, "activation", path, "gelu");
   hf::parse_rope(j, path, c);
   c.qkv_bias = c.o_bias = c.mlp_bias = hf::get_bool(j, "bias", path, false);
   hf::parse_common(j, path, c, true);
@@ -75,11 +62,8 @@ const TensorTable& falcon_tensors(const ModelConfig& c) {
 }  // namespace
 
 Family falcon_family() {
-  return {.name = "falcon",
-          .architectures = {"FalconForCausalLM"},
-          .parse_config = parse_falcon,
-          .tensors = falcon_tensors,
-          .optional_prefix = "transformer."};
+  return {.name = "falcon", .architectures = {"FalconForCausalLM"}, .parse_config = parse_falcon,
+          .tensors = falcon_tensors, .optional_prefix = "transformer."};
 }
 
 }  // namespace kiln

@@ -57,9 +57,27 @@ namespace hf {
 // tie_word_embeddings, dtype, bos/eos. Missing required fields throw naming the field and `path`.
 ModelConfig parse_llama_like(const nlohmann::json& config, const std::string& path, const std::string& family);
 
+// The GPT-2 lineage's shared part (GPT-2, GPT-J, GPT-NeoX, Falcon, MPT, BLOOM): vocab_size and the hidden size,
+// layer count and head count under the family's spellings (`keys`, the first of each list named in errors),
+// checked positive with the hidden size a multiple of the heads; one KV head per head, head_dim = hidden / heads;
+// LayerNorm with eps from `keys.norm_eps` (default 1e-5); an ungated MLP.
+struct GptKeys {
+  std::initializer_list<const char*> hidden, layers, heads;
+  const char* norm_eps = "layer_norm_epsilon";
+};
+ModelConfig parse_gpt_like(const nlohmann::json& config, const std::string& path, const std::string& family,
+                           const GptKeys& keys);
+
+// GPT-2 and GPT-J: parse_gpt_like with GPT-2's spellings (n_embd, n_layer, n_head), n_inner (default 4 x n_embd)
+// and activation_function (default gelu_new).
+ModelConfig parse_gpt2_like(const nlohmann::json& config, const std::string& path, const std::string& family);
+
 // Gemma and Gemma 2: parse_llama_like plus GeGLU (tanh GELU), (1 + w) RMSNorm, sqrt(hidden) embedding
 // scale, tied embeddings by default.
 ModelConfig parse_gemma_like(const nlohmann::json& config, const std::string& path, const std::string& family);
+
+// Mistral and Phi-3: parse_llama_like plus sliding_window (0: none) on every layer, or per `layer_types`.
+ModelConfig parse_mistral_like(const nlohmann::json& config, const std::string& path, const std::string& family);
 
 // Per-layer windows from `layer_types` when present, else `fallback` (0: full) for every layer.
 void parse_sliding_window(const nlohmann::json& config, const std::string& path, ModelConfig& cfg,
@@ -82,6 +100,9 @@ void parse_common(const nlohmann::json& config, const std::string& path, ModelCo
 // An HF activation name (hidden_act, activation_function, ...): silu, gelu (erf), gelu_new / gelu_fast /
 // gelu_pytorch_tanh (tanh). Others throw naming `field`, the value and `path`.
 ActKind parse_activation(const std::string& name, const char* field, const std::string& path);
+
+// The activation a string field names (`def` when the field is absent or not a string), as parse_activation.
+ActKind get_activation(const nlohmann::json& j, const char* key, const std::string& path, const char* def);
 
 // The first of `keys` present (configs spell sizes n_embd / hidden_size / d_model ...); throws naming the
 // first key and `path` when none is, unless a default is given.

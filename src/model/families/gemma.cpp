@@ -34,9 +34,7 @@ ModelConfig parse_gemma(const nlohmann::json& j, const std::string& path) {
 }  // namespace
 
 Family gemma_family() {
-  return {.name = "gemma",
-          .architectures = {"GemmaForCausalLM"},
-          .parse_config = parse_gemma,
+  return {.name = "gemma", .architectures = {"GemmaForCausalLM"}, .parse_config = parse_gemma,
           .tensors = hf::llama_tensors};
 }
 

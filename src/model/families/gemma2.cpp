@@ -48,9 +48,7 @@ const TensorTable& gemma2_tensors(const ModelConfig& c) {
 }  // namespace
 
 Family gemma2_family() {
-  return {.name = "gemma2",
-          .architectures = {"Gemma2ForCausalLM"},
-          .parse_config = parse_gemma2,
+  return {.name = "gemma2", .architectures = {"Gemma2ForCausalLM"}, .parse_config = parse_gemma2,
           .tensors = gemma2_tensors};
 }
 

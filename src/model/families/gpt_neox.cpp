@@ -7,27 +7,14 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_gpt_neox(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "gpt_neox";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int(j, "hidden_size", path);
-  c.num_layers = hf::get_int(j, "num_hidden_layers", path);
-  c.num_heads = hf::get_int(j, "num_attention_heads", path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, hidden_size, num_hidden_layers and num_attention_heads must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: hidden_size ({}) is not a multiple of num_attention_heads ({})",
-             path, c.hidden_size, c.num_heads);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
+  ModelConfig c = hf::parse_gpt_like(j, path, "gpt_neox",
+                                     {.hidden = {"hidden_size"},
+                                      .layers = {"num_hidden_layers"},
+                                      .heads = {"num_attention_heads"},
+                                      .norm_eps = "layer_norm_eps"});
   c.intermediate_size = hf::get_int(j, "intermediate_size", path, 4 * c.hidden_size);
   c.max_position_embeddings = hf::get_int(j, "max_position_embeddings", path, 2048);
-  c.norm = NormKind::LayerNorm;
-  c.norm_eps = hf::get_float(j, "layer_norm_eps", path, 1e-5);
-  const auto act = j.find("hidden_act");
-  c.act = hf::parse_activation(act != j.end() && act->is_string() ? act->get<std::string>() : "gelu", "hidden_act",
-                               path);
-  c.gated_mlp = false;
+  c.act = hf::get_activation(j, "hidden_act", path, "gelu");
   // Older configs spell the rotary fraction and base rotary_pct and rotary_emb_base (default 0.25, 10000).
   hf::parse_rope(j, path, c, hf::get_float(j, "rotary_pct", path, 0.25));
   const auto params = j.find("rope_parameters");
@@ -55,11 +42,8 @@ const TensorTable& gpt_neox_tensors(const ModelConfig&) {
 }  // namespace
 
 Family gpt_neox_family() {
-  return {.name = "gpt_neox",
-          .architectures = {"GPTNeoXForCausalLM"},
-          .parse_config = parse_gpt_neox,
-          .tensors = gpt_neox_tensors,
-          .optional_prefix = "gpt_neox."};
+  return {.name = "gpt_neox", .architectures = {"GPTNeoXForCausalLM"}, .parse_config = parse_gpt_neox,
+          .tensors = gpt_neox_tensors, .optional_prefix = "gpt_neox."};
 }
 
 }  // namespace kiln

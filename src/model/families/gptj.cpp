@@ -9,27 +9,8 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "gptj";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"n_embd", "hidden_size"}, path);
-  c.num_layers = hf::get_int_any(j, {"n_layer", "num_hidden_layers"}, path);
-  c.num_heads = hf::get_int_any(j, {"n_head", "num_attention_heads"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, n_embd, n_layer and n_head must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: n_embd ({}) is not a multiple of n_head ({})", path,
-             c.hidden_size, c.num_heads);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
-  c.intermediate_size = hf::get_int_any(j, {"n_inner"}, path, 4 * c.hidden_size);
+  ModelConfig c = hf::parse_gpt2_like(j, path, "gptj");
   c.max_position_embeddings = hf::get_int_any(j, {"n_positions", "max_position_embeddings"}, path, 2048);
-  c.norm = NormKind::LayerNorm;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
-  const auto act = j.find("activation_function");
-  c.act = hf::parse_activation(act != j.end() && act->is_string() ? act->get<std::string>() : "gelu_new",
-                               "activation_function", path);
-  c.gated_mlp = false;
   // GPT-J's rotary is fixed at base 10000, pairs (2i, 2i + 1), over the first rotary_dim dims (default 64).
   c.rope.theta = 10000.0;
   c.rope.interleaved = true;
@@ -58,10 +39,7 @@ const TensorTable& gptj_tensors(const ModelConfig&) {
 }  // namespace
 
 Family gptj_family() {
-  return {.name = "gptj",
-          .architectures = {"GPTJForCausalLM"},
-          .parse_config = parse_gptj,
-          .tensors = gptj_tensors,
+  return {.name = "gptj", .architectures = {"GPTJForCausalLM"}, .parse_config = parse_gptj, .tensors = gptj_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -106,6 +106,11 @@ ActKind parse_activation(const std::string& name, const char* key, const std::st
              name);
 }
 
+ActKind get_activation(const json& j, const char* key, const std::string& path, const char* def) {
+  const json* v = field(j, key);
+  return parse_activation(v && v->is_string() ? v->get<std::string>() : def, key, path);
+}
+
 bool has_field(const json& j, const char* key) { return field(j, key) != nullptr; }
 
 int64_t get_int_any(const json& j, std::initializer_list<const char*> keys, const std::string& path) {
@@ -186,11 +191,31 @@ ModelConfig parse_llama_like(const json& j, const std::string& path, const std::
   c.max_position_embeddings = get_int(j, "max_position_embeddings", path, 0);
   c.norm = NormKind::RMSNorm;
   c.norm_eps = get_float(j, "rms_norm_eps", path, 1e-6);
-  const json* act = field(j, "hidden_act");
-  c.act = parse_activation(act && act->is_string() ? act->get<std::string>() : "silu", "hidden_act", path);
+  c.act = get_activation(j, "hidden_act", path, "silu");
   c.gated_mlp = true;
   parse_rope(j, path, c);
   parse_common(j, path, c, false);
+  return c;
+}
+
+ModelConfig parse_gpt_like(const json& j, const std::string& path, const std::string& family, const GptKeys& keys) {
+  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
+  ModelConfig c;
+  c.family = family;
+  c.vocab_size = get_int(j, "vocab_size", path);
+  c.hidden_size = get_int_any(j, keys.hidden, path);
+  c.num_layers = get_int_any(j, keys.layers, path);
+  c.num_heads = get_int_any(j, keys.heads, path);
+  const char *hidden = *keys.hidden.begin(), *heads = *keys.heads.begin();
+  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
+             "{}: vocab_size, {}, {} and {} must be positive", path, hidden, *keys.layers.begin(), heads);
+  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: {} ({}) is not a multiple of {} ({})", path, hidden,
+             c.hidden_size, heads, c.num_heads);
+  c.num_kv_heads = c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.norm = NormKind::LayerNorm;
+  c.norm_eps = get_float(j, keys.norm_eps, path, 1e-5);
+  c.gated_mlp = false;
   return c;
 }
 

@@ -7,28 +7,16 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "mpt";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"d_model", "hidden_size"}, path);
-  c.num_layers = hf::get_int_any(j, {"n_layers", "num_hidden_layers"}, path);
-  c.num_heads = hf::get_int_any(j, {"n_heads", "num_attention_heads"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, d_model, n_layers and n_heads must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: d_model ({}) is not a multiple of n_heads ({})", path,
-             c.hidden_size, c.num_heads);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
+  ModelConfig c = hf::parse_gpt_like(j, path, "mpt",
+                                     {.hidden = {"d_model", "hidden_size"},
+                                      .layers = {"n_layers", "num_hidden_layers"},
+                                      .heads = {"n_heads", "num_attention_heads"}});
   const int64_t ratio = hf::get_int(j, "expansion_ratio", path, 4);
   KILN_CHECK(ratio > 0, "{}: expansion_ratio must be positive", path);
   c.intermediate_size = ratio * c.hidden_size;
   c.max_position_embeddings = hf::get_int_any(j, {"max_seq_len", "max_position_embeddings"}, path, 2048);
-  c.norm = NormKind::LayerNorm;
   c.norm_bias = false;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
   c.act = ActKind::GeluErf;
-  c.gated_mlp = false;
   KILN_CHECK(hf::get_bool(j, "no_bias", path, true), "{}: no_bias false (MPT with biases) is not supported", path);
   KILN_CHECK(!hf::has_field(j, "logit_scale"), "{}: logit_scale is not supported", path);
   static const nlohmann::json kEmpty = nlohmann::json::object();
@@ -62,10 +50,7 @@ const TensorTable& mpt_tensors(const ModelConfig&) {
 }  // namespace
 
 Family mpt_family() {
-  return {.name = "mpt",
-          .architectures = {"MptForCausalLM"},
-          .parse_config = parse_mpt,
-          .tensors = mpt_tensors,
+  return {.name = "mpt", .architectures = {"MptForCausalLM"}, .parse_config = parse_mpt, .tensors = mpt_tensors,
           .optional_prefix = "transformer."};
 }
 

@@ -7,9 +7,7 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_phi3(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_llama_like(j, path, "phi3");
-  hf::parse_sliding_window(j, path, c, hf::get_int(j, "sliding_window", path, 0));
-  return c;
+  return hf::parse_mistral_like(j, path, "phi3");
 }
 
 // Llama's names with q, k, v in one fused qkv_proj and gate, up in one gate_up_proj, neither with a bias.
