@@ -4,13 +4,22 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.h.",
+    .names = {{Embed, "transformer.word_embeddings"}, {EmbedNorm, "transformer.word_embeddings_layernorm"},
+              {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None}, {AttnNorm, "input_layernorm"},
+              {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup}, {O, "self_attention.dense"},
+              {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"}, {Down, "mlp.dense_4h_to_h"}}};
+
 namespace {
 
 ModelConfig parse_bloom(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_gpt_like(j, path, "bloom",
-                                     {.hidden = {"hidden_size", "n_embed"},
-                                      .layers = {"n_layer", "num_hidden_layers"},
-                                      .heads = {"n_head", "num_attention_heads"}});
+  ModelConfig c = hf::parse_gpt_like(j, path, "bloom", {.hidden = {"hidden_size", "n_embed"},
+                                                        .layers = {"n_layer", "num_hidden_layers"},
+                                                        .heads = {"n_head", "num_attention_heads"}});
   KILN_CHECK(!hf::get_bool(j, "apply_residual_connection_post_layernorm", path, false),
              "{}: apply_residual_connection_post_layernorm true is not supported", path);
   c.intermediate_size = 4 * c.hidden_size;
@@ -20,26 +29,11 @@ ModelConfig parse_bloom(const nlohmann::json& j, const std::string& path) {
   c.alibi_bias_max = 8.0;
   c.embed_norm = true;
   c.qkv_bias = c.o_bias = c.mlp_bias = true;
-  hf::parse_common(j, path, c, true);
   return c;
-}
-
-const TensorTable& bloom_tensors(const ModelConfig&) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      "transformer.h.",
-      {{Embed, "transformer.word_embeddings"}, {EmbedNorm, "transformer.word_embeddings_layernorm"},
-       {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None}, {AttnNorm, "input_layernorm"},
-       {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup}, {O, "self_attention.dense"},
-       {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"}, {Down, "mlp.dense_4h_to_h"}}};
-  return t;
 }
 
 }  // namespace
 
-Family bloom_family() {
-  return {.name = "bloom", .architectures = {"BloomForCausalLM"}, .parse_config = parse_bloom, .tensors = bloom_tensors,
-          .optional_prefix = "transformer."};
-}
+Family bloom_family() { return {"bloom", {"BloomForCausalLM"}, parse_bloom, kTensors, "transformer."}; }
 
 }  // namespace kiln

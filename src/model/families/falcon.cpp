@@ -5,15 +5,30 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+// Every Falcon query_key_value is [n_kv, group + 2, head_dim] rows: per KV group its `group` query heads,
+// then its key, then its value. That covers all three HF splits: new_decoder_architecture as is,
+// multi_query as n_kv = 1 ([n_heads + 2, head_dim]) and the rest as n_kv = n_heads ([n_heads, 3, head_dim]).
+// The norms are ln_attn / ln_mlp in the two-norm parallel layout; input_layernorm (and post_attention_layernorm
+// when sequential) otherwise.
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.h.",
+    .names = {{Embed, "transformer.word_embeddings"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None},
+              {AttnNorm, "input_layernorm"}, {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup},
+              {O, "self_attention.dense"}, {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"},
+              {Down, "mlp.dense_4h_to_h"}},
+    .parallel_norms = {{AttnNorm, "ln_attn"}, {MlpNorm, "ln_mlp"}}};
+
 namespace {
 
 ModelConfig parse_falcon(const nlohmann::json& j, const std::string& path) {
   KILN_CHECK(!hf::get_bool(j, "alibi", path, false),
              "{}: alibi true (Falcon-RW style ALiBi Falcon) is not supported; only rotary Falcons are", path);
-  ModelConfig c = hf::parse_gpt_like(j, path, "falcon",
-                                     {.hidden = {"hidden_size", "n_embed"},
-                                      .layers = {"num_hidden_layers", "n_layer"},
-                                      .heads = {"num_attention_heads", "n_head"}});
+  ModelConfig c = hf::parse_gpt_like(j, path, "falcon", {.hidden = {"hidden_size", "n_embed"},
+                                                         .layers = {"num_hidden_layers", "n_layer"},
+                                                         .heads = {"num_attention_heads", "n_head"}});
   const bool new_arch = hf::get_bool(j, "new_decoder_architecture", path, false);
   const bool multi_query = hf::get_bool(j, "multi_query", path, true);
   const bool parallel = hf::get_bool(j, "parallel_attn", path, true);
@@ -38,32 +53,11 @@ ModelConfig parse_falcon(const nlohmann::json& j, const std::string& path) {
   c.act = hf::get_activation(j, "activation", path, "gelu");
   hf::parse_rope(j, path, c);
   c.qkv_bias = c.o_bias = c.mlp_bias = hf::get_bool(j, "bias", path, false);
-  hf::parse_common(j, path, c, true);
   return c;
-}
-
-// Every Falcon query_key_value is [n_kv, group + 2, head_dim] rows: per KV group its `group` query heads,
-// then its key, then its value. That covers all three HF splits: new_decoder_architecture as is,
-// multi_query as n_kv = 1 ([n_heads + 2, head_dim]) and the rest as n_kv = n_heads ([n_heads, 3, head_dim]).
-// The norms are ln_attn / ln_mlp in the two-norm parallel layout; input_layernorm (and post_attention_layernorm
-// when sequential) otherwise.
-const TensorTable& falcon_tensors(const ModelConfig& c) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      "transformer.h.",
-      {{Embed, "transformer.word_embeddings"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head", Bias::None},
-       {AttnNorm, "input_layernorm"}, {Q, "self_attention.query_key_value", Bias::Named, Fused::PerKvGroup},
-       {O, "self_attention.dense"}, {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"},
-       {Down, "mlp.dense_4h_to_h"}}};
-  static const TensorTable two_norms = t.with({{AttnNorm, "ln_attn"}, {MlpNorm, "ln_mlp"}});
-  return c.parallel_residual && c.norm_layout == NormLayout::Pre ? two_norms : t;
 }
 
 }  // namespace
 
-Family falcon_family() {
-  return {.name = "falcon", .architectures = {"FalconForCausalLM"}, .parse_config = parse_falcon,
-          .tensors = falcon_tensors, .optional_prefix = "transformer."};
-}
+Family falcon_family() { return {"falcon", {"FalconForCausalLM"}, parse_falcon, kTensors, "transformer."}; }
 
 }  // namespace kiln

@@ -16,9 +16,8 @@ struct Family {
   std::vector<std::string> architectures;  // HF `architectures[0]` values it handles
   // config.json (already parsed) → ModelConfig; `path` names the file in errors.
   ModelConfig (*parse_config)(const nlohmann::json& config, const std::string& path);
-  // The checkpoint's naming scheme (model/families/tensor_table.h); given the config because a family may name
-  // tensors by layout (Falcon's two parallel norms), most return one table whatever it is.
-  const TensorTable& (*tensors)(const ModelConfig& config);
+  // The checkpoint's tensor names (model/families/tensor_table.h).
+  TensorTable tensors;
   // A prefix that checkpoints saved from the base model (GPT2Model rather than GPT2LMHeadModel, as the
   // original gpt2 and bloom uploads were) leave off: a name missing with it is looked up without it.
   std::string optional_prefix = {};
@@ -58,19 +57,21 @@ namespace hf {
 ModelConfig parse_llama_like(const nlohmann::json& config, const std::string& path, const std::string& family);
 
 // The GPT-2 lineage's shared part (GPT-2, GPT-J, GPT-NeoX, Falcon, MPT, BLOOM): vocab_size and the hidden size,
-// layer count and head count under the family's spellings (`keys`, the first of each list named in errors),
-// checked positive with the hidden size a multiple of the heads; one KV head per head, head_dim = hidden / heads;
-// LayerNorm with eps from `keys.norm_eps` (default 1e-5); an ungated MLP.
-struct GptKeys {
+// layer count and head count under the family's spellings (the first of each list is named in errors), checked
+// positive with the hidden size a multiple of the heads; one KV head per head, head_dim = hidden / heads;
+// LayerNorm with eps from `norm_eps` (default 1e-5); an ungated MLP; parse_common's fields.
+struct GptFields {
   std::initializer_list<const char*> hidden, layers, heads;
   const char* norm_eps = "layer_norm_epsilon";
+  bool tie = true;  // tie_word_embeddings when the config does not say
 };
 ModelConfig parse_gpt_like(const nlohmann::json& config, const std::string& path, const std::string& family,
-                           const GptKeys& keys);
+                           const GptFields& fields);
 
 // GPT-2 and GPT-J: parse_gpt_like with GPT-2's spellings (n_embd, n_layer, n_head), n_inner (default 4 x n_embd)
 // and activation_function (default gelu_new).
-ModelConfig parse_gpt2_like(const nlohmann::json& config, const std::string& path, const std::string& family);
+ModelConfig parse_gpt2_like(const nlohmann::json& config, const std::string& path, const std::string& family,
+                            bool tie);
 
 // Gemma and Gemma 2: parse_llama_like plus GeGLU (tanh GELU), (1 + w) RMSNorm, sqrt(hidden) embedding
 // scale, tied embeddings by default.
@@ -87,8 +88,8 @@ void parse_sliding_window(const nlohmann::json& config, const std::string& path,
 void parse_qwen_window(const nlohmann::json& config, const std::string& path, ModelConfig& cfg);
 
 // Hugging Face Llama tensor names (model.layers.N.self_attn.q_proj.weight, ...), shared by the Llama-like
-// families (the config is not needed: one table).
-const TensorTable& llama_tensors(const ModelConfig& config);
+// families.
+const TensorTable& llama_tensors();
 
 // The rope fields (rope_theta, rope_scaling / rope_parameters, partial_rotary_factor) into cfg.rope;
 // cfg.head_dim must be set. `default_partial` applies when no partial_rotary_factor is given.

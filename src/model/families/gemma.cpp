@@ -33,9 +33,6 @@ ModelConfig parse_gemma(const nlohmann::json& j, const std::string& path) {
 
 }  // namespace
 
-Family gemma_family() {
-  return {.name = "gemma", .architectures = {"GemmaForCausalLM"}, .parse_config = parse_gemma,
-          .tensors = hf::llama_tensors};
-}
+Family gemma_family() { return {"gemma", {"GemmaForCausalLM"}, parse_gemma, hf::llama_tensors()}; }
 
 }  // namespace kiln

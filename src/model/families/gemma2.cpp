@@ -8,6 +8,14 @@
 
 namespace kiln {
 
+using enum WeightRole;  // the table names roles bare
+
+// Llama's names, except that post_attention_layernorm is the norm after attention, and the MLP's norms are
+// pre_feedforward_layernorm and post_feedforward_layernorm.
+const TensorTable kTensors = hf::llama_tensors().with({{MlpNorm, "pre_feedforward_layernorm"},
+                                                       {PostAttnNorm, "post_attention_layernorm", Bias::None},
+                                                       {PostMlpNorm, "post_feedforward_layernorm", Bias::None}});
+
 namespace {
 
 ModelConfig parse_gemma2(const nlohmann::json& j, const std::string& path) {
@@ -35,21 +43,8 @@ ModelConfig parse_gemma2(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-// Llama's names, except that post_attention_layernorm is the norm after attention, and the MLP's norms are
-// pre_feedforward_layernorm and post_feedforward_layernorm.
-const TensorTable& gemma2_tensors(const ModelConfig& c) {
-  using enum WeightRole;
-  static const TensorTable t = hf::llama_tensors(c).with(
-      {{MlpNorm, "pre_feedforward_layernorm"}, {PostAttnNorm, "post_attention_layernorm", Bias::None},
-       {PostMlpNorm, "post_feedforward_layernorm", Bias::None}});
-  return t;
-}
-
 }  // namespace
 
-Family gemma2_family() {
-  return {.name = "gemma2", .architectures = {"Gemma2ForCausalLM"}, .parse_config = parse_gemma2,
-          .tensors = gemma2_tensors};
-}
+Family gemma2_family() { return {"gemma2", {"Gemma2ForCausalLM"}, parse_gemma2, kTensors}; }
 
 }  // namespace kiln

@@ -8,21 +8,30 @@ namespace kiln {
 namespace hf {
 // GPT-2's config spelling, which GPT-J's keeps: n_embd, n_layer, n_head, n_inner (default 4 x n_embd),
 // activation_function (default gelu_new), layer_norm_epsilon.
-ModelConfig parse_gpt2_like(const nlohmann::json& j, const std::string& path, const std::string& family) {
-  ModelConfig c = parse_gpt_like(j, path, family,
-                                 {.hidden = {"n_embd", "hidden_size"},
-                                  .layers = {"n_layer", "num_hidden_layers"},
-                                  .heads = {"n_head", "num_attention_heads"}});
+ModelConfig parse_gpt2_like(const nlohmann::json& j, const std::string& path, const std::string& family, bool tie) {
+  ModelConfig c = parse_gpt_like(j, path, family, {.hidden = {"n_embd", "hidden_size"},
+                                                   .layers = {"n_layer", "num_hidden_layers"},
+                                                   .heads = {"n_head", "num_attention_heads"},
+                                                   .tie = tie});
   c.intermediate_size = get_int_any(j, {"n_inner"}, path, 4 * c.hidden_size);
   c.act = get_activation(j, "activation_function", path, "gelu_new");
   return c;
 }
 }  // namespace hf
 
+using enum WeightRole;  // the table names roles bare
+
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.h.",
+    .names = {{Embed, "transformer.wte"}, {PosEmbed, "transformer.wpe"}, {FinalNorm, "transformer.ln_f"},
+              {LmHead, "lm_head", Bias::None}, {AttnNorm, "ln_1"}, {Q, "attn.c_attn", Bias::Named, Fused::Stacked},
+              {O, "attn.c_proj"}, {MlpNorm, "ln_2"}, {Up, "mlp.c_fc"}, {Down, "mlp.c_proj"}},
+    .conv1d = true};
+
 namespace {
 
 ModelConfig parse_gpt2(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_gpt2_like(j, path, "gpt2");
+  ModelConfig c = hf::parse_gpt2_like(j, path, "gpt2", true);
   c.max_position_embeddings = hf::get_int_any(j, {"n_positions", "max_position_embeddings", "n_ctx"}, path, 1024);
   KILN_CHECK(c.max_position_embeddings > 0, "{}: n_positions must be positive", path);
   c.position = PositionKind::Learned;
@@ -32,26 +41,11 @@ ModelConfig parse_gpt2(const nlohmann::json& j, const std::string& path) {
              "{}: scale_attn_by_inverse_layer_idx true is not supported", path);
   KILN_CHECK(!hf::get_bool(j, "add_cross_attention", path, false), "{}: add_cross_attention true is not supported",
              path);
-  hf::parse_common(j, path, c, true);
   return c;
-}
-
-const TensorTable& gpt2_tensors(const ModelConfig&) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      .layer_prefix = "transformer.h.",
-      .names = {{Embed, "transformer.wte"}, {PosEmbed, "transformer.wpe"}, {FinalNorm, "transformer.ln_f"},
-                {LmHead, "lm_head", Bias::None}, {AttnNorm, "ln_1"}, {Q, "attn.c_attn", Bias::Named, Fused::Stacked},
-                {O, "attn.c_proj"}, {MlpNorm, "ln_2"}, {Up, "mlp.c_fc"}, {Down, "mlp.c_proj"}},
-      .conv1d = true};
-  return t;
 }
 
 }  // namespace
 
-Family gpt2_family() {
-  return {.name = "gpt2", .architectures = {"GPT2LMHeadModel"}, .parse_config = parse_gpt2, .tensors = gpt2_tensors,
-          .optional_prefix = "transformer."};
-}
+Family gpt2_family() { return {"gpt2", {"GPT2LMHeadModel"}, parse_gpt2, kTensors, "transformer."}; }
 
 }  // namespace kiln

@@ -4,14 +4,24 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+const TensorTable kTensors = {
+    .layer_prefix = "gpt_neox.layers.",
+    .names = {{Embed, "gpt_neox.embed_in"}, {FinalNorm, "gpt_neox.final_layer_norm"},
+              {LmHead, "embed_out", Bias::None}, {AttnNorm, "input_layernorm"},
+              {Q, "attention.query_key_value", Bias::Named, Fused::PerKvGroup}, {O, "attention.dense"},
+              {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"}, {Down, "mlp.dense_4h_to_h"}}};
+
 namespace {
 
 ModelConfig parse_gpt_neox(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_gpt_like(j, path, "gpt_neox",
-                                     {.hidden = {"hidden_size"},
-                                      .layers = {"num_hidden_layers"},
-                                      .heads = {"num_attention_heads"},
-                                      .norm_eps = "layer_norm_eps"});
+  ModelConfig c = hf::parse_gpt_like(j, path, "gpt_neox", {.hidden = {"hidden_size"},
+                                                           .layers = {"num_hidden_layers"},
+                                                           .heads = {"num_attention_heads"},
+                                                           .norm_eps = "layer_norm_eps",
+                                                           .tie = false});
   c.intermediate_size = hf::get_int(j, "intermediate_size", path, 4 * c.hidden_size);
   c.max_position_embeddings = hf::get_int(j, "max_position_embeddings", path, 2048);
   c.act = hf::get_activation(j, "hidden_act", path, "gelu");
@@ -24,26 +34,11 @@ ModelConfig parse_gpt_neox(const nlohmann::json& j, const std::string& path) {
   c.parallel_residual = hf::get_bool(j, "use_parallel_residual", path, true);
   c.qkv_bias = c.o_bias = hf::get_bool(j, "attention_bias", path, true);
   c.mlp_bias = true;
-  hf::parse_common(j, path, c, false);
   return c;
-}
-
-const TensorTable& gpt_neox_tensors(const ModelConfig&) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      "gpt_neox.layers.",
-      {{Embed, "gpt_neox.embed_in"}, {FinalNorm, "gpt_neox.final_layer_norm"}, {LmHead, "embed_out", Bias::None},
-       {AttnNorm, "input_layernorm"}, {Q, "attention.query_key_value", Bias::Named, Fused::PerKvGroup},
-       {O, "attention.dense"}, {MlpNorm, "post_attention_layernorm"}, {Up, "mlp.dense_h_to_4h"},
-       {Down, "mlp.dense_4h_to_h"}}};
-  return t;
 }
 
 }  // namespace
 
-Family gpt_neox_family() {
-  return {.name = "gpt_neox", .architectures = {"GPTNeoXForCausalLM"}, .parse_config = parse_gpt_neox,
-          .tensors = gpt_neox_tensors, .optional_prefix = "gpt_neox."};
-}
+Family gpt_neox_family() { return {"gpt_neox", {"GPTNeoXForCausalLM"}, parse_gpt_neox, kTensors, "gpt_neox."}; }
 
 }  // namespace kiln

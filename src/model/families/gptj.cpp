@@ -6,10 +6,19 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.h.",
+    .names = {{Embed, "transformer.wte"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head"}, {AttnNorm, "ln_1"},
+              {Q, "attn.q_proj", Bias::None}, {K, "attn.k_proj", Bias::None}, {V, "attn.v_proj", Bias::None},
+              {O, "attn.out_proj", Bias::None}, {Up, "mlp.fc_in"}, {Down, "mlp.fc_out"}}};
+
 namespace {
 
 ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_gpt2_like(j, path, "gptj");
+  ModelConfig c = hf::parse_gpt2_like(j, path, "gptj", false);
   c.max_position_embeddings = hf::get_int_any(j, {"n_positions", "max_position_embeddings"}, path, 2048);
   // GPT-J's rotary is fixed at base 10000, pairs (2i, 2i + 1), over the first rotary_dim dims (default 64).
   c.rope.theta = 10000.0;
@@ -22,25 +31,11 @@ ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
   c.qkv_bias = c.o_bias = false;
   c.mlp_bias = true;
   c.lm_head_bias = true;
-  hf::parse_common(j, path, c, false);
   return c;
-}
-
-const TensorTable& gptj_tensors(const ModelConfig&) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      "transformer.h.",
-      {{Embed, "transformer.wte"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head"}, {AttnNorm, "ln_1"},
-       {Q, "attn.q_proj", Bias::None}, {K, "attn.k_proj", Bias::None}, {V, "attn.v_proj", Bias::None},
-       {O, "attn.out_proj", Bias::None}, {Up, "mlp.fc_in"}, {Down, "mlp.fc_out"}}};
-  return t;
 }
 
 }  // namespace
 
-Family gptj_family() {
-  return {.name = "gptj", .architectures = {"GPTJForCausalLM"}, .parse_config = parse_gptj, .tensors = gptj_tensors,
-          .optional_prefix = "transformer."};
-}
+Family gptj_family() { return {"gptj", {"GPTJForCausalLM"}, parse_gptj, kTensors, "transformer."}; }
 
 }  // namespace kiln

@@ -198,24 +198,25 @@ ModelConfig parse_llama_like(const json& j, const std::string& path, const std::
   return c;
 }
 
-ModelConfig parse_gpt_like(const json& j, const std::string& path, const std::string& family, const GptKeys& keys) {
+ModelConfig parse_gpt_like(const json& j, const std::string& path, const std::string& family, const GptFields& fields) {
   KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
   ModelConfig c;
   c.family = family;
   c.vocab_size = get_int(j, "vocab_size", path);
-  c.hidden_size = get_int_any(j, keys.hidden, path);
-  c.num_layers = get_int_any(j, keys.layers, path);
-  c.num_heads = get_int_any(j, keys.heads, path);
-  const char *hidden = *keys.hidden.begin(), *heads = *keys.heads.begin();
+  c.hidden_size = get_int_any(j, fields.hidden, path);
+  c.num_layers = get_int_any(j, fields.layers, path);
+  c.num_heads = get_int_any(j, fields.heads, path);
+  const char *hidden = *fields.hidden.begin(), *heads = *fields.heads.begin();
   KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, {}, {} and {} must be positive", path, hidden, *keys.layers.begin(), heads);
+             "{}: vocab_size, {}, {} and {} must be positive", path, hidden, *fields.layers.begin(), heads);
   KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: {} ({}) is not a multiple of {} ({})", path, hidden,
              c.hidden_size, heads, c.num_heads);
   c.num_kv_heads = c.num_heads;
   c.head_dim = c.hidden_size / c.num_heads;
   c.norm = NormKind::LayerNorm;
-  c.norm_eps = get_float(j, keys.norm_eps, path, 1e-5);
+  c.norm_eps = get_float(j, fields.norm_eps, path, 1e-5);
   c.gated_mlp = false;
+  parse_common(j, path, c, fields.tie);
   return c;
 }
 
@@ -237,6 +238,12 @@ void parse_sliding_window(const json& j, const std::string& path, ModelConfig& c
       KILN_THROW("{}: layer_types entry '{}' is not supported (supported: full_attention, sliding_attention)", path, s);
     }
   }
+}
+
+ModelConfig parse_mistral_like(const json& j, const std::string& path, const std::string& family) {
+  ModelConfig c = parse_llama_like(j, path, family);
+  parse_sliding_window(j, path, c, get_int(j, "sliding_window", path, 0));
+  return c;
 }
 
 }  // namespace kiln::hf

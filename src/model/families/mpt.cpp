@@ -4,13 +4,23 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+// No biases anywhere, the LayerNorms' included.
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.blocks.",
+    .names = {{Embed, "transformer.wte"}, {FinalNorm, "transformer.norm_f", Bias::None},
+              {LmHead, "lm_head", Bias::None}, {AttnNorm, "norm_1", Bias::None},
+              {Q, "attn.Wqkv", Bias::None, Fused::Stacked}, {O, "attn.out_proj", Bias::None},
+              {MlpNorm, "norm_2", Bias::None}, {Up, "ffn.up_proj", Bias::None}, {Down, "ffn.down_proj", Bias::None}}};
+
 namespace {
 
 ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_gpt_like(j, path, "mpt",
-                                     {.hidden = {"d_model", "hidden_size"},
-                                      .layers = {"n_layers", "num_hidden_layers"},
-                                      .heads = {"n_heads", "num_attention_heads"}});
+  ModelConfig c = hf::parse_gpt_like(j, path, "mpt", {.hidden = {"d_model", "hidden_size"},
+                                                      .layers = {"n_layers", "num_hidden_layers"},
+                                                      .heads = {"n_heads", "num_attention_heads"}});
   const int64_t ratio = hf::get_int(j, "expansion_ratio", path, 4);
   KILN_CHECK(ratio > 0, "{}: expansion_ratio must be positive", path);
   c.intermediate_size = ratio * c.hidden_size;
@@ -31,27 +41,11 @@ ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
   c.clip_qkv = hf::get_float(a, "clip_qkv", where, 0.0);
   KILN_CHECK(c.clip_qkv >= 0, "{}: clip_qkv must not be negative", where);
   c.attn_scale = hf::get_float(a, "softmax_scale", where, 0.0);
-  hf::parse_common(j, path, c, true);
   return c;
-}
-
-// No biases anywhere, the LayerNorms' included.
-const TensorTable& mpt_tensors(const ModelConfig&) {
-  using enum WeightRole;
-  static const TensorTable t = {
-      "transformer.blocks.",
-      {{Embed, "transformer.wte"}, {FinalNorm, "transformer.norm_f", Bias::None}, {LmHead, "lm_head", Bias::None},
-       {AttnNorm, "norm_1", Bias::None}, {Q, "attn.Wqkv", Bias::None, Fused::Stacked},
-       {O, "attn.out_proj", Bias::None}, {MlpNorm, "norm_2", Bias::None}, {Up, "ffn.up_proj", Bias::None},
-       {Down, "ffn.down_proj", Bias::None}}};
-  return t;
 }
 
 }  // namespace
 
-Family mpt_family() {
-  return {.name = "mpt", .architectures = {"MptForCausalLM"}, .parse_config = parse_mpt, .tensors = mpt_tensors,
-          .optional_prefix = "transformer."};
-}
+Family mpt_family() { return {"mpt", {"MptForCausalLM"}, parse_mpt, kTensors, "transformer."}; }
 
 }  // namespace kiln

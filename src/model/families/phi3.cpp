@@ -4,24 +4,21 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+// Llama's names with q, k, v in one fused qkv_proj and gate, up in one gate_up_proj, neither with a bias.
+const TensorTable kTensors = hf::llama_tensors().with({{Q, "self_attn.qkv_proj", Bias::None, Fused::Stacked},
+                                                       {Gate, "mlp.gate_up_proj", Bias::None, Fused::Stacked}});
+
 namespace {
 
 ModelConfig parse_phi3(const nlohmann::json& j, const std::string& path) {
   return hf::parse_mistral_like(j, path, "phi3");
 }
 
-// Llama's names with q, k, v in one fused qkv_proj and gate, up in one gate_up_proj, neither with a bias.
-const TensorTable& phi3_tensors(const ModelConfig& c) {
-  using enum WeightRole;
-  static const TensorTable t = hf::llama_tensors(c).with(
-      {{Q, "self_attn.qkv_proj", Bias::None, Fused::Stacked}, {Gate, "mlp.gate_up_proj", Bias::None, Fused::Stacked}});
-  return t;
-}
-
 }  // namespace
 
-Family phi3_family() {
-  return {.name = "phi3", .architectures = {"Phi3ForCausalLM"}, .parse_config = parse_phi3, .tensors = phi3_tensors};
-}
+Family phi3_family() { return {"phi3", {"Phi3ForCausalLM"}, parse_phi3, kTensors}; }
 
 }  // namespace kiln

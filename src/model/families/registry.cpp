@@ -30,7 +30,7 @@ const Family* find_family(const std::string& architecture) {
 }
 
 TensorSpec tensor_spec(const Family& family, const ModelConfig& config, WeightRole role, int64_t layer) {
-  return tensor_spec(family.tensors(config), config, role, layer);
+  return tensor_spec(family.tensors, config, role, layer);
 }
 
 }  // namespace kiln

@@ -41,25 +41,32 @@ Part part_of(WeightRole role) {
   return {role, false};
 }
 
-// The module holding weight role `w`: the fused tensor of its group when the table has one, else its own entry;
-// with the group `w` is read from (empty when not fused).
+// The module holding weight role `w`, with the group of roles it holds when it is a fused tensor (else empty):
+// the fused tensor of w's group where the table has one, else w's own entry, the layout's where it has one.
 struct Holder {
   const TensorName* name = nullptr;
   std::span<const WeightRole> group;
 };
 
-const TensorName* entry(const TensorTable& t, WeightRole w) {
-  const auto it = std::ranges::find(t.names, w, &TensorName::role);
-  return it == t.names.end() ? nullptr : &*it;
+const TensorName* entry(const std::vector<TensorName>& names, WeightRole w) {
+  const auto it = std::ranges::find(names, w, &TensorName::role);
+  return it == names.end() ? nullptr : &*it;
 }
 
-Holder holder(const TensorTable& t, WeightRole w) {
+Holder holder(const TensorTable& t, bool parallel_norms, WeightRole w) {
   for (std::span<const WeightRole> group : {std::span<const WeightRole>(kQkv), std::span<const WeightRole>(kGateUp)}) {
     if (!contains(group, w)) continue;
-    const TensorName* first = entry(t, group.front());
+    const TensorName* first = entry(t.names, group.front());
     if (first != nullptr && first->fused != Fused::No) return {first, group};
   }
-  return {entry(t, w), {}};
+  const TensorName* own = parallel_norms ? entry(t.parallel_norms, w) : nullptr;
+  return {own != nullptr ? own : entry(t.names, w), {}};
+}
+
+std::string name_of(const TensorTable& t, const Holder& h, Part p, int64_t layer) {
+  if (h.name == nullptr || (p.bias && h.name->bias == Bias::None)) return {};
+  std::string name = contains(kGlobal, p.weight) ? "" : t.layer_prefix + std::to_string(layer) + ".";
+  return name + h.name->module + (p.bias ? ".bias" : ".weight");
 }
 
 // How many rows role `w` has in all: q and k/v by their heads, gate and up the intermediate size.
@@ -85,18 +92,15 @@ TensorTable TensorTable::with(std::initializer_list<TensorName> changes) const {
 
 std::string tensor_name(const TensorTable& t, WeightRole role, int64_t layer) {
   const Part p = part_of(role);
-  const TensorName* n = holder(t, p.weight).name;
-  if (n == nullptr || (p.bias && n->bias == Bias::None)) return {};
-  std::string name = contains(kGlobal, p.weight) ? "" : t.layer_prefix + std::to_string(layer) + ".";
-  return name + n->module + (p.bias ? ".bias" : ".weight");
+  return name_of(t, holder(t, false, p.weight), p, layer);
 }
 
 TensorSpec tensor_spec(const TensorTable& t, const ModelConfig& c, WeightRole role, int64_t layer) {
-  TensorSpec s{tensor_name(t, role, layer)};
-  if (s.name.empty()) return s;
   const Part p = part_of(role);
+  const Holder h = holder(t, c.parallel_residual && c.norm_layout == NormLayout::Pre, p.weight);
+  TensorSpec s{name_of(t, h, p, layer)};
+  if (s.name.empty()) return s;
   s.transposed = t.conv1d && !p.bias && contains(kLinear, p.weight);
-  const Holder h = holder(t, p.weight);
   if (h.group.empty()) return s;
   // Every part's rows are spread evenly over the blocks: one block when stacked, one per KV head when grouped.
   s.blocks = h.name->fused == Fused::PerKvGroup ? c.num_kv_heads : 1;

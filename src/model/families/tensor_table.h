@@ -52,19 +52,23 @@ struct TensorName {
 
 // A naming scheme.
 struct TensorTable {
-  const char* layer_prefix;  // layer l's modules are under layer_prefix + "<l>."
+  const char* layer_prefix = "";  // layer l's modules are under layer_prefix + "<l>."
   std::vector<TensorName> names;
   bool conv1d = false;  // the linear layers' weights are stored [in, out] (GPT-2's Conv1D) and read transposed
+  // Entries that replace those of `names` where attention and the MLP run in parallel from a norm each
+  // (NormLayout::Pre with a parallel residual): Falcon's new architecture calls those norms ln_attn and ln_mlp.
+  std::vector<TensorName> parallel_norms = {};
 
   // This table with `changes` in place of the entries of the same roles (appended where there are none).
   TensorTable with(std::initializer_list<TensorName> changes) const;
 };
 
-// The name of `role` in layer `layer` (ignored for global roles) under `table`; empty where it has none.
+// The name of `role` in layer `layer` (ignored for global roles) under `table`, for a scheme whose names do not
+// depend on the config (GGUF llama); empty where it has none.
 std::string tensor_name(const TensorTable& table, WeightRole role, int64_t layer);
 
-// Its name and, for a fused or transposed tensor, how the role's rows are read (the slice's sizes come from
-// `config`'s heads, head_dim and intermediate size).
+// Its name under `config`'s layout and, for a fused or transposed tensor, how the role's rows are read (the
+// slice's sizes come from `config`'s heads, head_dim and intermediate size).
 TensorSpec tensor_spec(const TensorTable& table, const ModelConfig& config, WeightRole role, int64_t layer);
 
 }  // namespace kiln
