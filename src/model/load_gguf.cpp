@@ -7,46 +7,14 @@
 
 #include "io/gguf.h"
 #include "kiln/error.h"
-#include "model/loaders.h"
-#include "model/weights.h"
+#include "model/families/family.h"
 #include "model/loaders.h"
 #include "model/weights.h"
 
 namespace kiln {
 namespace {
 
-std::string gguf_llama_name(WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("blk.{}.", layer);
-  switch (role) {
-    case WeightRole::Embed: return "token_embd.weight";
-    case WeightRole::FinalNorm: return "output_norm.weight";
-    case WeightRole::FinalNormBias: return "output_norm.bias";
-    case WeightRole::LmHead: return "output.weight";
-    case WeightRole::AttnNorm: return p + "attn_norm.weight";
-    case WeightRole::AttnNormBias: return p + "attn_norm.bias";
-    case WeightRole::Q: return p + "attn_q.weight";
-    case WeightRole::K: return p + "attn_k.weight";
-    case WeightRole::V: return p + "attn_v.weight";
-    case WeightRole::O: return p + "attn_output.weight";
-    case WeightRole::QBias: return p + "attn_q.bias";
-    case WeightRole::KBias: return p + "attn_k.bias";
-    case WeightRole::VBias: return p + "attn_v.bias";
-    case WeightRole::OBias: return p + "attn_output.bias";
-    case WeightRole::QNorm: return p + "attn_q_norm.weight";
-    case WeightRole::KNorm: return p + "attn_k_norm.weight";
-    case WeightRole::MlpNorm: return p + "ffn_norm.weight";
-    case WeightRole::MlpNormBias: return p + "ffn_norm.bias";
-    case WeightRole::Gate: return p + "ffn_gate.weight";
-    case WeightRole::Up: return p + "ffn_up.weight";
-    case WeightRole::Down: return p + "ffn_down.weight";
-    case WeightRole::GateBias: return p + "ffn_gate.bias";
-    case WeightRole::UpBias: return p + "ffn_up.bias";
-    case WeightRole::DownBias: return p + "ffn_down.bias";
-
-    default: break;  // roles of other layouts: not in these checkpoints
-  }
-  return {};
-}
+std::string gguf_llama_name(WeightRole role, int64_t layer) { return tensor_name(gguf_llama_tensors(), role, layer); }
 
 class GgufSource final : public WeightSource {
  public:

@@ -33,11 +33,6 @@ ModelConfig parse_gemma(const nlohmann::json& j, const std::string& path) {
 
 }  // namespace
 
-Family gemma_family() {
-  return {.name = "gemma",
-          .architectures = {"GemmaForCausalLM"},
-          .parse_config = parse_gemma,
-          .tensor_name = hf::llama_tensor_name};
-}
+Family gemma_family() { return {"gemma", {"GemmaForCausalLM"}, parse_gemma, hf::llama_tensors()}; }
 
 }  // namespace kiln

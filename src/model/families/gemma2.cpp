@@ -8,6 +8,14 @@
 
 namespace kiln {
 
+using enum WeightRole;  // the table names roles bare
+
+// Llama's names, except that post_attention_layernorm is the norm after attention, and the MLP's norms are
+// pre_feedforward_layernorm and post_feedforward_layernorm.
+const TensorTable kTensors = hf::llama_tensors().with({{MlpNorm, "pre_feedforward_layernorm"},
+                                                       {PostAttnNorm, "post_attention_layernorm", Bias::None},
+                                                       {PostMlpNorm, "post_feedforward_layernorm", Bias::None}});
+
 namespace {
 
 ModelConfig parse_gemma2(const nlohmann::json& j, const std::string& path) {
@@ -35,23 +43,8 @@ ModelConfig parse_gemma2(const nlohmann::json& j, const std::string& path) {
   return c;
 }
 
-std::string gemma2_tensor_name(WeightRole role, int64_t layer) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".";
-  switch (role) {
-    case WeightRole::PostAttnNorm: return p + "post_attention_layernorm.weight";
-    case WeightRole::MlpNorm: return p + "pre_feedforward_layernorm.weight";
-    case WeightRole::PostMlpNorm: return p + "post_feedforward_layernorm.weight";
-    default: return hf::llama_tensor_name(role, layer);
-  }
-}
-
 }  // namespace
 
-Family gemma2_family() {
-  return {.name = "gemma2",
-          .architectures = {"Gemma2ForCausalLM"},
-          .parse_config = parse_gemma2,
-          .tensor_name = gemma2_tensor_name};
-}
+Family gemma2_family() { return {"gemma2", {"Gemma2ForCausalLM"}, parse_gemma2, kTensors}; }
 
 }  // namespace kiln

@@ -1,37 +1,25 @@
 // GPT-J family (GPTJForCausalLM): attention and MLP in parallel from one LayerNorm, interleaved rotary on
 // the first rotary_dim dims of each head, no q/k/v/out biases, a bias on the untied lm_head.
-#include <fmt/format.h>
-
 #include <algorithm>
 
 #include "kiln/error.h"
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.h.",
+    .names = {{Embed, "transformer.wte"}, {FinalNorm, "transformer.ln_f"}, {LmHead, "lm_head"}, {AttnNorm, "ln_1"},
+              {Q, "attn.q_proj", Bias::None}, {K, "attn.k_proj", Bias::None}, {V, "attn.v_proj", Bias::None},
+              {O, "attn.out_proj", Bias::None}, {Up, "mlp.fc_in"}, {Down, "mlp.fc_out"}}};
+
 namespace {
 
 ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "gptj";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"n_embd", "hidden_size"}, path);
-  c.num_layers = hf::get_int_any(j, {"n_layer", "num_hidden_layers"}, path);
-  c.num_heads = hf::get_int_any(j, {"n_head", "num_attention_heads"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, n_embd, n_layer and n_head must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: n_embd ({}) is not a multiple of n_head ({})", path,
-             c.hidden_size, c.num_heads);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
-  c.intermediate_size = hf::get_int_any(j, {"n_inner"}, path, 4 * c.hidden_size);
+  ModelConfig c = hf::parse_gpt2_like(j, path, "gptj", false);
   c.max_position_embeddings = hf::get_int_any(j, {"n_positions", "max_position_embeddings"}, path, 2048);
-  c.norm = NormKind::LayerNorm;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
-  const auto act = j.find("activation_function");
-  c.act = hf::parse_activation(act != j.end() && act->is_string() ? act->get<std::string>() : "gelu_new",
-                               "activation_function", path);
-  c.gated_mlp = false;
   // GPT-J's rotary is fixed at base 10000, pairs (2i, 2i + 1), over the first rotary_dim dims (default 64).
   c.rope.theta = 10000.0;
   c.rope.interleaved = true;
@@ -43,40 +31,11 @@ ModelConfig parse_gptj(const nlohmann::json& j, const std::string& path) {
   c.qkv_bias = c.o_bias = false;
   c.mlp_bias = true;
   c.lm_head_bias = true;
-  hf::parse_common(j, path, c, false);
   return c;
-}
-
-TensorSpec gptj_spec(const ModelConfig&, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.h.{}.", layer);
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.wte.weight"};
-    case WeightRole::FinalNorm: return {"transformer.ln_f.weight"};
-    case WeightRole::FinalNormBias: return {"transformer.ln_f.bias"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::LmHeadBias: return {"lm_head.bias"};
-    case WeightRole::AttnNorm: return {p + "ln_1.weight"};
-    case WeightRole::AttnNormBias: return {p + "ln_1.bias"};
-    case WeightRole::Q: return {p + "attn.q_proj.weight"};
-    case WeightRole::K: return {p + "attn.k_proj.weight"};
-    case WeightRole::V: return {p + "attn.v_proj.weight"};
-    case WeightRole::O: return {p + "attn.out_proj.weight"};
-    case WeightRole::Up: return {p + "mlp.fc_in.weight"};
-    case WeightRole::UpBias: return {p + "mlp.fc_in.bias"};
-    case WeightRole::Down: return {p + "mlp.fc_out.weight"};
-    case WeightRole::DownBias: return {p + "mlp.fc_out.bias"};
-    default: return {};
-  }
 }
 
 }  // namespace
 
-Family gptj_family() {
-  return {.name = "gptj",
-          .architectures = {"GPTJForCausalLM"},
-          .parse_config = parse_gptj,
-          .tensor_spec = gptj_spec,
-          .optional_prefix = "transformer."};
-}
+Family gptj_family() { return {"gptj", {"GPTJForCausalLM"}, parse_gptj, kTensors, "transformer."}; }
 
 }  // namespace kiln

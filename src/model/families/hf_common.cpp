@@ -1,4 +1,4 @@
-// config.json fields shared by the Llama-like families, and Hugging Face Llama tensor names.
+// config.json fields shared by the families: typed access, rope, activations and the Llama-like fields.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -106,6 +106,11 @@ ActKind parse_activation(const std::string& name, const char* key, const std::st
              name);
 }
 
+ActKind get_activation(const json& j, const char* key, const std::string& path, const char* def) {
+  const json* v = field(j, key);
+  return parse_activation(v && v->is_string() ? v->get<std::string>() : def, key, path);
+}
+
 bool has_field(const json& j, const char* key) { return field(j, key) != nullptr; }
 
 int64_t get_int_any(const json& j, std::initializer_list<const char*> keys, const std::string& path) {
@@ -186,11 +191,32 @@ ModelConfig parse_llama_like(const json& j, const std::string& path, const std::
   c.max_position_embeddings = get_int(j, "max_position_embeddings", path, 0);
   c.norm = NormKind::RMSNorm;
   c.norm_eps = get_float(j, "rms_norm_eps", path, 1e-6);
-  const json* act = field(j, "hidden_act");
-  c.act = parse_activation(act && act->is_string() ? act->get<std::string>() : "silu", "hidden_act", path);
+  c.act = get_activation(j, "hidden_act", path, "silu");
   c.gated_mlp = true;
   parse_rope(j, path, c);
   parse_common(j, path, c, false);
+  return c;
+}
+
+ModelConfig parse_gpt_like(const json& j, const std::string& path, const std::string& family, const GptFields& fields) {
+  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
+  ModelConfig c;
+  c.family = family;
+  c.vocab_size = get_int(j, "vocab_size", path);
+  c.hidden_size = get_int_any(j, fields.hidden, path);
+  c.num_layers = get_int_any(j, fields.layers, path);
+  c.num_heads = get_int_any(j, fields.heads, path);
+  const char *hidden = *fields.hidden.begin(), *heads = *fields.heads.begin();
+  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
+             "{}: vocab_size, {}, {} and {} must be positive", path, hidden, *fields.layers.begin(), heads);
+  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: {} ({}) is not a multiple of {} ({})", path, hidden,
+             c.hidden_size, heads, c.num_heads);
+  c.num_kv_heads = c.num_heads;
+  c.head_dim = c.hidden_size / c.num_heads;
+  c.norm = NormKind::LayerNorm;
+  c.norm_eps = get_float(j, fields.norm_eps, path, 1e-5);
+  c.gated_mlp = false;
+  parse_common(j, path, c, fields.tie);
   return c;
 }
 
@@ -214,37 +240,10 @@ void parse_sliding_window(const json& j, const std::string& path, ModelConfig& c
   }
 }
 
-std::string llama_tensor_name(WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("model.layers.{}.", layer);
-  switch (role) {
-    case WeightRole::Embed: return "model.embed_tokens.weight";
-    case WeightRole::FinalNorm: return "model.norm.weight";
-    case WeightRole::FinalNormBias: return "model.norm.bias";
-    case WeightRole::LmHead: return "lm_head.weight";
-    case WeightRole::AttnNorm: return p + "input_layernorm.weight";
-    case WeightRole::AttnNormBias: return p + "input_layernorm.bias";
-    case WeightRole::Q: return p + "self_attn.q_proj.weight";
-    case WeightRole::K: return p + "self_attn.k_proj.weight";
-    case WeightRole::V: return p + "self_attn.v_proj.weight";
-    case WeightRole::O: return p + "self_attn.o_proj.weight";
-    case WeightRole::QBias: return p + "self_attn.q_proj.bias";
-    case WeightRole::KBias: return p + "self_attn.k_proj.bias";
-    case WeightRole::VBias: return p + "self_attn.v_proj.bias";
-    case WeightRole::OBias: return p + "self_attn.o_proj.bias";
-    case WeightRole::QNorm: return p + "self_attn.q_norm.weight";
-    case WeightRole::KNorm: return p + "self_attn.k_norm.weight";
-    case WeightRole::MlpNorm: return p + "post_attention_layernorm.weight";
-    case WeightRole::MlpNormBias: return p + "post_attention_layernorm.bias";
-    case WeightRole::Gate: return p + "mlp.gate_proj.weight";
-    case WeightRole::Up: return p + "mlp.up_proj.weight";
-    case WeightRole::Down: return p + "mlp.down_proj.weight";
-    case WeightRole::GateBias: return p + "mlp.gate_proj.bias";
-    case WeightRole::UpBias: return p + "mlp.up_proj.bias";
-    case WeightRole::DownBias: return p + "mlp.down_proj.bias";
-
-    default: break;  // roles of other layouts: not in these checkpoints
-  }
-  return {};
+ModelConfig parse_mistral_like(const json& j, const std::string& path, const std::string& family) {
+  ModelConfig c = parse_llama_like(j, path, family);
+  parse_sliding_window(j, path, c, get_int(j, "sliding_window", path, 0));
+  return c;
 }
 
 }  // namespace kiln::hf

@@ -5,13 +5,11 @@ namespace kiln {
 namespace {
 
 ModelConfig parse_mistral(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_llama_like(j, path, "mistral");
-  hf::parse_sliding_window(j, path, c, hf::get_int(j, "sliding_window", path, 0));
-  return c;
+  return hf::parse_mistral_like(j, path, "mistral");
 }
 
 }  // namespace
 
-Family mistral_family() { return {"mistral", {"MistralForCausalLM"}, parse_mistral, hf::llama_tensor_name}; }
+Family mistral_family() { return {"mistral", {"MistralForCausalLM"}, parse_mistral, hf::llama_tensors()}; }
 
 }  // namespace kiln

@@ -1,36 +1,32 @@
 // MPT family (MptForCausalLM): ALiBi (attn_config.alibi_bias_max), no biases anywhere, LayerNorms without
 // bias, one fused Wqkv (q, k, v stacked), clip_qkv when set, tied embeddings.
-#include <fmt/format.h>
-
 #include "kiln/error.h"
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+// No biases anywhere, the LayerNorms' included.
+const TensorTable kTensors = {
+    .layer_prefix = "transformer.blocks.",
+    .names = {{Embed, "transformer.wte"}, {FinalNorm, "transformer.norm_f", Bias::None},
+              {LmHead, "lm_head", Bias::None}, {AttnNorm, "norm_1", Bias::None},
+              {Q, "attn.Wqkv", Bias::None, Fused::Stacked}, {O, "attn.out_proj", Bias::None},
+              {MlpNorm, "norm_2", Bias::None}, {Up, "ffn.up_proj", Bias::None}, {Down, "ffn.down_proj", Bias::None}}};
+
 namespace {
 
 ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
-  KILN_CHECK(j.is_object(), "{}: not a JSON object", path);
-  ModelConfig c;
-  c.family = "mpt";
-  c.vocab_size = hf::get_int(j, "vocab_size", path);
-  c.hidden_size = hf::get_int_any(j, {"d_model", "hidden_size"}, path);
-  c.num_layers = hf::get_int_any(j, {"n_layers", "num_hidden_layers"}, path);
-  c.num_heads = hf::get_int_any(j, {"n_heads", "num_attention_heads"}, path);
-  KILN_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.num_layers > 0 && c.num_heads > 0,
-             "{}: vocab_size, d_model, n_layers and n_heads must be positive", path);
-  KILN_CHECK(c.hidden_size % c.num_heads == 0, "{}: d_model ({}) is not a multiple of n_heads ({})", path,
-             c.hidden_size, c.num_heads);
-  c.num_kv_heads = c.num_heads;
-  c.head_dim = c.hidden_size / c.num_heads;
+  ModelConfig c = hf::parse_gpt_like(j, path, "mpt", {.hidden = {"d_model", "hidden_size"},
+                                                      .layers = {"n_layers", "num_hidden_layers"},
+                                                      .heads = {"n_heads", "num_attention_heads"}});
   const int64_t ratio = hf::get_int(j, "expansion_ratio", path, 4);
   KILN_CHECK(ratio > 0, "{}: expansion_ratio must be positive", path);
   c.intermediate_size = ratio * c.hidden_size;
   c.max_position_embeddings = hf::get_int_any(j, {"max_seq_len", "max_position_embeddings"}, path, 2048);
-  c.norm = NormKind::LayerNorm;
   c.norm_bias = false;
-  c.norm_eps = hf::get_float(j, "layer_norm_epsilon", path, 1e-5);
   c.act = ActKind::GeluErf;
-  c.gated_mlp = false;
   KILN_CHECK(hf::get_bool(j, "no_bias", path, true), "{}: no_bias false (MPT with biases) is not supported", path);
   KILN_CHECK(!hf::has_field(j, "logit_scale"), "{}: logit_scale is not supported", path);
   static const nlohmann::json kEmpty = nlohmann::json::object();
@@ -45,38 +41,11 @@ ModelConfig parse_mpt(const nlohmann::json& j, const std::string& path) {
   c.clip_qkv = hf::get_float(a, "clip_qkv", where, 0.0);
   KILN_CHECK(c.clip_qkv >= 0, "{}: clip_qkv must not be negative", where);
   c.attn_scale = hf::get_float(a, "softmax_scale", where, 0.0);
-  hf::parse_common(j, path, c, true);
   return c;
-}
-
-TensorSpec mpt_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = fmt::format("transformer.blocks.{}.", layer);
-  const int64_t H = c.hidden_size;
-  const std::string qkv = p + "attn.Wqkv.weight";
-  switch (role) {
-    case WeightRole::Embed: return {"transformer.wte.weight"};
-    case WeightRole::FinalNorm: return {"transformer.norm_f.weight"};
-    case WeightRole::LmHead: return {"lm_head.weight"};
-    case WeightRole::AttnNorm: return {p + "norm_1.weight"};
-    case WeightRole::Q: return fused_rows(qkv, 1, 3 * H, 0, H);
-    case WeightRole::K: return fused_rows(qkv, 1, 3 * H, H, H);
-    case WeightRole::V: return fused_rows(qkv, 1, 3 * H, 2 * H, H);
-    case WeightRole::O: return {p + "attn.out_proj.weight"};
-    case WeightRole::MlpNorm: return {p + "norm_2.weight"};
-    case WeightRole::Up: return {p + "ffn.up_proj.weight"};
-    case WeightRole::Down: return {p + "ffn.down_proj.weight"};
-    default: return {};
-  }
 }
 
 }  // namespace
 
-Family mpt_family() {
-  return {.name = "mpt",
-          .architectures = {"MptForCausalLM"},
-          .parse_config = parse_mpt,
-          .tensor_spec = mpt_spec,
-          .optional_prefix = "transformer."};
-}
+Family mpt_family() { return {"mpt", {"MptForCausalLM"}, parse_mpt, kTensors, "transformer."}; }
 
 }  // namespace kiln

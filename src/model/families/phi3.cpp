@@ -4,34 +4,21 @@
 #include "model/families/family.h"
 
 namespace kiln {
+
+using enum WeightRole;  // the table names roles bare
+
+// Llama's names with q, k, v in one fused qkv_proj and gate, up in one gate_up_proj, neither with a bias.
+const TensorTable kTensors = hf::llama_tensors().with({{Q, "self_attn.qkv_proj", Bias::None, Fused::Stacked},
+                                                       {Gate, "mlp.gate_up_proj", Bias::None, Fused::Stacked}});
+
 namespace {
 
 ModelConfig parse_phi3(const nlohmann::json& j, const std::string& path) {
-  ModelConfig c = hf::parse_llama_like(j, path, "phi3");
-  hf::parse_sliding_window(j, path, c, hf::get_int(j, "sliding_window", path, 0));
-  return c;
-}
-
-TensorSpec phi3_spec(const ModelConfig& c, WeightRole role, int64_t layer) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".";
-  const int64_t nq = c.num_heads * c.head_dim, nkv = c.num_kv_heads * c.head_dim, I = c.intermediate_size;
-  const std::string qkv = p + "self_attn.qkv_proj.weight", gate_up = p + "mlp.gate_up_proj.weight";
-  switch (role) {
-    case WeightRole::Q: return fused_rows(qkv, 1, nq + 2 * nkv, 0, nq);
-    case WeightRole::K: return fused_rows(qkv, 1, nq + 2 * nkv, nq, nkv);
-    case WeightRole::V: return fused_rows(qkv, 1, nq + 2 * nkv, nq + nkv, nkv);
-    case WeightRole::Gate: return fused_rows(gate_up, 1, 2 * I, 0, I);
-    case WeightRole::Up: return fused_rows(gate_up, 1, 2 * I, I, I);
-    case WeightRole::QBias: case WeightRole::KBias: case WeightRole::VBias: case WeightRole::GateBias:
-    case WeightRole::UpBias: return {};
-    default: return {hf::llama_tensor_name(role, layer)};
-  }
+  return hf::parse_mistral_like(j, path, "phi3");
 }
 
 }  // namespace
 
-Family phi3_family() {
-  return {.name = "phi3", .architectures = {"Phi3ForCausalLM"}, .parse_config = parse_phi3, .tensor_spec = phi3_spec};
-}
+Family phi3_family() { return {"phi3", {"Phi3ForCausalLM"}, parse_phi3, kTensors}; }
 
 }  // namespace kiln

@@ -29,6 +29,6 @@ ModelConfig parse_qwen2(const nlohmann::json& j, const std::string& path) {
 
 }  // namespace
 
-Family qwen2_family() { return {"qwen2", {"Qwen2ForCausalLM"}, parse_qwen2, hf::llama_tensor_name}; }
+Family qwen2_family() { return {"qwen2", {"Qwen2ForCausalLM"}, parse_qwen2, hf::llama_tensors()}; }
 
 }  // namespace kiln

@@ -16,6 +16,6 @@ ModelConfig parse_qwen3(const nlohmann::json& j, const std::string& path) {
 
 }  // namespace
 
-Family qwen3_family() { return {"qwen3", {"Qwen3ForCausalLM"}, parse_qwen3, hf::llama_tensor_name}; }
+Family qwen3_family() { return {"qwen3", {"Qwen3ForCausalLM"}, parse_qwen3, hf::llama_tensors()}; }
 
 }  // namespace kiln

@@ -30,8 +30,7 @@ const Family* find_family(const std::string& architecture) {
 }
 
 TensorSpec tensor_spec(const Family& family, const ModelConfig& config, WeightRole role, int64_t layer) {
-  if (family.tensor_spec != nullptr) return family.tensor_spec(config, role, layer);
-  return TensorSpec{family.tensor_name(role, layer)};
+  return tensor_spec(family.tensors, config, role, layer);
 }
 
 }  // namespace kiln
