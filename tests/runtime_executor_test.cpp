@@ -416,5 +416,29 @@ TEST(Executor, LLMWrapsTextInTextOut) {
   EXPECT_EQ(llm.generate({"The dog"}, params)[0].token_ids, outs[1].token_ids);
 }
 
+// A device fault (LoadOptions::fault_after_steps: the CPU's simulated one; on CUDA the fault is real and poisons the
+// process, so this runs on the CPU only) kills the engine: every accepted request ends with an error naming it,
+// including one queued after the fault, enqueue refuses from then on, and stats() says so.
+TEST(Executor, DeviceFaultKillsTheEngine) {
+  if (test_load_options().device != Device::CPU) GTEST_SKIP() << "the CUDA fault is real: tests/server/engine_death_test.py";
+  LoadOptions o;
+  o.fault_after_steps = 2;
+  std::shared_ptr<const Model> m = Model::load(kModelPath, o);
+  Executor ex(m, nullptr, small_config());
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(ex.enqueue(greedy({1, 5, 9, static_cast<int32_t>(20 + i)}, 10)));
+  for (RequestId id : ids) {
+    const Outcome o2 = collect(ex, id);
+    EXPECT_EQ(o2.reason, FinishReason::Error);
+    EXPECT_MENTIONS(o2.error, "engine dead");
+    EXPECT_MENTIONS(o2.error, "simulated device fault");
+  }
+  const ExecutorStats s = ex.stats();
+  EXPECT_TRUE(s.dead);
+  EXPECT_MENTIONS(s.dead_reason, "simulated device fault");
+  EXPECT_THROW(ex.enqueue(greedy({1, 2}, 2)), EngineDeadError);
+  ex.shutdown(1s);  // returns: nothing is left running
+}
+
 }  // namespace
 }  // namespace kiln

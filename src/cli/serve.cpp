@@ -218,8 +218,10 @@ int run(const ServeFlags& f) {
   watcher.join();
   if (const ExecutorStats dead = executor->stats(); dead.dead) {
     std::fprintf(stderr, "kiln serve: the engine is dead (%s); stopping\n", dead.dead_reason.c_str());
-    server.begin_drain();
+    // The handlers write their error responses; /health answers 503 with the reason for a second, for whoever
+    // watches it, before the process exits non-zero.
     server.wait_idle(std::chrono::seconds(5));
+    std::this_thread::sleep_for(std::chrono::seconds(1));
     stop_http();
     return 1;
   }

@@ -18,44 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool is_norm_scale(WeightRole r) {
-  switch (r) {
-    case WeightRole::FinalNorm:
-    case WeightRole::AttnNorm:
-    case WeightRole::MlpNorm:
-    case WeightRole::QNorm:
-    case WeightRole::KNorm:
-    case WeightRole::EmbedNorm:
-    case WeightRole::PostAttnNorm:
-    case WeightRole::PostMlpNorm:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_bias(WeightRole r) {
-  switch (r) {
-    case WeightRole::FinalNormBias:
-    case WeightRole::AttnNormBias:
-    case WeightRole::QBias:
-    case WeightRole::KBias:
-    case WeightRole::VBias:
-    case WeightRole::OBias:
-    case WeightRole::MlpNormBias:
-    case WeightRole::GateBias:
-    case WeightRole::UpBias:
-    case WeightRole::DownBias:
-    case WeightRole::EmbedNormBias:
-    case WeightRole::LmHeadBias:
-    case WeightRole::PostAttnNormBias:
-    case WeightRole::PostMlpNormBias:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // Every tensor a config calls for: norm scales 1 (0 where the norm scales by 1 + w), biases 0, the rest
 // normal(0, 0.02) from a counter-based generator keyed by (seed, role, layer), so a value depends only on
 // where it is, never on the order of reads or the number of threads.
@@ -99,7 +61,7 @@ class RandomSource final : public WeightSource {
   // The same values as a formula, so the CUDA loader fills them on the device (cuda::fill_normal).
   std::optional<WeightFormula> formula(WeightRole role, int64_t layer) const override {
     WeightFormula f;
-    if (is_norm_scale(role) || is_bias(role)) {
+    if (is_norm_scale(role) || bias_owner(role)) {
       f.kind = WeightFormula::Constant;
       f.value = is_norm_scale(role) && !norm_add_one_ ? 1.0f : 0.0f;
       return f;

@@ -19,6 +19,12 @@ enum class WeightRole : uint8_t {
   PostAttnNorm, PostAttnNormBias, PostMlpNorm, PostMlpNormBias,
 };
 
+// The weight role whose module holds bias role `role` (QBias: Q, AttnNormBias: AttnNorm); nullopt for a role that is
+// no bias.
+std::optional<WeightRole> bias_owner(WeightRole role);
+// Whether `role` is a norm's scale (its bias is a bias role).
+bool is_norm_scale(WeightRole role);
+
 // A tensor given by a formula: every element `value`, or element i = round_to(random_normal(key, i, stddev))
 // (core/random_normal.h).
 struct WeightFormula {

@@ -12,11 +12,6 @@ namespace {
 
 using enum WeightRole;
 
-// Each bias role and the weight role whose module holds it.
-constexpr std::pair<WeightRole, WeightRole> kBiasOf[] = {
-    {FinalNormBias, FinalNorm}, {AttnNormBias, AttnNorm}, {QBias, Q}, {KBias, K}, {VBias, V}, {OBias, O},
-    {MlpNormBias, MlpNorm}, {GateBias, Gate}, {UpBias, Up}, {DownBias, Down}, {EmbedNormBias, EmbedNorm},
-    {LmHeadBias, LmHead}, {PostAttnNormBias, PostAttnNorm}, {PostMlpNormBias, PostMlpNorm}};
 // Modules outside the layers: their names take no layer prefix.
 constexpr WeightRole kGlobal[] = {Embed, PosEmbed, EmbedNorm, FinalNorm, LmHead};
 // The linear layers, whose weights a Conv1D scheme stores transposed (norms, embeddings and lm_head are not).
@@ -36,8 +31,7 @@ struct Part {
 };
 
 Part part_of(WeightRole role) {
-  for (const auto& [bias, weight] : kBiasOf)
-    if (bias == role) return {weight, true};
+  if (const std::optional<WeightRole> w = bias_owner(role)) return {*w, true};
   return {role, false};
 }
 
