@@ -18,6 +18,13 @@ if ! cmp -s tests/server/requirements.txt "$venv/requirements.txt" 2>/dev/null; 
 fi
 ctest --test-dir build -L cpu --output-on-failure -j "$jobs" --timeout 600
 
+# The public C++ API as a user gets it: install the library, build examples/ against it, run it on the default model.
+cmake --install build --prefix build/install >/dev/null
+cmake -S examples -B build/examples -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+ninja -C build/examples -j "$jobs" >/dev/null
+example_out=$(build/examples/generate "$(scripts/fetch-default-model.sh)" "The capital of France is")
+grep -q "Paris" <<<"$example_out" || { echo "test.sh: examples/generate printed: $example_out" >&2; exit 1; }
+
 if [[ "${KILN_SKIP_ASAN:-0}" != 1 ]]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_SANITIZE=ON -DKILN_CUDA=OFF >/dev/null
   ninja -C build-asan -j "$jobs" io_corruption_test runtime_soak_test
