@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <clocale>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -71,6 +72,9 @@ extern "C" void on_sigint(int) { g_interrupted = 1; }
 class LineReader {
  public:
   LineReader() {
+    // editline decodes multibyte input by the locale's character type; in the default "C" locale it would
+    // mangle UTF-8 text.
+    std::setlocale(LC_CTYPE, "");
     rl_readline_name = "kiln";
     using_history();
     stifle_history(1000);

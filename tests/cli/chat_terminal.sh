@@ -20,12 +20,13 @@ failures = []
 
 
 def tmux(*args):
-    return subprocess.run(["tmux", "-L", sock, *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["tmux", "-u", "-L", sock, *args], check=True, capture_output=True, text=True).stdout
 
 
 def start(name, extra=""):
     exit_file = os.path.join(tmp, name + ".exit")
-    cmd = (f"'{kiln}' chat --model '{model}' -t 0 -n 1500 --threads 2 {extra}; "
+    # A UTF-8 locale, as a user's terminal has (CI's environment may have none): editline decodes input by it.
+    cmd = (f"LC_ALL=C.UTF-8 '{kiln}' chat --model '{model}' -t 0 -n 1500 --threads 2 {extra}; "
            f"echo $? > '{exit_file}'; sleep 60")
     tmux("new-session", "-d", "-s", name, "-x", "160", "-y", "50", cmd)
     return exit_file
@@ -87,7 +88,7 @@ conv = json.load(open(save1))["messages"]
 check([m["role"] for m in conv] == ["user", "assistant"] and conv[1]["content"].count(",") >= 5
       and len(conv[1]["content"]) < 1500, f"the conversation keeps the stopped reply: {conv}")
 
-keys("a", "/system You answer in one word.", "Enter")
+keys("a", "/system You answer in one word, café ☕.", "Enter")
 wait_for("a", lambda s: s.count("system prompt set") == 1 and prompt_ready(s), "/system")
 keys("a", "Up", "Enter")  # the history recalls the /system line
 wait_for("a", lambda s: s.count("system prompt set") == 2 and prompt_ready(s), "the up arrow recalling /system")
@@ -96,7 +97,7 @@ save2 = os.path.join(tmp, "two.json")
 keys("a", f"/save {save2}", "Enter")
 wait_for("a", lambda s: s.count("saved") == 2 and prompt_ready(s), "the second /save")
 conv2 = json.load(open(save2))["messages"]
-check([m["role"] for m in conv2] == ["system", "user", "assistant"] and conv2[0]["content"] == "You answer in one word."
+check([m["role"] for m in conv2] == ["system", "user", "assistant"] and conv2[0]["content"] == "You answer in one word, café ☕."
       and conv2[1:] == conv, f"/system sets the system prompt and keeps the turns: {conv2}")
 
 keys("a", "/clear", "Enter")
