@@ -408,7 +408,8 @@ TEST(Gguf, ValidationErrors) {
 // The llama.cpp vocab files: metadata only, 0 tensors.
 TEST(Gguf, LlamaCppVocabFiles) {
   const std::filesystem::path dir = std::filesystem::path(KILN_TEST_DATA_DIR) / "llama.cpp-vocab";
-  ASSERT_TRUE(std::filesystem::is_directory(dir)) << dir << " is missing (unpacked from tests/fixtures/llama.cpp-vocab)";
+  ASSERT_TRUE(std::filesystem::is_directory(dir))
+      << dir << " is missing (unpacked from tests/fixtures/llama.cpp-vocab)";
   const std::map<std::string, std::pair<std::string, size_t>> known = {
       {"ggml-vocab-bert-bge.gguf", {"bert", 30522}},      {"ggml-vocab-dbrx.gguf", {"gpt2", 100352}},
       {"ggml-vocab-deepseek-coder.gguf", {"gpt2", 32256}}, {"ggml-vocab-deepseek-llm.gguf", {"gpt2", 102400}},

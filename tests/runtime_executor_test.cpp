@@ -26,7 +26,7 @@ using namespace std::chrono_literals;
 // tests/fixtures/llama2c/stories260K; $KILN_FIXTURES_DIR replaces tests/fixtures where the binary runs away from
 // its checkout (tests/gpu/validate_device.sh on the GPU machine).
 const std::string kStoriesDir = std::string(std::getenv("KILN_FIXTURES_DIR") ? std::getenv("KILN_FIXTURES_DIR")
-                                                                            : KILN_SOURCE_DIR "/tests/fixtures") +
+                                                                             : KILN_SOURCE_DIR "/tests/fixtures") +
                                 "/llama2c/stories260K/";
 const std::string kModelPath = kStoriesDir + "stories260K.bin";
 
@@ -40,8 +40,7 @@ LoadOptions test_load_options() {
 
 struct Fixture {
   std::shared_ptr<const Model> model = Model::load(kModelPath, test_load_options());
-  std::shared_ptr<const Tokenizer> tok =
-      Tokenizer::from_path(kStoriesDir + "tok512.bin");
+  std::shared_ptr<const Tokenizer> tok = Tokenizer::from_path(kStoriesDir + "tok512.bin");
 };
 
 Fixture& fx() {

@@ -13,10 +13,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <clocale>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <clocale>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -65,7 +65,9 @@ constexpr const char* kHelp =
 // SIGINT while chatting: set by the handler, read (and cleared) by the loop. The handler does nothing else,
 // so it is async-signal-safe; it is installed without SA_RESTART so a blocking poll() returns at once.
 volatile std::sig_atomic_t g_interrupted = 0;
-extern "C" void on_sigint(int) { g_interrupted = 1; }
+extern "C" void on_sigint(int) {
+  g_interrupted = 1;
+}
 
 // Reads lines from a terminal with editline's callback interface, so that Ctrl-C (a signal, not a key here)
 // can end the wait: the loop polls stdin and gives editline one character at a time.
@@ -314,7 +316,8 @@ std::function<int()> add_chat(CLI::App& app) {
   app.add_option("--top-k", f->top_k, "Top-k (0: off)")->capture_default_str();
   app.add_option("--top-p", f->top_p, "Top-p (1: off)")->capture_default_str();
   app.add_option("--min-p", f->min_p, "Min-p (0: off)")->capture_default_str();
-  app.add_option("--seed", f->seed, "Random seed: the same seed repeats the same replies (default: a fresh random seed)");
+  app.add_option("--seed", f->seed,
+                 "Random seed: the same seed repeats the same replies (default: a fresh random seed)");
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();

@@ -67,7 +67,9 @@ nlohmann::json piece_json(const Tokenizer* tok, int32_t prev, int32_t id) {
 nlohmann::json logprob_entry(const TokenLogprobs& s, const Tokenizer* tok, int32_t prev) {
   nlohmann::json top = nlohmann::json::array();
   for (const auto& [id, lp] : s.top) top.push_back({{"id", id}, {"token", piece_json(tok, prev, id)}, {"logprob", lp}});
-  return {{"token_id", s.token_id}, {"token", piece_json(tok, prev, s.token_id)}, {"logprob", s.logprob},
+  return {{"token_id", s.token_id},
+          {"token", piece_json(tok, prev, s.token_id)},
+          {"logprob", s.logprob},
           {"top", std::move(top)}};
 }
 
@@ -76,7 +78,8 @@ nlohmann::json logprob_entry(const TokenLogprobs& s, const Tokenizer* tok, int32
 std::string logprob_lines(const std::string& prefix, const std::vector<int32_t>& prompt,
                           const std::vector<TokenLogprobs>& lps, const Tokenizer* tok) {
   auto shown = [&](int32_t prev, int32_t id) {
-    return tok ? nlohmann::json(token_piece(*tok, prev, id)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+    return tok ? nlohmann::json(token_piece(*tok, prev, id))
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                : fmt::format("#{}", id);
   };
   std::string out;
@@ -309,9 +312,10 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--min-p", f->min_p, "Drop tokens below min-p times the top probability (0: off)")->capture_default_str();
   app.add_option("--seed", f->seed,
                  "Random seed: the same seed repeats the same text (default: a fresh random seed every run)");
-  app.add_option("--logprobs", f->logprobs,
-                 "Report each generated token's logprob and the top K (with --json: in the JSON; otherwise one line per "
-                 "token after the text)")
+  app.add_option(
+         "--logprobs", f->logprobs,
+         "Report each generated token's logprob and the top K (with --json: in the JSON; otherwise one line per "
+         "token after the text)")
       ->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")

@@ -77,7 +77,9 @@ std::mutex global_mu;
 int global_requested = -1;  // set_global_threads' count; -1: none given
 bool global_made = false;
 
-int hardware_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+int hardware_threads() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 }  // namespace
 

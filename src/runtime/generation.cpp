@@ -10,8 +10,7 @@ namespace kiln {
 
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
-                          const std::function<void(int32_t)>& on_token,
-                          const std::function<bool()>& stop_requested) {
+                          const std::function<void(int32_t)>& on_token, const std::function<bool()>& stop_requested) {
   using Clock = std::chrono::steady_clock;
   KILN_CHECK(!input.empty(), "the prompt is empty: nothing to condition on");
   KILN_CHECK(state.length() + static_cast<int64_t>(input.size()) <= state.capacity(),

@@ -65,7 +65,8 @@ const char* status_text(int status) {
 // The methods a route answers (nullptr: no such route), for 405 and its Allow header.
 const char* allowed_methods(const std::string& path) {
   if (path == "/v1/completions" || path == "/v1/chat/completions") return "POST";
-  if (path == "/" || path == "/health" || path == "/metrics" || path == "/v1/models" || starts_with(path, "/v1/models/"))
+  if (path == "/" || path == "/health" || path == "/metrics" || path == "/v1/models" ||
+      starts_with(path, "/v1/models/"))
     return "GET, HEAD";
   return nullptr;
 }
@@ -140,9 +141,10 @@ void Server::Impl::setup_routes() {
     const char* allowed = allowed_methods(req.path);
     if (allowed && !method_allowed(req.method, allowed)) {
       res.set_header("Allow", allowed);
-      send_error(res, ApiError(405, fmt::format("{} {} is not supported; {} answers {}.", req.method, req.path,
-                                                req.path, allowed),
-                               "", "method_not_allowed"));
+      send_error(
+          res,
+          ApiError(405, fmt::format("{} {} is not supported; {} answers {}.", req.method, req.path, req.path, allowed),
+                   "", "method_not_allowed"));
       return httplib::Server::HandlerResponse::Handled;
     }
     const bool has_body_method =
@@ -269,8 +271,8 @@ int Server::bind() {
     KILN_CHECK(port > 0 && port < 65536, "serve: --port must be in [0, 65535], got {}", port);
     if (!impl_->http.bind_to_port(o.host, port)) {
       impl_->binding = false;
-      KILN_CHECK(!port_in_use(o.host, port), "port {} is in use (another server listens on {}:{}); choose another with --port",
-                 port, o.host, port);
+      KILN_CHECK(!port_in_use(o.host, port),
+                 "port {} is in use (another server listens on {}:{}); choose another with --port", port, o.host, port);
       KILN_THROW("serve: cannot listen on {}:{} ({} is not an address of this machine, or the port is not allowed)",
                  o.host, port, o.host);
     }
