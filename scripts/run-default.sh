@@ -17,4 +17,4 @@ model=$(scripts/fetch-default-model.sh)
 if (($# == 0)); then
   set -- --prompt "Gravity is" --max-tokens 64 --temperature 0
 fi
-exec build/bin/kiln generate --model "$model" "$@"
+exec "${KILN_BUILD_DIR:-build}/bin/kiln" generate --model "$model" "$@"
