@@ -162,6 +162,7 @@ TEST(LlamaCppVocabSet, AllExpectedVocabsArePresent) {
 
 TEST(LlamaCppVocabSet, BertIsRefusedWithAClearError) {
   const std::string path = (kVocabDir / "ggml-vocab-bert-bge.gguf").string();
+  ASSERT_TRUE(fs::exists(path)) << path << " is missing";  // a missing file's error would name it too
   try {
     kiln::Tokenizer::from_path(path);
     FAIL() << "bert vocab loaded";
