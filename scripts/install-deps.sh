@@ -9,9 +9,11 @@ packages=(
   libgtest-dev libgmock-dev
   python3 python3-pip unzip
   libcpp-httplib-dev                  # kiln serve's HTTP server
+  libedit-dev                         # kiln chat's line editing and history (BSD editline)
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(python3-venv chromium)   # server tests: the openai client's venv, the chat page in headless Chromium
+  packages+=(tmux)                    # tests/cli/chat_terminal.sh drives kiln chat in a terminal (Ctrl-C, arrows)
 fi
 
 missing=()

@@ -267,10 +267,10 @@ TEST(Corruption, GgufWithTensors) {
   EXPECT_GT(mut.errors, 0u);
 }
 
-TEST(Corruption, SharedVocabGguf) {
+TEST(Corruption, LlamaCppVocabGguf) {
   const std::filesystem::path src =
-      std::filesystem::path(KILN_SHARED_DIR) / "tokenizers" / "llama.cpp-vocab" / "ggml-vocab-llama-spm.gguf";
-  if (!std::filesystem::exists(src)) GTEST_SKIP() << src << " is absent";
+      std::filesystem::path(KILN_TEST_DATA_DIR) / "llama.cpp-vocab" / "ggml-vocab-llama-spm.gguf";
+  ASSERT_TRUE(std::filesystem::exists(src)) << src << " is missing (unpacked from tests/fixtures/llama.cpp-vocab)";
   const std::string good = read_file(src.string());
   ASSERT_GT(good.size(), 100000u);
   TempDir dir("corrupt_vocab");

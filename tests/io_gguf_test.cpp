@@ -1,5 +1,5 @@
 // Tests of the GGUF reader: every metadata value type, F32/F16/BF16/Q8_0/Q4_0/Q4_1 dequantization,
-// validation errors, and the llama.cpp vocab files in the shared folder.
+// validation errors, and the llama.cpp vocab files (tests/fixtures/llama.cpp-vocab).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -410,9 +410,10 @@ TEST(Gguf, ValidationErrors) {
 }
 
 // The llama.cpp vocab files: metadata only, 0 tensors.
-TEST(Gguf, SharedLlamaCppVocabFiles) {
-  const std::filesystem::path dir = std::filesystem::path(KILN_SHARED_DIR) / "tokenizers" / "llama.cpp-vocab";
-  if (!std::filesystem::is_directory(dir)) GTEST_SKIP() << dir << " is absent";
+TEST(Gguf, LlamaCppVocabFiles) {
+  const std::filesystem::path dir = std::filesystem::path(KILN_TEST_DATA_DIR) / "llama.cpp-vocab";
+  ASSERT_TRUE(std::filesystem::is_directory(dir))
+      << dir << " is missing (unpacked from tests/fixtures/llama.cpp-vocab)";
   const std::map<std::string, std::pair<std::string, size_t>> known = {
       {"ggml-vocab-bert-bge.gguf", {"bert", 30522}},      {"ggml-vocab-dbrx.gguf", {"gpt2", 100352}},
       {"ggml-vocab-deepseek-coder.gguf", {"gpt2", 32256}}, {"ggml-vocab-deepseek-llm.gguf", {"gpt2", 102400}},
@@ -446,7 +447,7 @@ TEST(Gguf, SharedLlamaCppVocabFiles) {
       EXPECT_TRUE(bos >= 0 && bos < static_cast<int64_t>(tokens.size())) << bos;
     }
   }
-  EXPECT_GE(opened, known.size());
+  EXPECT_EQ(opened, known.size());
   // Spot checks of token text.
   GgufFile gpt2((dir / "ggml-vocab-gpt-2.gguf").string());
   const auto tokens = gpt2.get_string_array("tokenizer.ggml.tokens");

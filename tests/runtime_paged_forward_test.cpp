@@ -24,7 +24,7 @@ std::vector<std::string> model_paths() {
   for (const auto& e : fs::directory_iterator(fixtures))
     if (fs::exists(e.path() / "config.json")) paths.push_back(e.path().string());
   std::sort(paths.begin(), paths.end());
-  paths.push_back(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
+  paths.push_back(std::string(KILN_SOURCE_DIR) + "/tests/fixtures/llama2c/stories260K/stories260K.bin");
   return paths;
 }
 
@@ -140,7 +140,7 @@ TEST(PagedForward, PackedChunkedPagedEqualsContiguousBitwise) {
 }
 
 TEST(PagedForward, MalformedBatchesAreRefused) {
-  auto m = Model::load(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
+  auto m = Model::load(std::string(KILN_SOURCE_DIR) + "/tests/fixtures/llama2c/stories260K/stories260K.bin");
   auto pool = m->new_kv_pool(4, 4);
   auto ws = m->new_workspace(16);
   std::vector<float> logits;
@@ -157,7 +157,7 @@ TEST(PagedForward, MalformedBatchesAreRefused) {
   EXPECT_THROW(m->forward_batch(*pool, *ws, {tokens, positions, bad_slots, {&ok, 1}, rows}, logits), Error);
   const std::vector<int32_t> bad_ids = {1, 512};
   EXPECT_THROW(m->forward_batch(*pool, *ws, {bad_ids, positions, slots, {&ok, 1}, rows}, logits), Error);
-  auto other = Model::load(std::string(KILN_SHARED_DIR) + "/models/stories260K/stories260K.bin");
+  auto other = Model::load(std::string(KILN_SOURCE_DIR) + "/tests/fixtures/llama2c/stories260K/stories260K.bin");
   EXPECT_THROW(other->forward_batch(*pool, *ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);
   auto other_ws = other->new_workspace(16);
   EXPECT_THROW(m->forward_batch(*pool, *other_ws, {tokens, positions, slots, {&ok, 1}, rows}, logits), Error);

@@ -556,5 +556,105 @@ TEST_F(ServerHttp, ConcurrentStreams) {
   EXPECT_NE(m.find("kiln_time_to_first_token_seconds_count 16"), std::string::npos);
 }
 
+// Sends raw request bytes and returns the parsed answer (status 0 when none came within the socket's life).
+HttpResult raw_exchange(int port, const std::string& bytes) {
+  HttpResult res;
+  const int fd = connect_to(port);
+  if (fd < 0) return res;
+  (void)!::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string raw;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+    raw.append(buf, static_cast<size_t>(n));
+    // Some answers keep the connection open: stop once a complete body has come.
+    const size_t head_end = raw.find("\r\n\r\n");
+    const size_t cl = raw.find("Content-Length: ");
+    if (head_end != std::string::npos && cl != std::string::npos && cl < head_end &&
+        raw.size() >= head_end + 4 + std::stoul(raw.substr(cl + 16)))
+      break;
+  }
+  ::close(fd);
+  const size_t head_end = raw.find("\r\n\r\n");
+  if (raw.size() < 12 || head_end == std::string::npos) return res;
+  res.status = std::stoi(raw.substr(9, 3));
+  res.headers = raw.substr(0, head_end);
+  res.body = raw.substr(head_end + 4);
+  return res;
+}
+
+TEST_F(ServerHttp, PostWithoutBodyIs400AtOnce) {
+  start();
+  const auto t0 = std::chrono::steady_clock::now();
+  // No Content-Length and no chunked encoding: the request has no body (httplib alone would wait 30 s for one).
+  const HttpResult r = raw_exchange(port_, "POST /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(error_of(r, 400)["code"], "missing_body");
+  EXPECT_LT(secs, 2.0);
+  // The same on a path that does not exist is a 404, also at once.
+  const HttpResult nf = raw_exchange(port_, "POST /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(error_of(nf, 404)["code"], "not_found");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 4.0);
+  // An empty body that says so is malformed JSON, as before.
+  EXPECT_EQ(error_of(post("/v1/completions", ""), 400)["code"], "invalid_json");
+}
+
+TEST_F(ServerHttp, WrongMethodIs405WithAllow) {
+  start();
+  const HttpResult a = get("/v1/completions");
+  EXPECT_EQ(error_of(a, 405)["code"], "method_not_allowed");
+  EXPECT_NE(a.headers.find("Allow: POST"), std::string::npos) << a.headers;
+  const HttpResult b = get("/v1/chat/completions");
+  EXPECT_EQ(b.status, 405);
+  EXPECT_NE(b.headers.find("Allow: POST"), std::string::npos) << b.headers;
+  const HttpResult c = post("/health", "{}");
+  EXPECT_EQ(error_of(c, 405)["code"], "method_not_allowed");
+  EXPECT_NE(c.headers.find("Allow: GET, HEAD"), std::string::npos) << c.headers;
+  const HttpResult d = http(port_, "DELETE", "/v1/models");
+  EXPECT_EQ(d.status, 405);
+  EXPECT_NE(d.headers.find("Allow: GET, HEAD"), std::string::npos) << d.headers;
+  EXPECT_EQ(http(port_, "PUT", "/v1/models/tiny", "").status, 405);
+  // The right methods still answer.
+  EXPECT_EQ(get("/health").status, 200);
+  EXPECT_EQ(post("/v1/completions", R"({"prompt": "x", "max_tokens": 1})").status, 200);
+}
+
+TEST_F(ServerHttp, NonStreamingClientLeavingCancels) {
+  start();
+  engine_->tick = 20ms;
+  const int fd = connect_to(port_);
+  ASSERT_GE(fd, 0);
+  const std::string req = request_text("POST", "/v1/completions", R"({"prompt": "x", "max_tokens": 60})", "");
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  for (int i = 0; i < 500 && engine_->stats().running == 0; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(engine_->stats().running, 1);
+  ::close(fd);
+  // Cancelled within a few of the handler's 100 ms checks, long before 60 tokens of 20 ms.
+  for (int i = 0; i < 200 && engine_->cancelled() == 0; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(engine_->cancelled(), 1);
+  EXPECT_EQ(engine_->stats().running, 0);
+  EXPECT_TRUE(server_->wait_idle(2s));
+  EXPECT_NE(get("/metrics").body.find("kiln_request_finish_total{reason=\"cancelled\"} 1"), std::string::npos);
+  // A client that stays gets its answer.
+  EXPECT_EQ(post("/v1/completions", R"({"prompt": "x", "max_tokens": 3})").status, 200);
+  EXPECT_EQ(engine_->cancelled(), 1);
+}
+
+TEST_F(ServerHttp, SecondServerOnTheSamePortIsRefused) {
+  start();
+  ServerOptions o;
+  o.port = port_;
+  Server second(o);
+  try {
+    second.bind();
+    FAIL() << "a second server bound port " << port_;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("port " + std::to_string(port_) + " is in use"), std::string::npos)
+        << e.what();
+  }
+  // The first one still serves every connection.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(get("/health").status, 200);
+}
+
 }  // namespace
 }  // namespace kiln::server

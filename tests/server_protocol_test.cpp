@@ -42,6 +42,20 @@ TEST(ServerProtocol, CompletionDefaults) {
   EXPECT_EQ(settle_max_tokens(r, 10, 128), 16);  // OpenAI's default for completions
 }
 
+// Fields kiln does not know are ignored, as OpenAI ignores them; an empty tools list asks for no tools.
+TEST(ServerProtocol, UnknownFieldsAreIgnored) {
+  EXPECT_EQ(refusal(Endpoint::Completions, R"({"prompt": "hi", "frobnicate": {"x": 1}, "user": "u"})").first, 200);
+  EXPECT_EQ(refusal(Endpoint::ChatCompletions,
+                    R"({"messages": [{"role": "user", "content": "x"}], "metadata": {"a": "b"}, "tools": []})")
+                .first,
+            200);
+  const auto [status, param] = refusal(
+      Endpoint::ChatCompletions,
+      R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]})");
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(param, "tools");
+}
+
 TEST(ServerProtocol, CompletionFields) {
   GenerationRequest r = parse(Endpoint::Completions, R"({
       "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "top_k": 40,
@@ -138,6 +152,10 @@ TEST(ServerProtocol, Refusals) {
       {E::ChatCompletions, R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs"},
       {E::ChatCompletions, R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", "logprobs"},
       {E::ChatCompletions, R"({"messages": [{"role": "user", "content": "x"}], "tools": {}})", "tools"},
+      // Tool calls are not parsed yet, so tools are refused by name rather than shown to the model.
+      {E::ChatCompletions,
+       R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]})",
+       "tools"},
       {E::ChatCompletions,
        R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
        "response_format"},

@@ -182,7 +182,7 @@ TEST(AddedTokens, StripAndSingleWordFlags) {
   EXPECT_EQ(tokens(*single, "x <m> y"), (V{"x", " ", "<m>", " ", "y"}));
 }
 
-const std::string kVocabDir = std::string(KILN_SHARED_DIR) + "/tokenizers/llama.cpp-vocab/";
+const std::string kVocabDir = std::string(KILN_TEST_DATA_DIR) + "/llama.cpp-vocab/";
 
 TEST(Performance, LongWordsAreNotQuadratic) {
   // One 200k-character "word" through score-based SentencePiece BPE (no pre-tokenizer splits it),

@@ -15,10 +15,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kTok512 = std::string(KILN_SHARED_DIR) + "/models/stories260K/tok512.bin";
-const std::string kTok105 = std::string(KILN_SHARED_DIR) + "/models/babyllama-tok105/tok105.bin";
-const std::string kGpt2 = std::string(KILN_SHARED_DIR) + "/tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf";
-const std::string kLlamaSpm = std::string(KILN_SHARED_DIR) + "/tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf";
+const std::string kTok512 = std::string(KILN_SOURCE_DIR) + "/tests/fixtures/llama2c/stories260K/tok512.bin";
+const std::string kTok105 = std::string(KILN_SOURCE_DIR) + "/tests/fixtures/llama2c/babyllama-tok105/tok105.bin";
+const std::string kGpt2 = std::string(KILN_TEST_DATA_DIR) + "/llama.cpp-vocab/ggml-vocab-gpt-2.gguf";
+const std::string kLlamaSpm = std::string(KILN_TEST_DATA_DIR) + "/llama.cpp-vocab/ggml-vocab-llama-spm.gguf";
 
 bool valid_utf8(const std::string& s) {
   size_t i = 0;

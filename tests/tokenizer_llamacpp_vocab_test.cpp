@@ -13,7 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kVocabDir = fs::path(KILN_SHARED_DIR) / "tokenizers" / "llama.cpp-vocab";
+const fs::path kVocabDir = fs::path(KILN_TEST_DATA_DIR) / "llama.cpp-vocab";
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -77,9 +77,12 @@ std::string escaped(const std::string& s) {
   return out;
 }
 
+// Runs while the tests are listed, so a missing folder must not throw: it gives no names, and
+// AllExpectedVocabsArePresent fails naming it.
 std::vector<std::string> vocab_names() {
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(kVocabDir)) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(kVocabDir, ec)) {
     std::string f = e.path().filename().string();
     if (e.path().extension() != ".gguf" || f.rfind("ggml-vocab-", 0) != 0) continue;
     std::string name = f.substr(11, f.size() - 11 - 5);
@@ -98,7 +101,8 @@ TEST_P(LlamaCppVocab, EncodesEveryTestPairExactly) {
   auto t0 = std::chrono::steady_clock::now();
   auto tok = kiln::Tokenizer::from_path(gguf.string());
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(load_s, 1.0) << name << ": loading took " << load_s << " s";
+  // Load time is a figure, not a check: CI shares two cores with other jobs.
+  RecordProperty("load_seconds", std::to_string(load_s));
 
   auto inputs = read_inputs(fs::path(gguf.string() + ".inp"));
   auto outputs = read_outputs(fs::path(gguf.string() + ".out"));
@@ -146,7 +150,10 @@ INSTANTIATE_TEST_SUITE_P(Vocabs, LlamaCppVocab, ::testing::ValuesIn(vocab_names(
                            return n;
                          });
 
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(LlamaCppVocab);
+
 TEST(LlamaCppVocabSet, AllExpectedVocabsArePresent) {
+  ASSERT_TRUE(fs::is_directory(kVocabDir)) << kVocabDir << " is missing (unpacked from tests/fixtures/llama.cpp-vocab)";
   auto names = vocab_names();
   for (const char* n : {"deepseek-coder", "deepseek-llm", "dbrx", "falcon", "gpt-2", "llama-spm", "mpt", "phi-3",
                         "refact", "starcoder"}) {
@@ -156,6 +163,7 @@ TEST(LlamaCppVocabSet, AllExpectedVocabsArePresent) {
 
 TEST(LlamaCppVocabSet, BertIsRefusedWithAClearError) {
   const std::string path = (kVocabDir / "ggml-vocab-bert-bge.gguf").string();
+  ASSERT_TRUE(fs::exists(path)) << path << " is missing";  // a missing file's error would name it too
   try {
     kiln::Tokenizer::from_path(path);
     FAIL() << "bert vocab loaded";

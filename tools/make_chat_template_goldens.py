@@ -4,13 +4,13 @@ configures it, and writes the expected strings kiln's Jinja engine must reproduc
 (tests/chat_template_test.cpp).
 
 Templates: tests/fixtures/chat-templates/*.jinja (Llama 2, Mistral 7B v0.1, Gemma 1, SmolLM2 and a
-feature-coverage template) and ../shared/chat-templates/llama.cpp/*.jinja (Llama 3.x, Qwen2.5,
-Gemma 2, Phi-3.5, Mistral Nemo, tool-use templates, ...).
+feature-coverage template) and tests/fixtures/chat-templates/llama.cpp/*.jinja (llama.cpp's copies of
+Llama 3.x, Qwen2.5, Gemma 2, Phi-3.5, Mistral Nemo, tool-use templates, ...; tests/fixtures/SOURCES.md).
 
     python3 tools/make_chat_template_goldens.py   # needs jinja2 3.1.x
 
 Output: tests/fixtures/chat-templates/goldens.json, a list of
-    {"template": "fixtures:NAME.jinja" | "shared:chat-templates/llama.cpp/NAME.jinja",
+    {"template": "fixtures:NAME.jinja" | "fixtures:llama.cpp/NAME.jinja",
      "case": str, "variables": {...}, "expected": str}            # rendered
   | {..., "error": str, "raised": bool}                             # the template refused
 raised is true when the template's own raise_exception() fired; its message must match exactly.
@@ -26,7 +26,6 @@ import jinja2.sandbox
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "chat-templates"
-SHARED = ROOT.parent / "shared"
 # strftime_now() is pinned so goldens do not depend on the day they were made; the C++ test pins
 # the same date.
 NOW = datetime.datetime(2024, 7, 26, 12, 0, 0)
@@ -122,9 +121,8 @@ CASES = [
 def templates():
     for p in sorted(FIXTURES.glob("*.jinja")):
         yield "fixtures:" + p.name, p
-    shared = SHARED / "chat-templates" / "llama.cpp"
-    for p in sorted(shared.glob("*.jinja")):
-        yield "shared:chat-templates/llama.cpp/" + p.name, p
+    for p in sorted((FIXTURES / "llama.cpp").glob("*.jinja")):
+        yield "fixtures:llama.cpp/" + p.name, p
 
 
 def main():

@@ -828,7 +828,7 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
   app.add_option("--dtype", f.dtype, "Weights: auto, f32, f16 or bf16 (random weights are rounded to it)")
       ->capture_default_str();
   app.add_option("--device", f.device, "cpu or cuda")->capture_default_str();
-  app.add_option("--threads", f.threads, "CPU threads (0: all)")->capture_default_str();
+  add_threads_option(app, f.threads);
   app.add_option("--seed", f.seed, "Seed of the prompts, lengths, arrivals and random weights")->capture_default_str();
   app.add_option("--isl", f.isl, "Input (prompt) length in tokens")->capture_default_str();
   app.add_option("--osl", f.osl, "Output length in tokens (exact: EOS is ignored)")->capture_default_str();

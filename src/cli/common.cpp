@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/thread_pool.h"
 #include "kiln/error.h"
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
@@ -40,7 +41,23 @@ std::string resolve_model_path(const std::string& flag_value) {
 }
 
 void set_num_threads(int n) {
-  if (n > 0) setenv("KILN_NUM_THREADS", std::to_string(n).c_str(), 1);
+  KILN_CHECK(n >= 0, "--threads must be >= 0 (0: one per hardware thread), got {}", n);
+  ThreadPool::set_global_threads(n);
+}
+
+void add_threads_option(CLI::App& app, int& value) {
+  app.add_option("--threads", value, "CPU threads (0: one per hardware thread)")->capture_default_str();
+}
+
+std::string token_piece(const Tokenizer& tok, int32_t prev, int32_t id) {
+  const int32_t one[1] = {id};
+  if (prev < 0) return tok.decode(one, /*skip_special=*/false);
+  const int32_t ctx[1] = {prev};
+  const int32_t both[2] = {prev, id};
+  const std::string a = tok.decode(ctx, false);
+  const std::string b = tok.decode(both, false);
+  if (b.size() >= a.size() && b.compare(0, a.size(), a) == 0) return b.substr(a.size());
+  return tok.decode(one, false);
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer_if_any(const std::string& model_path) {

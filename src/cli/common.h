@@ -20,8 +20,15 @@ std::string default_model_path();
 // `--model` as given, or the default model; throws kiln::Error telling how to fetch it when absent.
 std::string resolve_model_path(const std::string& flag_value);
 
-// Sets the CPU backend's thread count (0: all hardware threads). Must run before the first model op.
+// Sets the CPU backend's thread count (0: all hardware threads); a negative count is a kiln::Error naming
+// --threads. Must run before the first model op.
 void set_num_threads(int n);
+// --threads, as every verb that loads a model offers it.
+void add_threads_option(CLI::App& app, int& value);
+
+// The text `id` adds after `prev` (prev < 0: at the start), as a streamed reply shows it: decoded alone, a
+// SentencePiece token would lose its leading space.
+std::string token_piece(const Tokenizer& tok, int32_t prev, int32_t id);
 
 // The tokenizer of a model path, or nullptr when the path holds none (a checkpoint without
 // tokenizer files). A tokenizer that exists but is malformed still throws.

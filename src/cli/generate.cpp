@@ -30,7 +30,7 @@ struct GenerateFlags {
   int32_t top_k = 0;
   float top_p = 1.0f;
   float min_p = 0.0f;
-  uint64_t seed = 0;
+  std::optional<uint64_t> seed;  // none: a fresh random seed per prompt (drawn by the executor)
   int32_t logprobs = 0;
   std::string device = "cpu";
   std::string dtype = "auto";
@@ -59,10 +59,40 @@ struct Outcome {
   std::chrono::steady_clock::time_point first_token;
 };
 
-nlohmann::json logprob_entry(const TokenLogprobs& s) {
+// A token's text as it reads after `prev` (JSON null without a tokenizer).
+nlohmann::json piece_json(const Tokenizer* tok, int32_t prev, int32_t id) {
+  return tok ? nlohmann::json(token_piece(*tok, prev, id)) : nlohmann::json(nullptr);
+}
+
+// One --json logprobs entry: the token and its alternatives, each with its id and its text.
+nlohmann::json logprob_entry(const TokenLogprobs& s, const Tokenizer* tok, int32_t prev) {
   nlohmann::json top = nlohmann::json::array();
-  for (const auto& [id, lp] : s.top) top.push_back({{"id", id}, {"logprob", lp}});
-  return {{"token_id", s.token_id}, {"logprob", s.logprob}, {"top", std::move(top)}};
+  for (const auto& [id, lp] : s.top) top.push_back({{"id", id}, {"token", piece_json(tok, prev, id)}, {"logprob", lp}});
+  return {{"token_id", s.token_id},
+          {"token", piece_json(tok, prev, s.token_id)},
+          {"logprob", s.logprob},
+          {"top", std::move(top)}};
+}
+
+// --logprobs without --json: one line per generated token, its text (JSON-quoted, so spaces and newlines show)
+// or its id without a tokenizer, its logprob, then the top alternatives.
+std::string logprob_lines(const std::string& prefix, const std::vector<int32_t>& prompt,
+                          const std::vector<TokenLogprobs>& lps, const Tokenizer* tok) {
+  auto shown = [&](int32_t prev, int32_t id) {
+    return tok ? nlohmann::json(token_piece(*tok, prev, id))
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+               : fmt::format("#{}", id);
+  };
+  std::string out;
+  int32_t prev = prompt.empty() ? -1 : prompt.back();
+  for (const TokenLogprobs& s : lps) {
+    out += fmt::format("{}{} {:.4f}", prefix, shown(prev, s.token_id), s.logprob);
+    for (size_t i = 0; i < s.top.size(); ++i)
+      out += fmt::format("{}{} {:.4f}", i == 0 ? "  top: " : ", ", shown(prev, s.top[i].first), s.top[i].second);
+    out += '\n';
+    prev = s.token_id;
+  }
+  return out;
 }
 
 std::vector<std::string> read_prompts_file(const std::string& path) {
@@ -72,7 +102,11 @@ std::vector<std::string> read_prompts_file(const std::string& path) {
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
-    KILN_CHECK(!line.empty(), "--prompts-file {}: line {} is empty (one prompt per line)", path, n);
+    if (line.empty()) {
+      std::fprintf(stderr, "kiln: warning: --prompts-file %s: line %lld is empty; skipped\n", path.c_str(),
+                   static_cast<long long>(n));
+      continue;
+    }
     prompts.push_back(line);
   }
   KILN_CHECK(!prompts.empty(), "--prompts-file {}: no prompts in it", path);
@@ -96,7 +130,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   if (prompt_ids_given) prompts.push_back(parse_id_list(f.prompt_ids));
   if (prompt_given) texts.push_back(f.prompt);
   if (file_given) texts = read_prompts_file(f.prompts_file);
-  Sampler::validate({f.temperature, f.top_k, f.top_p, f.min_p, f.seed, f.logprobs});
+  Sampler::validate({f.temperature, f.top_k, f.top_p, f.min_p, f.seed.value_or(0), f.logprobs});
   set_num_threads(f.threads);
 
   const std::string path = resolve_model_path(f.model);
@@ -131,7 +165,14 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
     const int64_t ctx = cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : p.size() + f.max_tokens;
     KILN_CHECK(static_cast<int64_t>(p.size()) < ctx, "{} has {} tokens but the model's context is {}", which,
                p.size(), ctx);
-    longest = std::max(longest, std::min<int64_t>(ctx, static_cast<int64_t>(p.size()) + f.max_tokens));
+    const int64_t need = std::min<int64_t>(ctx, static_cast<int64_t>(p.size()) + f.max_tokens);
+    if (static_cast<int64_t>(p.size()) + f.max_tokens > ctx)
+      std::fprintf(stderr,
+                   "kiln: warning: --max-tokens %lld does not fit: %s has %zu tokens and the model's context is %lld, "
+                   "so at most %lld tokens are generated (finish: length)\n",
+                   static_cast<long long>(f.max_tokens), which.c_str(), p.size(), static_cast<long long>(ctx),
+                   static_cast<long long>(ctx - static_cast<int64_t>(p.size())));
+    longest = std::max(longest, need);
   }
 
   ExecutorConfig ec;
@@ -200,7 +241,11 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
       out["text"] = tok ? nlohmann::json(o.text) : nlohmann::json(nullptr);
       out["finish_reason"] = finish_reason_name(o.finish);
       nlohmann::json lps = nlohmann::json::array();
-      for (const auto& s : o.logprobs) lps.push_back(logprob_entry(s));
+      int32_t prev = o.prompt.empty() ? -1 : o.prompt.back();
+      for (const auto& s : o.logprobs) {
+        lps.push_back(logprob_entry(s, tok.get(), prev));
+        prev = s.token_id;
+      }
       out["logprobs"] = std::move(lps);
       std::puts(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       continue;
@@ -216,6 +261,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
       for (int32_t t : o.tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
       std::printf("%s%s\n", prefix.c_str(), ids.c_str());
     }
+    if (f.logprobs > 0) std::fputs(logprob_lines(prefix, o.prompt, o.logprobs, tok.get()).c_str(), stdout);
   }
   std::fflush(stdout);
   if (!f.quiet) {
@@ -261,12 +307,17 @@ std::function<int()> add_generate(CLI::App& app) {
   app.add_option("--top-k", f->top_k, "Keep the k most likely tokens (0: off)")->capture_default_str();
   app.add_option("--top-p", f->top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
   app.add_option("--min-p", f->min_p, "Drop tokens below min-p times the top probability (0: off)")->capture_default_str();
-  app.add_option("--seed", f->seed, "Random seed")->capture_default_str();
-  app.add_option("--logprobs", f->logprobs, "Report the top K logprobs per generated token")->capture_default_str();
+  app.add_option("--seed", f->seed,
+                 "Random seed: the same seed repeats the same text (default: a fresh random seed every run)");
+  app.add_option(
+         "--logprobs", f->logprobs,
+         "Report each generated token's logprob and the top K (with --json: in the JSON; otherwise one line per "
+         "token after the text)")
+      ->capture_default_str();
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
-  app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
+  add_threads_option(app, f->threads);
   app.add_flag("--json", f->json, "Print one JSON object per prompt instead of streaming text");
   app.add_flag("--quiet,-q", f->quiet, "No progress or speed on stderr");
   app.add_flag("--no-cuda-graphs", f->no_cuda_graphs, "cuda: run decode steps kernel by kernel, no CUDA graphs");

@@ -1,6 +1,7 @@
-// `kiln serve`: an OpenAI-compatible HTTP server over the Executor. The port opens first (/health
-// answers 503 while the model loads), then the model loads and requests are served until SIGTERM or
-// SIGINT: new requests get 503, running ones finish (bounded by --shutdown-timeout), and kiln exits 0.
+// `kiln serve`: an OpenAI-compatible HTTP server over the Executor. The port is bound first, exclusively (a port
+// in use fails at once, before loading), /health answers 503 while the model loads, and "listening" is printed
+// once requests are served; they are until SIGTERM or SIGINT: new requests get 503, running ones finish
+// (bounded by --shutdown-timeout), and kiln exits 0.
 #include <pthread.h>
 #include <unistd.h>
 
@@ -128,7 +129,8 @@ int run(const ServeFlags& f) {
   so.log_requests = f.log_requests;
   server::Server server(so);
   const int port = server.bind();
-  std::fprintf(stderr, "kiln serve: listening on http://%s:%d (loading %s)\n", f.host.c_str(), port, path.c_str());
+  std::fprintf(stderr, "kiln serve: loading %s (http://%s:%d answers 503 until it is ready)\n", path.c_str(),
+               f.host.c_str(), port);
   std::thread http([&server] { server.run(); });
   auto stop_http = [&] {
     server.stop();
@@ -192,6 +194,7 @@ int run(const ServeFlags& f) {
                  cfg.architecture.c_str(), model->num_parameters() / 1e6, static_cast<long long>(context),
                  static_cast<long long>(st.kv_blocks_total), f.block_size,
                  f.kv_cache_dtype == "fp8" ? " (fp8 e4m3)" : "", has_template ? "yes" : "no");
+    std::fprintf(stderr, "kiln serve: listening on http://%s:%d\n", f.host.c_str(), port);
   } catch (...) {
     stop_http();
     throw;
@@ -253,7 +256,7 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
-  app.add_option("--threads", f->threads, "CPU threads (0: all)")->capture_default_str();
+  add_threads_option(app, f->threads);
   app.add_option("--max-num-tokens", f->max_num_tokens, "Token budget of one engine step")->capture_default_str();
   app.add_option("--max-batch-size", f->max_batch_size, "Requests running at once")->capture_default_str();
   app.add_option("--max-seq-len", f->max_seq_len, "Context per request (0: the model's)")->capture_default_str();

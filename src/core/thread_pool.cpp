@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "kiln/error.h"
+
 namespace kiln {
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -69,12 +71,41 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   job_ = nullptr;
 }
 
+namespace {
+
+std::mutex global_mu;
+int global_requested = -1;  // set_global_threads' count; -1: none given
+bool global_made = false;
+
+int hardware_threads() {
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 ThreadPool& ThreadPool::global() {
   static ThreadPool pool([] {
+    std::lock_guard lock(global_mu);
+    global_made = true;
+    if (global_requested >= 0) return global_requested;
     const char* env = std::getenv("KILN_NUM_THREADS");
     return env ? std::atoi(env) : 0;
   }());
   return pool;
+}
+
+void ThreadPool::set_global_threads(int n) {
+  KILN_CHECK(n >= 0, "thread count must be >= 0 (0: one per hardware thread), got {}", n);
+  {
+    std::lock_guard lock(global_mu);
+    if (!global_made) {
+      global_requested = n;
+      return;
+    }
+  }
+  const int want = n == 0 ? hardware_threads() : n;
+  KILN_CHECK(global().size() == want, "the CPU thread pool already runs {} threads; it cannot become {}",
+             global().size(), want);
 }
 
 }  // namespace kiln

@@ -10,7 +10,7 @@ namespace kiln {
 
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
-                          const std::function<void(int32_t)>& on_token) {
+                          const std::function<void(int32_t)>& on_token, const std::function<bool()>& stop_requested) {
   using Clock = std::chrono::steady_clock;
   KILN_CHECK(!input.empty(), "the prompt is empty: nothing to condition on");
   KILN_CHECK(state.length() + static_cast<int64_t>(input.size()) <= state.capacity(),
@@ -25,6 +25,10 @@ GenerationResult generate(const Model& model, KvState& state, std::span<const in
   const auto t1 = Clock::now();
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t i = 0; i < max_tokens; ++i) {
+    if (stop_requested && stop_requested()) {
+      r.finish_reason = "cancelled";
+      break;
+    }
     SampleResult s = sampler.sample(logits);
     r.tokens.push_back(s.token);
     r.samples.push_back(std::move(s));

@@ -16,7 +16,7 @@ namespace kiln {
 struct GenerationResult {
   std::vector<int32_t> tokens;         // generated ids, the stop token included when one ended it
   std::vector<SampleResult> samples;   // one per generated id
-  std::string finish_reason;           // "stop" or "length"
+  std::string finish_reason;           // "stop", "length" or "cancelled"
   int64_t prefill_tokens = 0;
   double prefill_seconds = 0.0;
   double decode_seconds = 0.0;         // time for the tokens after the first
@@ -25,8 +25,11 @@ struct GenerationResult {
 // Feeds `input` (ids not yet in `state`), then generates up to max_tokens. Stops at an id of
 // `stop_ids` (finish "stop") or at max_tokens or the state's capacity (finish "length").
 // on_token is called for each generated id that is not a stop id, as soon as it is sampled.
+// stop_requested, when given, is asked before each token is sampled: true ends generation with finish
+// "cancelled" (kiln chat's Ctrl-C); `state` then holds the input and every token in `tokens`.
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
-                          const std::function<void(int32_t)>& on_token = {});
+                          const std::function<void(int32_t)>& on_token = {},
+                          const std::function<bool()>& stop_requested = {});
 
 }  // namespace kiln

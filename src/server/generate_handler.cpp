@@ -1,8 +1,14 @@
 // /v1/completions and /v1/chat/completions: validate, render the chat template, tokenize, enqueue
 // one engine request per choice, then answer with one JSON body or an SSE stream. A client that
-// goes away mid-stream has its requests cancelled, which frees their KV blocks.
+// goes away, mid-stream or while waiting for its whole answer, has its requests cancelled, which
+// frees their KV blocks.
+#include <dirent.h>
 #include <fmt/format.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 
+#include <cstdlib>
 #include <deque>
 
 #include "kiln/tokenizer.h"
@@ -201,6 +207,53 @@ std::optional<ApiError> failure_of(const std::vector<ChoiceOutput>& out) {
   return std::nullopt;
 }
 
+// The numeric address and port of a socket's end (local or peer), as httplib writes remote_addr/local_addr.
+bool socket_end(int fd, bool peer, std::string& addr, int& port) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  if ((peer ? ::getpeername(fd, sa, &len) : ::getsockname(fd, sa, &len)) != 0) return false;
+  char host[NI_MAXHOST];
+  char serv[NI_MAXSERV];
+  if (::getnameinfo(sa, len, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0) return false;
+  addr = host;
+  port = std::atoi(serv);
+  return true;
+}
+
+// The socket of the connection a request came on, or -1. cpp-httplib 0.11 does not hand it to handlers (newer
+// releases expose Request::is_connection_closed; Debian 12 ships 0.11), so it is found among this process's
+// descriptors by its address pair, which no other open TCP connection shares. httplib keeps the socket open
+// until the handler returns, so the descriptor stays this connection's while the handler uses it.
+int connection_socket(const httplib::Request& req) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (const dirent* e = ::readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == ::dirfd(dir)) continue;
+    std::string addr;
+    int port = 0;
+    if (!socket_end(static_cast<int>(fd), true, addr, port) || port != req.remote_port || addr != req.remote_addr)
+      continue;
+    if (!socket_end(static_cast<int>(fd), false, addr, port) || port != req.local_port || addr != req.local_addr)
+      continue;
+    found = static_cast<int>(fd);
+    break;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+// The client closed its end (or the connection broke). An HTTP client does not half-close while it waits for
+// the answer, so this means it is gone; pipelined bytes of a next request do not count.
+bool client_gone(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
 }  // namespace
 
 void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
@@ -297,11 +350,18 @@ void Server::Impl::handle_generate(Endpoint endpoint, const httplib::Request& re
     gen->started = true;
 
     if (!g.stream) {
+      // Watched every 100 ms while the answer is computed: a client that leaves has its choices cancelled (by
+      // ~Generation) instead of running to max_tokens for nobody.
+      const int fd = connection_socket(req);
       while (true) {
-        for (const Job::Event& ev : job->take(std::chrono::milliseconds(1000))) gen->apply(ev);
+        for (const Job::Event& ev : job->take(std::chrono::milliseconds(100))) gen->apply(ev);
         if (job->all_done()) {
           for (const Job::Event& ev : job->take(std::chrono::milliseconds(0))) gen->apply(ev);
           break;
+        }
+        if (fd >= 0 && client_gone(fd)) {
+          send_error(res, ApiError(499, "The client closed the connection.", "", "client_closed_request"));
+          return;
         }
       }
       gen->record(false);

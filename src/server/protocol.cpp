@@ -257,7 +257,11 @@ GenerationRequest parse_request(Endpoint endpoint, const ojson& body, const Mode
     r.messages = parse_messages(body);
     if (const ojson* tools = field(body, "tools")) {
       if (!tools->is_array()) bad_type("tools", "an array", *tools);
-      if (!tools->empty()) r.tools = *tools;
+      // A model could be shown the tools, but its tool calls would come back as plain text: refused by name
+      // until tool calls are parsed, so a client does not mistake that text for an answer.
+      if (!tools->empty())
+        throw ApiError(400, "'tools' is not supported yet: kiln does not parse tool calls from the model's output.",
+                       "tools", "unsupported_parameter");
     }
     r.add_generation_prompt = get_bool(body, "add_generation_prompt").value_or(true);
     if (get_bool(body, "continue_final_message").value_or(false))

@@ -3,8 +3,11 @@
 #include "server/server.h"
 
 #include <fmt/format.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -59,6 +62,47 @@ const char* status_text(int status) {
   }
 }
 
+// The methods a route answers (nullptr: no such route), for 405 and its Allow header.
+const char* allowed_methods(const std::string& path) {
+  if (path == "/v1/completions" || path == "/v1/chat/completions") return "POST";
+  if (path == "/" || path == "/health" || path == "/metrics" || path == "/v1/models" ||
+      starts_with(path, "/v1/models/"))
+    return "GET, HEAD";
+  return nullptr;
+}
+
+bool method_allowed(const std::string& method, const char* allowed) {
+  return std::string(allowed) == "POST" ? method == "POST" : (method == "GET" || method == "HEAD");
+}
+
+// A request that says nothing of its body's length has none (RFC 9112 6.3); httplib would wait for the
+// connection to close instead, so such a request is answered before it reads anything.
+bool body_length_unknown(const httplib::Request& req) {
+  return !req.has_header("Content-Length") &&
+         req.get_header_value("Transfer-Encoding").find("chunked") == std::string::npos;
+}
+
+// True when nothing else can bind host:port because another socket listens there.
+bool port_in_use(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return false;
+  bool in_use = false;
+  for (addrinfo* a = found; a != nullptr && !in_use; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd < 0) continue;
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    in_use = ::bind(fd, a->ai_addr, a->ai_addrlen) != 0 && errno == EADDRINUSE;
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return in_use;
+}
+
 }  // namespace
 
 std::string Server::Impl::token_text(int32_t prev, int32_t id) const {
@@ -81,15 +125,42 @@ void Server::Impl::setup_routes() {
   http.set_keep_alive_timeout(5);
   http.set_read_timeout(30);
   http.set_write_timeout(10);
+  // httplib's default sets SO_REUSEPORT, with which a second server binds the same port and the kernel splits the
+  // connections between the two; SO_REUSEADDR alone still rebinds at once after a restart but refuses a port that
+  // another socket listens on.
   http.set_socket_options([this](socket_t sock) {
-    httplib::default_socket_options(sock);
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     if (binding) listen_fd = sock;
   });
   const int threads = options.http_threads;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
 
-  // Authentication and readiness, before routing.
+  // Methods and bodies, authentication and readiness, before routing (and before httplib reads a body).
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const char* allowed = allowed_methods(req.path);
+    if (allowed && !method_allowed(req.method, allowed)) {
+      res.set_header("Allow", allowed);
+      send_error(
+          res,
+          ApiError(405, fmt::format("{} {} is not supported; {} answers {}.", req.method, req.path, req.path, allowed),
+                   "", "method_not_allowed"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    const bool has_body_method =
+        req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
+    if (has_body_method && body_length_unknown(req)) {
+      res.set_header("Connection", "close");
+      if (!allowed) {
+        send_error(res, ApiError(404, status_text(404), "", "not_found"));
+      } else {
+        send_error(res, ApiError(400,
+                                 "The request has no body: send a JSON body with a Content-Length header (or "
+                                 "chunked transfer encoding).",
+                                 "", "missing_body"));
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (starts_with(req.path, "/v1/")) {
       if (!options.api_key.empty()) {
         const std::string auth = req.get_header_value("Authorization");
@@ -206,8 +277,13 @@ int Server::bind() {
     KILN_CHECK(port > 0, "serve: cannot bind {} on any port", o.host);
   } else {
     KILN_CHECK(port > 0 && port < 65536, "serve: --port must be in [0, 65535], got {}", port);
-    KILN_CHECK(impl_->http.bind_to_port(o.host, port), "serve: cannot listen on {}:{} (in use, or not an address here)",
-               o.host, port);
+    if (!impl_->http.bind_to_port(o.host, port)) {
+      impl_->binding = false;
+      KILN_CHECK(!port_in_use(o.host, port),
+                 "port {} is in use (another server listens on {}:{}); choose another with --port", port, o.host, port);
+      KILN_THROW("serve: cannot listen on {}:{} ({} is not an address of this machine, or the port is not allowed)",
+                 o.host, port, o.host);
+    }
   }
   impl_->binding = false;
   // httplib listens with a backlog of 5; a burst of clients connecting at once would see SYNs dropped

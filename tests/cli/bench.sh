@@ -3,9 +3,9 @@
 # config; the --json fields are present and agree with each other (output tokens = requests x OSL,
 # rates = counts / duration, percentiles ordered), seeds reproduce workloads, datasets (ids and text)
 # are read as given, and bad flags fail with one line and exit code 2.
-# Usage: bench.sh KILN_BINARY SOURCE_DIR SHARED_DIR
+# Usage: bench.sh KILN_BINARY SOURCE_DIR TEST_DATA_DIR
 set -euo pipefail
-kiln=$1 src=$2 shared=$3
+kiln=$1 src=$2
 fixture=$src/tests/fixtures/models/llama3-gqa-bf16
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -142,7 +142,7 @@ PY
   --osl 3 --seed 8 --dtype f32 --json --quiet >"$tmp/t4.json"
 check "$tmp/t4.json" throughput 'o["dtype"] == "f32"; o["output_tokens"] == 30'
 
-# Datasets: token ids, and text through the model's tokenizer (a llama2.c model from the shared folder).
+# Datasets: token ids, and text through the model's tokenizer (the llama2.c stories260K fixture).
 printf '%s\n' '{"prompt_ids": [1, 2, 3, 4, 5], "output_len": 3}' '' '{"prompt_ids": [9, 8, 7], "output_len": 5}' \
   '{"prompt_ids": [100], "output_len": 1}' >"$tmp/ids.jsonl"
 "$kiln" bench throughput --model "$tmp/tiny.json" --random-weights --dataset "$tmp/ids.jsonl" --json --quiet >"$tmp/d1.json"
@@ -151,12 +151,10 @@ check "$tmp/d1.json" throughput 'o["num_requests"] == 3; o["input_tokens"] == 9;
 "$kiln" bench throughput --model "$tmp/tiny.json" --random-weights --dataset "$tmp/ids.jsonl" --num-requests 2 \
   --json --quiet >"$tmp/d2.json"
 check "$tmp/d2.json" throughput 'o["num_requests"] == 2; o["output_tokens"] == 8'
-stories=$shared/models/stories260K/stories260K.bin
-if [[ -f $stories ]]; then
-  printf '%s\n' '{"prompt": "Once upon a time", "output_len": 6}' '{"prompt": "The cat", "output_len": 2}' >"$tmp/text.jsonl"
-  "$kiln" bench throughput --model "$stories" --dataset "$tmp/text.jsonl" --json --quiet >"$tmp/d3.json"
-  check "$tmp/d3.json" throughput 'o["num_requests"] == 2; o["output_tokens"] == 8; o["input_tokens"] >= 4'
-fi
+stories=$src/tests/fixtures/llama2c/stories260K/stories260K.bin
+printf '%s\n' '{"prompt": "Once upon a time", "output_len": 6}' '{"prompt": "The cat", "output_len": 2}' >"$tmp/text.jsonl"
+"$kiln" bench throughput --model "$stories" --dataset "$tmp/text.jsonl" --json --quiet >"$tmp/d3.json"
+check "$tmp/d3.json" throughput 'o["num_requests"] == 2; o["output_tokens"] == 8; o["input_tokens"] >= 4'
 
 # Latency: several batch sizes give one object with a run each; one batch size is also flattened.
 "$kiln" bench latency --model "$tmp/tiny.json" --random-weights --batch-size 1,3 --isl 12 --osl 5 --iterations 2 \

@@ -2,7 +2,7 @@
 # `kiln chat` on the default model, greedy: the model's chat template renders the conversation, a second turn
 # computes only the tokens after the cached prefix, /reset then the first question again reuses the cache and
 # gives the first reply again, --chat-template replaces the tokenizer's template, and a missing template file
-# is one line on stderr with exit code 2. Usage: chat.sh KILN_BINARY SOURCE_DIR SHARED_DIR
+# is one line on stderr with exit code 2. Usage: chat.sh KILN_BINARY SOURCE_DIR TEST_DATA_DIR
 set -euo pipefail
 kiln=$1
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}

@@ -3,7 +3,7 @@
 # (tests/fixtures/default-model/reference.json, made by tools/make_default_model_reference.py):
 # prompt ids equal HF's tokenization, greedy ids equal while the reference's top-2 margin is clear,
 # top-5 logprobs within 2e-3. The model is fetched by scripts/test.sh (scripts/fetch-default-model.sh).
-# Usage: default_model.sh KILN_BINARY SOURCE_DIR SHARED_DIR
+# Usage: default_model.sh KILN_BINARY SOURCE_DIR TEST_DATA_DIR
 set -euo pipefail
 kiln=$1 src=$2
 cache=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bad input to the kiln CLI: each case must exit with code 2 and print exactly one line on stderr
-# that names the problem, never crash. Usage: errors.sh KILN_BINARY SOURCE_DIR SHARED_DIR
+# that names the problem, never crash. Usage: errors.sh KILN_BINARY SOURCE_DIR TEST_DATA_DIR
 set -uo pipefail
-kiln=$1 src=$2 shared=$3
+kiln=$1 src=$2 data=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0
@@ -27,8 +27,8 @@ expect_error() {
   fi
 }
 
-stories=$shared/models/stories260K/stories260K.bin
-vocab=$shared/tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf
+stories=$src/tests/fixtures/llama2c/stories260K/stories260K.bin
+vocab=$data/llama.cpp-vocab/ggml-vocab-gpt-2.gguf
 
 expect_error missing-file "$tmp/nope.gguf" -- generate --model "$tmp/nope.gguf" --prompt-ids 1
 expect_error missing-folder "$tmp/nodir" -- info --model "$tmp/nodir"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The `kiln generate --json` contract on a trained llama2.c model: greedy ids equal the published
 # golden ids, one logprobs entry per token with K sorted alternatives, text decoded, streaming mode
-# prints the same text as --json. Usage: generate_json.sh KILN_BINARY SOURCE_DIR SHARED_DIR
+# prints the same text as --json. Usage: generate_json.sh KILN_BINARY SOURCE_DIR TEST_DATA_DIR
 set -euo pipefail
-kiln=$1 shared=$3
-model=$shared/models/stories260K/stories260K.bin
+kiln=$1 src=$2
+model=$src/tests/fixtures/llama2c/stories260K/stories260K.bin
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 

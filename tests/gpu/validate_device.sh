@@ -3,7 +3,7 @@
 # the CUDA executor soak and executor tests, the CLI end to end (cli_device.sh), then optional benchmark parts.
 #   bash tests/gpu/validate_device.sh <dir> [tests] [latency] [throughput] [configs] [peers]
 # <dir> holds bins.tar.xz (a `bin/` made by tests/gpu/prepare_device.sh, then `tar cf - bin | xz -9 > bins.tar.xz`:
-# -9 keeps a carried folder under 64 MiB), shared/models/stories260K and peers/*.py (from ../shared). Logs go to
+# -9 keeps a carried folder under 64 MiB) and, for the peers part, the peer scripts in peers/*.py. Logs go to
 # $OUT, a summary to stdout.
 set -uo pipefail
 D=$(realpath "${1:?usage: validate_device.sh DIR [parts...]}")
@@ -14,8 +14,8 @@ OUT=${OUT:-/tmp/kiln-out}
 mkdir -p "$OUT"
 [[ -d "$D/bin" ]] || (cd "$D" && tar xJf bins.tar.xz)
 BIN=$D/bin
-# The binaries have KILN_SHARED_DIR=/work/shared baked in.
-mkdir -p /work && ln -sfn "$D/shared" /work/shared
+# The CPU runtime tests read stories260K from this checkout's tests/fixtures, wherever it sits.
+export KILN_FIXTURES_DIR=$root/tests/fixtures
 # bench/run_peers.sh finds kiln and the peers in .peers/.
 mkdir -p "$root/.peers/bin" "$root/.peers/peers"
 cp "$BIN/kiln" "$root/.peers/bin/"

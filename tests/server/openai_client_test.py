@@ -100,6 +100,28 @@ def main():
         ec = client.completions.create(model="smol", prompt="Hello there", max_tokens=3, echo=True, temperature=0)
         t.check(ec.choices[0].text.startswith("Hello there"), f"echo: {ec.choices[0].text!r}")
 
+        # Without a seed every request samples afresh (as OpenAI and vLLM do): the same prompt at temperature 1
+        # gives different texts, for completions and chat alike.
+        unseeded = {client.completions.create(model="smol", prompt="Once upon a time", max_tokens=24,
+                                              temperature=1.0).choices[0].text for _ in range(3)}
+        t.check(len(unseeded) > 1, f"unseeded completions all equal: {unseeded}")
+        unseeded_chat = {client.chat.completions.create(model="smol", messages=msgs, max_tokens=24,
+                                                        temperature=1.0).choices[0].message.content for _ in range(3)}
+        t.check(len(unseeded_chat) > 1, f"unseeded chat replies all equal: {unseeded_chat}")
+
+        # Fields kiln does not know are ignored, as OpenAI ignores them (extra_body sends them as they are) ...
+        ex = client.completions.create(model="smol", prompt="Hi", max_tokens=2, temperature=0, user="u1",
+                                       extra_body={"frobnicate": {"x": 1}})
+        t.check(ex.choices[0].text is not None, "unknown fields ignored")
+        # ... but tools, which kiln cannot honour yet (no tool-call parsing), are refused by name.
+        try:
+            client.chat.completions.create(model="smol", messages=msgs, max_tokens=4, tools=[
+                {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])
+            t.check(False, "tools accepted")
+        except openai.BadRequestError as e:
+            t.check(e.status_code == 400 and e.body.get("param") == "tools" and "tools" in e.body.get("message", ""),
+                    f"tools refusal: {e.body}")
+
         # Errors come back as the client's exception types.
         try:
             client.completions.create(model="smol", prompt="x", temperature=5)

@@ -1,7 +1,8 @@
 """kiln serve under bad input and bad clients: every malformed, mistyped or out-of-range request gets
 its HTTP status and an OpenAI-shaped error body; a full queue answers 429; a client that leaves
-mid-stream has its request cancelled; afterwards the server still answers correctly and every KV
-block is free. Last, SIGTERM: new requests are refused, a running stream finishes, exit code 0.
+mid-stream, or before a non-streamed answer comes, has its request cancelled; a POST without a body is
+answered 400 at once and a wrong method 405 with Allow; afterwards the server still answers correctly and
+every KV block is free. Last, SIGTERM: new requests are refused, a running stream finishes, exit code 0.
 
 Usage: robustness_test.py KILN_BINARY
 """
@@ -138,6 +139,47 @@ def main():
         t.check(m["kiln_kv_cache_blocks_free"] == m["kiln_kv_cache_blocks_total"],
                 f"KV pool all free: {m['kiln_kv_cache_blocks_free']} of {m['kiln_kv_cache_blocks_total']}")
         check_correct(t, srv, "after the disconnect")
+
+        # The same for a client that waits for a whole (non-streamed) answer and leaves before it comes.
+        before = srv.metrics()
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        body = json.dumps({"prompt": "Tell me a long story.", "max_tokens": 200, "ignore_eos": True})
+        sock.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        deadline = time.time() + 60
+        while srv.metrics().get("kiln_requests_running", 0) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # a few tokens in
+        sock.close()
+        m = srv.wait_idle()
+        cancelled = m.get('kiln_request_finish_total{reason="cancelled"}', 0) - before.get(
+            'kiln_request_finish_total{reason="cancelled"}', 0)
+        t.check(cancelled == 1, f"the abandoned non-streamed request is cancelled (cancelled +{cancelled})")
+        gen = m["kiln_generation_tokens_total"] - before["kiln_generation_tokens_total"]
+        t.check(gen < 200, f"the abandoned non-streamed request stopped early ({gen} tokens)")
+        t.check(m["kiln_kv_cache_blocks_free"] == m["kiln_kv_cache_blocks_total"],
+                f"KV pool all free: {m['kiln_kv_cache_blocks_free']} of {m['kiln_kv_cache_blocks_total']}")
+
+        # A POST that sends no body (no Content-Length) is answered 400 at once, not after the read timeout.
+        t0 = time.time()
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.settimeout(10)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            raw += piece
+        sock.close()
+        t.check(raw.startswith(b"HTTP/1.1 400") and b"missing_body" in raw and time.time() - t0 < 3,
+                f"POST without a body: {raw[:200]!r} after {time.time() - t0:.1f} s")
+        # A wrong method gets 405 and the methods the route answers.
+        st, hdrs, raw = srv.request("GET", "/v1/chat/completions")
+        t.check(st == 405 and hdrs.get("Allow") == "POST", f"GET on a POST route: {st} {hdrs.get('Allow')} {raw[:200]!r}")
+        st, hdrs, _ = srv.request("POST", "/health", {})
+        t.check(st == 405 and hdrs.get("Allow") == "GET, HEAD", f"POST on /health: {st} {hdrs.get('Allow')}")
+        check_correct(t, srv, "after the method and body checks")
 
         # SIGTERM mid-stream: the stream runs to its end, new requests are refused, exit 0.
         result = {}
