@@ -234,9 +234,7 @@ TEST(CudaBench, DISABLED_All) {
   // Two GEMM objects over one workspace: cuBLASLt's top heuristic choice, and autotuned (the first call of a
   // shape times the heuristic's candidates and keeps the fastest: cuda::Gemm).
   DeviceBuffer<uint8_t> ws(64 << 20);
-  cuda::Gemm gemm(ws.get(), ws.size()), tuned(ws.get(), ws.size());
-  gemm.set_tuning(false);
-  tuned.set_tuning(true);
+  cuda::Gemm gemm(ws.get(), ws.size(), {.tuning = false}), tuned(ws.get(), ws.size(), {.tuning_min_rows = 1});
   {
     const int64_t n = 8192;
     DeviceBuffer<uint16_t> a(random_bf16(n * n, 1)), b(random_bf16(n * n, 2)), c(n * n);

@@ -38,17 +38,26 @@ void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
 // 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
 // through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
 // (in-place residual add). Calls from one thread at a time.
-// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, for the shapes whose
-// row count T falls in a bucket (T rounded up to a power of two) of at least the tuning threshold (1024 rows by
-// default: the prefill GEMMs; KILN_GEMM_TUNE=1 tunes every bucket, KILN_GEMM_TUNE=0 none,
-// KILN_GEMM_TUNE_MIN_ROWS sets the threshold; docs/kernels.md), the fastest of up to 8 heuristic candidates timed
-// on the first call of the bucket (50-250 ms; the result is unchanged: an in-place residual is not accumulated more
-// than once); later shapes of the bucket use it where cuBLASLt accepts it for their T. Never tunes while the stream
-// is capturing a CUDA graph.
+// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, with tuning on, for the
+// shapes whose row count T falls in a bucket (T rounded up to a power of two) of at least tuning_min_rows (GemmOptions;
+// docs/kernels.md), the fastest of up to 8 heuristic candidates timed on the first call of the bucket (50-250 ms; the
+// result is unchanged: an in-place residual is not accumulated more than once); later shapes of the bucket use it
+// where cuBLASLt accepts it for their T. Never tunes while the stream is capturing a CUDA graph.
+struct GemmOptions {
+  // Autotune the buckets of at least tuning_min_rows rows. The default, from 1024 rows, tunes the prefill GEMMs
+  // only: tuning gained there on the Llama-3.1-8B serving runs and lost on the batch-384 decode GEMMs, whose bucket
+  // (512) was tuned at another T than they run at (docs/kernels.md). Off: the heuristic's choice, the same kernel
+  // at every load (tuning picks by timing, so two loads may round a prefill GEMM differently).
+  bool tuning = true;
+  int64_t tuning_min_rows = 1024;  // 1: every bucket
+  // One line on stderr per tuned bucket: the candidates timed and the choice.
+  bool log_tuning = false;
+};
+
 class Gemm {
  public:
   // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
-  Gemm(void* workspace, size_t workspace_bytes);
+  Gemm(void* workspace, size_t workspace_bytes, const GemmOptions& options = {});
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -57,9 +66,7 @@ class Gemm {
            const void* bias, const void* residual, void* y, cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
   // Shapes planned so far (for tests and logs).
   size_t cached_plans() const;
-  // Tuning on or off for shapes planned from now on, for the buckets of at least min_rows rows (the
-  // constructor reads KILN_GEMM_TUNE and KILN_GEMM_TUNE_MIN_ROWS).
-  void set_tuning(bool on, int64_t min_rows = 1);
+  // The options' tuning and its threshold (what a caller tunes ahead of time, as the model does at load).
   bool tuning() const;
   int64_t tuning_min_rows() const;
   // Buckets (shape, T rounded up to a power of two) tuned so far.
