@@ -193,7 +193,7 @@ struct AttentionShape {
   float softcap = 0.0f;                 // > 0: scores = softcap * tanh(scores / softcap) (Gemma 2)
   const float* alibi_slopes = nullptr;  // device [num_heads] (cpu::alibi_slopes), or null: no ALiBi
   // The cache holds K and V as fp8 e4m3 (one byte each, no scale; rope_kv_write's kv_fp8), widened exactly to
-  // the compute type in the kernels. Prefill plans for it take variant 0. Strides and offsets stay in elements.
+  // the compute type in the kernels. Strides and offsets stay in elements.
   bool kv_fp8 = false;
 };
 
@@ -208,14 +208,13 @@ struct DecodePlan {
   int32_t num_splits = 1;
   int32_t split_tokens = 0;  // context tokens per split at max_kv_len
   int32_t head_chunks = 1;   // query heads of a group are done 16 at a time
-  int32_t variant = 0;       // kernel configuration (0: default; others for benchmarks)
+  // The kernel: head-major (a warp per KV head, head_dim 128, planned when its grid fills the GPU) or split (the
+  // CTA's warps share one KV head). Either computes any plan right; a caller may clear it (tests run both).
+  bool head_major = false;
   size_t workspace_bytes = 0;
 };
-// Kernel configurations selectable through plan_decode_attention's `variant` (0: the default; 1.. name each
-// configuration, see attention_impl.h; head_dim 128 only, others always run the default).
-constexpr int kDecodeAttentionVariants = 15;
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
-                                 int32_t num_splits = 0 /* 0: choose */, int32_t variant = 0);
+                                 int32_t num_splits = 0 /* 0: choose */);
 void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                       const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream);
 
@@ -225,13 +224,11 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
 struct PrefillPlan {
   int32_t num_seqs = 0;
   int32_t max_q_len = 0;
-  int32_t row_tiles = 0;  // CTAs per (sequence, KV head)
-  int32_t variant = 0;    // kernel configuration (0: default; others for benchmarks)
+  // The wgmma kernel (planned for head_dim 128 over a 16-bit cache on compute capability 9.0), else mma.sync. A
+  // caller may clear it to keep the mma.sync kernel there (tests run both).
+  bool wgmma = false;
 };
-// Prefill kernel configurations selectable through `variant`, as for decode.
-constexpr int kPrefillAttentionVariants = 26;
-PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len,
-                                   int32_t variant = 0);
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len);
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream);
 
