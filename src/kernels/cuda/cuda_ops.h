@@ -17,10 +17,6 @@ int device_count();
 // Multiprocessors of the current device (for planning grids).
 int num_sms();
 
-// Converts n floats on the host to bf16 / f16 bits on the host through the GPU (round to nearest even).
-void cast_f32_to_bf16(const float* host_in, uint16_t* host_out, size_t n);
-void cast_f32_to_f16(const float* host_in, uint16_t* host_out, size_t n);
-
 // Element type of activations, weights and the KV cache (fp32 accumulation everywhere).
 enum class ElemType : uint8_t { BF16, F16, F32 };
 
@@ -78,20 +74,7 @@ class Gemm {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Norms, activations, embedding. Row strides in elements (0: dense).
-
-// y = x / sqrt(mean(x^2) + eps) * w (or * (1 + w) with add_one); w may be null. As cpu::rms_norm.
-void rms_norm(ElemType t, const void* x, const void* w, void* y, int64_t rows, int64_t dim, float eps, bool add_one,
-              cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
-// residual += x (rounded to t), then y = rms_norm(residual). x and y may alias.
-void add_rms_norm(ElemType t, const void* x, void* residual, const void* w, void* y, int64_t rows, int64_t dim,
-                  float eps, bool add_one, cudaStream_t stream);
-// y = (x - mean) / sqrt(var + eps) * w + b (w, b may be null). As cpu::layer_norm.
-void layer_norm(ElemType t, const void* x, const void* w, const void* b, void* y, int64_t rows, int64_t dim, float eps,
-                cudaStream_t stream);
-// residual += x, then y = layer_norm(residual).
-void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, const void* b, void* y, int64_t rows,
-                    int64_t dim, float eps, cudaStream_t stream);
+// Activations.
 
 enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
 
@@ -100,11 +83,6 @@ enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
 // saturate at +-65504 (NaN stays NaN), as activation_f32's.
 void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
                       Act act, cudaStream_t stream);
-
-// out[t, :] = table[ids[t], :]. An id outside [0, vocab) gives a row of zeros (the caller validates
-// ids on the host, where it can throw).
-void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
-               cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // The fp32 residual stream. CudaDecoderModel keeps x in fp32: the embedding writes it, o_proj and down add into

@@ -1,4 +1,4 @@
-// Element-wise ops: gated activations (SwiGLU, GeGLU) and the embedding gather, 16-byte accesses; and the ops
+// Element-wise ops: gated activations (SwiGLU, GeGLU) of a 16-bit gate|up buffer, 16-byte accesses; and the ops
 // around the fp32 residual stream (embedding into fp32, activations of fp32 GEMM outputs, clamp, soft-cap).
 #include <algorithm>
 
@@ -40,24 +40,6 @@ __global__ void gated_kernel(const T* gate, const T* up, T* out, int64_t n, int6
     const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i >= n) return;
     o[i] = from_f_sat<T>(act_one<kAct>(to_f(g[i])) * to_f(u[i]));
-  }
-}
-
-// One CTA per token; 16-byte copies when the row allows.
-template <typename T>
-__global__ void embedding_kernel(const T* table, int64_t vocab, int64_t dim, const int32_t* ids, T* out, bool vec) {
-  const int64_t t = blockIdx.x;
-  const int32_t id = ids[t];
-  T* o = out + t * dim;
-  const bool valid = id >= 0 && id < vocab;
-  const T* src = table + (valid ? static_cast<int64_t>(id) : 0) * dim;
-  if (vec) {
-    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
-      uint4 v = valid ? reinterpret_cast<const uint4*>(src)[c] : make_uint4(0, 0, 0, 0);
-      reinterpret_cast<uint4*>(o)[c] = v;
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = valid ? src[i] : from_f<T>(0.0f);
   }
 }
 
@@ -168,19 +150,6 @@ void gated_activation(ElemType t, const void* gate, const void* up, void* out, i
           gated_kernel<T, Act::GeluErf, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
         break;
     }
-  });
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
-               cudaStream_t stream) {
-  if (T <= 0) return;
-  KILN_CHECK(T <= 0x7fffffff, "embedding: {} tokens is too many for one launch", T);
-  const bool vec = dim % 8 == 0 && aligned16(table) && aligned16(out);
-  const int threads = static_cast<int>(std::clamp<int64_t>(((vec ? dim / 8 : dim) + 31) / 32 * 32, 32, 512));
-  KILN_DISPATCH_16(t, E, {
-    embedding_kernel<E><<<static_cast<unsigned>(T), threads, 0, stream>>>(static_cast<const E*>(table), vocab, dim, ids,
-                                                                          static_cast<E*>(out), vec);
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
