@@ -374,6 +374,29 @@ __device__ __forceinline__ float logit2(float raw, const Params& p, float slope,
   return sc * 1.4426950408889634f;
 }
 
+// The online softmax's pieces for row h of a warp's 16 (this lane holds rows g and g + 8, h = 0 and 1) over a tile
+// of scores: the row's largest score (over the quad of lanes that hold its columns), and the scores turned into
+// P = exp2(s * sc - base) by `exp2`, returning this lane's sum of them.
+template <int TOK>
+__device__ __forceinline__ float row_max(const float (&s)[TOK / 8][4], int h) {
+  float mx = -INFINITY;
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+}
+template <int TOK, typename Exp2>
+__device__ __forceinline__ float row_exp_sum(float (&s)[TOK / 8][4], int h, float sc, float base, Exp2 exp2) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb) {
+    s[nb][2 * h] = exp2(fmaf(s[nb][2 * h], sc, -base));
+    s[nb][2 * h + 1] = exp2(fmaf(s[nb][2 * h + 1], sc, -base));
+    sum += s[nb][2 * h] + s[nb][2 * h + 1];
+  }
+  return sum;
+}
+
 // Online-softmax update of one warp's 16 rows (this lane holds rows g and g + 8) with a tile of scores
 // s * sc in the log2 domain (sc > 0; masked entries -inf); s becomes the probabilities P. Folding the scale
 // into the exponent's FMA (exp2(s * sc - max)) saves a multiply per score on unmasked tiles.
@@ -382,23 +405,12 @@ __device__ __forceinline__ void softmax_update(float (&s)[TOK / 8][4], float (&m
                                                float (&o)[D / 8][4], float sc = 1.0f) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    mx = fmaxf(m[h], mx * sc);
+    const float mx = fmaxf(m[h], row_max<TOK>(s, h) * sc);
     // A row with nothing visible yet keeps -inf; subtract 0 instead so no inf - inf appears.
     const float base = mx == -INFINITY ? 0.0f : mx;
     const float alpha = exp2f(m[h] - base);
     m[h] = mx;
-    float sum = 0.0f;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) {
-      s[nb][2 * h] = exp2f(fmaf(s[nb][2 * h], sc, -base));
-      s[nb][2 * h + 1] = exp2f(fmaf(s[nb][2 * h + 1], sc, -base));
-      sum += s[nb][2 * h] + s[nb][2 * h + 1];
-    }
+    const float sum = row_exp_sum<TOK>(s, h, sc, base, [](float x) { return exp2f(x); });
     l[h] = l[h] * alpha + sum;  // per-lane partial; summed over the quad at the end
 #pragma unroll
     for (int db = 0; db < D / 8; ++db) {
@@ -427,24 +439,13 @@ __device__ __forceinline__ bool softmax_scores_lazy(float (&s)[TOK / 8][4], floa
                                                     float (&alpha)[2], float sc) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    mx *= sc;
+    const float mx = row_max<TOK>(s, h) * sc;
     const float mnew = mx > m[h] + 8.0f ? mx : m[h];
     // Rows with nothing visible yet keep -inf (alpha 1, nothing accumulated); exp2(-inf) = 0 for the first max.
     alpha[h] = mnew == m[h] ? 1.0f : ex2_ftz(m[h] - mnew);
     const float base = mnew == -INFINITY ? 0.0f : mnew;
     m[h] = mnew;
-    float sum = 0.0f;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) {
-      s[nb][2 * h] = ex2_ftz(fmaf(s[nb][2 * h], sc, -base));
-      s[nb][2 * h + 1] = ex2_ftz(fmaf(s[nb][2 * h + 1], sc, -base));
-      sum += s[nb][2 * h] + s[nb][2 * h + 1];
-    }
+    const float sum = row_exp_sum<TOK>(s, h, sc, base, [](float x) { return ex2_ftz(x); });
     l[h] = l[h] * alpha[h] + sum;  // per-lane partial; summed over the quad at the end
   }
   return __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f);
@@ -470,7 +471,58 @@ __device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], floa
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode: grid (num_splits, num_kv_heads * head_chunks, num_seqs); each warp walks its own tiles of the
+// Decode: one query per sequence (at position kv_len - 1), its context split over CTAs. What the split and the
+// head-major kernels share:
+
+// Declares, in a decode kernel (p, seq, split and TOK in scope), the query's position `pos`, the keys [start, end)
+// of split `split` of sequence seq's context (the last p.window of it with a window) and the sequence's block
+// `table`. Each split takes an equal share of this sequence's own context (whole tiles of TOK), so that no split
+// sits idle when the context is shorter than the plan's. A macro, not a function: as an inlined function the same
+// arithmetic changed the compiler's address arithmetic in the kernels' K/V loads (cuobjdump -sass), and these are
+// the kernels measured in docs/kernels.md.
+#define KILN_DECODE_SPLIT_RANGE()                                                          \
+  const int kv_len = p.kv_lens[seq];                                                       \
+  const int pos = kv_len - 1;                                                              \
+  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;                            \
+  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK; \
+  const int start = lo + split * per;                                                      \
+  const int end = min(kv_len, start + per);                                                \
+  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq
+
+// The online softmax over a tile's scores s = Q Kᵀ for keys t0 .. t0 + TOK - 1 (keys from `end` on masked): logits
+// (logit2, with this lane's rows' ALiBi slopes) into P, m, l and O updated.
+template <int D, int TOK>
+__device__ __forceinline__ void decode_tile_softmax(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
+                                                    float (&o)[D / 8][4], const Params& p, const float (&slope)[2],
+                                                    int t0, int end, int pos, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int tok = t0 + nb * 8 + 2 * (lane & 3) + (e & 1);
+      s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
+    }
+  softmax_update<D, TOK>(s, m, l, o);
+}
+
+// Zeroed O, and the online softmax's start (no maximum yet, nothing summed).
+template <int D>
+__device__ __forceinline__ void zero_o_m_l(float (&o)[D / 8][4], float (&m)[2], float (&l)[2]) {
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.0f;
+}
+
+// A row's l from its per-lane partial sums (the quad of lanes that hold its columns).
+__device__ __forceinline__ void quad_sum_l(float (&l)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+}
+
+// Split layout: grid (num_splits, num_kv_heads * head_chunks, num_seqs); each warp walks its own tiles of the
 // split (tile w, w + WARPS, ...) through a private STAGES-deep cp.async pipeline, then the warps merge.
 template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8 = false>
 struct DecodeCfg {
@@ -495,15 +547,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   const int kvh = blockIdx.y / p.head_chunks, chunk = blockIdx.y % p.head_chunks;
   const int seq = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int kv_len = p.kv_lens[seq];
-  const int pos = kv_len - 1;
-  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
-  // context is shorter than the plan's.
-  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
-  const int start = lo + split * per;
-  const int end = min(kv_len, start + per);
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  KILN_DECODE_SPLIT_RANGE();
 
   // Query rows: heads chunk*16 .. of the group (zeros past the group).
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.ldq;
@@ -522,10 +566,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
     for (int ks = 0; ks < D / 16; ++ks) load_q_frag<D>(qf[ks], q_base, ks, lane);
   }
 
-  float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[D / 8][4], m[2], l[2];
+  zero_o_m_l<D>(o, m, l);
   // ALiBi slopes of this lane's rows g and g + 8 (heads of the group).
   float slope[2] = {0.0f, 0.0f};
   if (p.alibi_slopes) {
@@ -565,26 +607,14 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
     }
     float s[TOK / 8][4];
     qk_tile<T, D, TOK, Cfg::kQReg>(s, qf, q_base, k_t, lane);
-    const int t0 = start + (warp + it * WARPS) * TOK;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = t0 + nb * 8 + 2 * (lane & 3) + (e & 1);
-        s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
-      }
-    softmax_update<D, TOK>(s, m, l, o);
+    decode_tile_softmax<D, TOK>(s, m, l, o, p, slope, start + (warp + it * WARPS) * TOK, end, pos, lane);
     pv_tile<T, D, TOK>(o, s, v_t, lane);
     __syncwarp();
   }
   cp_async_wait<0>();
 
   // Merge the warps through shared memory (the KV stages are free now).
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum_l(l);
   __syncthreads();
   float* o_s = reinterpret_cast<float*>(kv_s);  // [WARPS][16][D]
   float* ml_s = o_s + WARPS * 16 * D;           // [WARPS][16][2]
@@ -647,15 +677,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   if (unit >= p.num_kv_heads * p.head_chunks) return;  // warp-uniform; nothing below synchronizes the CTA
   const int kvh = unit / p.head_chunks, chunk = unit % p.head_chunks;
   const int split = blockIdx.y, seq = blockIdx.z;
-  const int kv_len = p.kv_lens[seq];
-  const int pos = kv_len - 1;
-  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
-  // context is shorter than the plan's.
-  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
-  const int start = lo + split * per;
-  const int end = min(kv_len, start + per);
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  KILN_DECODE_SPLIT_RANGE();
   const int g = lane >> 2, t4 = lane & 3;
 
   const Pipe pipe{smem_raw + static_cast<size_t>(warp) * Pipe::kBytes};
@@ -693,10 +715,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     if (v1) slope[1] = p.alibi_slopes[kvh * p.group + gh1];
   }
 
-  float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[D / 8][4], m[2], l[2];
+  zero_o_m_l<D>(o, m, l);
   for (int it = 0; it < ntiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < ntiles) load(nxt);
@@ -710,15 +730,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     } else {
       qk_tile<T, D, TOK, true>(s, qf, 0u, pipe.k(st), lane);
     }
-    const int t0 = start + it * TOK;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
-        s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
-      }
-    softmax_update<D, TOK>(s, m, l, o);
+    decode_tile_softmax<D, TOK>(s, m, l, o, p, slope, start + it * TOK, end, pos, lane);
     if constexpr (kDirect) {
       pv_tile_fp8<T, D, TOK>(o, s, pipe.v(st), lane);
     } else {
@@ -728,11 +740,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum_l(l);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int gh = h ? gh1 : gh0;
@@ -771,6 +779,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     if (p.num_splits > 1 && t4 == 0) p.part_lse[idx] = l[h] > 0.0f ? m[h] + log2f(l[h]) : -INFINITY;
   }
 }
+
+#undef KILN_DECODE_SPLIT_RANGE
 
 // Combines the splits of each (sequence, head): grid num_seqs * num_heads, D threads.
 template <typename T, int D>
