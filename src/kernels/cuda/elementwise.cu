@@ -1,6 +1,7 @@
 // Element-wise ops: gated activations (SwiGLU, GeGLU) of a 16-bit gate|up buffer, 16-byte accesses; and the ops
 // around the fp32 residual stream (embedding into fp32, activations of fp32 GEMM outputs, clamp, soft-cap).
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -112,6 +113,19 @@ __global__ void softcap_kernel(float* x, int64_t n, float cap) {
     x[i] = cap * tanhf(x[i] / cap);
 }
 
+// Runs f(std::integral_constant<Act, act>) (a kernel per activation).
+template <typename F>
+void with_act(Act act, F&& f) {
+  switch (act) {
+    case Act::SiLU:
+      return f(std::integral_constant<Act, Act::SiLU>{});
+    case Act::GeluTanh:
+      return f(std::integral_constant<Act, Act::GeluTanh>{});
+    case Act::GeluErf:
+      return f(std::integral_constant<Act, Act::GeluErf>{});
+  }
+}
+
 unsigned grid_1d(int64_t n, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
 }
@@ -130,26 +144,13 @@ void gated_activation(ElemType t, const void* gate, const void* up, void* out, i
     const T* g = static_cast<const T*>(gate);
     const T* u = static_cast<const T*>(up);
     T* o = static_cast<T*>(out);
-    switch (act) {
-      case Act::SiLU:
-        if (vec)
-          gated_kernel<T, Act::SiLU, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::SiLU, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-      case Act::GeluTanh:
-        if (vec)
-          gated_kernel<T, Act::GeluTanh, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::GeluTanh, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-      case Act::GeluErf:
-        if (vec)
-          gated_kernel<T, Act::GeluErf, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::GeluErf, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-    }
+    with_act(act, [&](auto act_tag) {
+      constexpr Act kA = decltype(act_tag)::value;
+      if (vec)
+        gated_kernel<T, kA, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+      else
+        gated_kernel<T, kA, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+    });
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
@@ -188,23 +189,12 @@ void activation_f32(ElemType t, const float* in, int64_t ld_in, void* out, int64
       else
         activation_f32_kernel<T, kA, kG><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
     };
-    auto with_act = [&](auto act_tag) {
+    with_act(act, [&](auto act_tag) {
       if (gated)
         launch(act_tag, std::true_type{});
       else
         launch(act_tag, std::false_type{});
-    };
-    switch (act) {
-      case Act::SiLU:
-        with_act(std::integral_constant<Act, Act::SiLU>{});
-        break;
-      case Act::GeluTanh:
-        with_act(std::integral_constant<Act, Act::GeluTanh>{});
-        break;
-      case Act::GeluErf:
-        with_act(std::integral_constant<Act, Act::GeluErf>{});
-        break;
-    }
+    });
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
