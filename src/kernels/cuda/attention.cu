@@ -96,7 +96,7 @@ int head_major_ctas_per_sm(bool kv_fp8) {
   return n;
 }
 
-// Whether the current device runs the sm_90a kernels (the wgmma prefill configurations): compute capability 9.0,
+// Whether the current device runs the sm_90a kernel (the wgmma prefill): compute capability 9.0,
 // cached per device; false when no device answers.
 bool device_runs_sm90a() {
   int dev = -1;

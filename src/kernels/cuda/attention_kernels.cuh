@@ -428,7 +428,7 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   return y;
 }
 
-// softmax_update with lazy rescaling (prefill's `fast` configurations): a row's reference max m moves only when
+// softmax_update with lazy rescaling (prefill's `fast` configuration): a row's reference max m moves only when
 // the tile's max exceeds it by more than 8 (log2 units), so P = exp2(s * sc - m) stays <= 2^8 and O and l keep
 // one common reference (the result O / l is the same); the warp skips the O rescale when none of its rows moved,
 // which is most tiles once the rows have seen their largest scores. This is its scores half: s becomes P, m and l
@@ -666,7 +666,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   static_assert(D <= 128, "head-major decode keeps Q in registers");
-  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); head-major configurations run at head_dim 128 only.
+  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); the head-major kernel runs at head_dim 128 only.
   static_assert(!F8 || D % 64 == 0, "head-major decode reads fp8 tiles directly");
   constexpr bool kDirect = F8;
   using Pipe = KvPipe<T, D, TOK, STAGES, F8, false>;
