@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# On the GPU machine: the attention benches (every decode/prefill configuration and the copy ceiling) alone on the
-# GPU, then cuda_attention_test and memcheck over the variant tests side by side; logs in $OUT, a summary on stdout.
+# On the GPU machine: the attention benches (each decode/prefill kernel and the copy ceiling) alone on the
+# GPU, then cuda_attention_test and memcheck over the kernel tests side by side; logs in $OUT, a summary on stdout.
 #   bash tests/gpu/attention_device.sh <folder from prepare_device.sh with cuda_attention_test, cuda_bench_test>
 # The folder may hold the two binaries as bins.tar.gz (they are ~50 MB, over a device call's carry limit with
 # the tree): tar czf bins.tar.gz cuda_attention_test cuda_bench_test.
@@ -15,12 +15,12 @@ if ! "$D/cuda_attention_test" --gtest_list_tests >/dev/null 2>&1; then
   echo "using lib-fallback"; export LD_LIBRARY_PATH="$D/lib-fallback:$LD_LIBRARY_PATH"
 fi
 date +%T
-timeout 90 "$D/cuda_bench_test" --gtest_also_run_disabled_tests --gtest_filter='CudaBench.DISABLED_AttentionVariants' \
+timeout 90 "$D/cuda_bench_test" --gtest_also_run_disabled_tests --gtest_filter='CudaBench.DISABLED_AttentionKernels' \
   --gtest_color=no >"$OUT/bench.log" 2>&1; echo "bench exit $?"
 date +%T
 ( timeout 140 "$D/cuda_attention_test" --gtest_color=no >"$OUT/tests.log" 2>&1; echo "tests exit $?" >>"$OUT/tests.log" ) &
 ( timeout 140 compute-sanitizer --tool memcheck --error-exitcode 9 "$D/cuda_attention_test" --gtest_color=no \
-    --gtest_filter='CudaDecodeAttention.PlanServesOtherContextLengths:CudaPrefillAttention.EveryVariant:CudaDecodeAttention.MatchesCpuOverShapes' \
+    --gtest_filter='CudaDecodeAttention.PlanServesOtherContextLengths:CudaPrefillAttention.BothHd128Kernels:CudaDecodeAttention.MatchesCpuOverShapes' \
     >"$OUT/sanitizer.log" 2>&1; echo "sanitizer exit $?" >>"$OUT/sanitizer.log" ) &
 wait
 date +%T

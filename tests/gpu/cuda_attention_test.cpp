@@ -9,7 +9,7 @@
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cuda/attention_impl.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kiln/dtype.h"
 #include "kiln/error.h"
 
@@ -161,7 +161,27 @@ cuda::AttentionShape make_shape(const AttnCase& c, std::vector<float>& host_slop
   return shape;
 }
 
-void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits, std::mt19937& rng, int variant = 0) {
+// The kernels a test can force on a plan: the planner's choice, or (decode) the split / head-major kernel, or
+// (prefill) the mma.sync / wgmma kernel.
+enum class Kernel { Planned, Split, HeadMajor, MmaSync, Wgmma };
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::Planned:
+      return "planned";
+    case Kernel::Split:
+      return "split";
+    case Kernel::HeadMajor:
+      return "head-major";
+    case Kernel::MmaSync:
+      return "mma.sync";
+    case Kernel::Wgmma:
+      return "wgmma";
+  }
+  return "?";
+}
+
+void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits, std::mt19937& rng,
+                Kernel kernel = Kernel::Planned) {
   Paged pg(lens, c.H, c.Hkv, c.D, c.bs, c.t, rng, c.shared_pool, c.fp8);
   const int S = pg.num_seqs;
   const int64_t row = static_cast<int64_t>(c.H) * c.D;
@@ -170,7 +190,8 @@ void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits,
   DeviceBuffer<float> ds;
   const cuda::AttentionShape shape = make_shape(c, hs, ds);
   const int max_len = *std::max_element(lens.begin(), lens.end());
-  const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, S, max_len, 132, splits, variant);
+  cuda::DecodePlan plan = cuda::plan_decode_attention(shape, S, max_len, 132, splits);
+  if (kernel != Kernel::Planned) plan.head_major = kernel == Kernel::HeadMajor;
   DeviceBuffer<uint16_t> dq(q.bits), dout(S * row);
   DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
   dout.poison();
@@ -182,12 +203,12 @@ void run_decode(const AttnCase& c, const std::vector<int32_t>& lens, int splits,
   pg.reference(q.f.data(), row, std::vector<int32_t>(S, 1), c.window, shape.scale, c.alibi ? hs.data() : nullptr,
                c.softcap, want.data());
   EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
-      << "decode " << describe(c) << " seqs=" << S << " max_len=" << max_len << " splits=" << plan.num_splits
-      << " variant=" << variant;
+      << "decode " << describe(c) << " seqs=" << S << " max_len=" << max_len << " splits=" << plan.num_splits << " "
+      << kernel_name(kernel) << (plan.head_major ? " (head-major)" : " (split)");
 }
 
 void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const std::vector<int32_t>& prefix,
-                 std::mt19937& rng, int variant = 0) {
+                 std::mt19937& rng, Kernel kernel = Kernel::Planned) {
   const int S = static_cast<int>(q_lens.size());
   std::vector<int32_t> lens(S), cu(S + 1, 0);
   for (int s = 0; s < S; ++s) lens[s] = prefix[s] + q_lens[s], cu[s + 1] = cu[s] + q_lens[s];
@@ -201,7 +222,8 @@ void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const st
   DeviceBuffer<float> ds;
   const cuda::AttentionShape shape = make_shape(c, hs, ds);
   const int max_q = *std::max_element(q_lens.begin(), q_lens.end());
-  const cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, S, max_q, variant);
+  cuda::PrefillPlan plan = cuda::plan_prefill_attention(shape, S, max_q);
+  if (kernel != Kernel::Planned) plan.wgmma = kernel == Kernel::Wgmma;
   DeviceBuffer<uint16_t> dq(q.bits), dout(total * row);
   DeviceBuffer<int32_t> dcu(cu);
   dout.poison();
@@ -213,7 +235,7 @@ void run_prefill(const AttnCase& c, const std::vector<int32_t>& q_lens, const st
   std::string ql;
   for (int s = 0; s < S; ++s) ql += " " + std::to_string(prefix[s]) + "+" + std::to_string(q_lens[s]);
   EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
-      << "prefill " << describe(c) << " seqs:" << ql << " variant=" << variant;
+      << "prefill " << describe(c) << " seqs:" << ql << " " << kernel_name(kernel) << (plan.wgmma ? " (wgmma)" : "");
 }
 
 // (query heads, KV heads): MHA, GQA 4, GQA 8, MQA, and MQA with more than 16 heads per group.
@@ -239,7 +261,7 @@ TEST(CudaDecodeAttention, MatchesCpuOverShapes) {
         }
 }
 
-TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndVariants) {
+TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndBothKernels) {
   KILN_REQUIRE_GPU();
   std::mt19937 rng(22);
   for (ElemType t : {ElemType::BF16, ElemType::F16}) {
@@ -256,24 +278,25 @@ TEST(CudaDecodeAttention, SlidingWindowSoftcapAlibiAndVariants) {
   std::vector<int32_t> lens(17);
   std::uniform_int_distribution<int32_t> pick(1, 2100);
   for (auto& l : lens) l = pick(rng);
+  // head_dim 128: the plan's kernel and each of the two, planned and fixed splits.
   for (ElemType t : {ElemType::BF16, ElemType::F16})
-    for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+    for (Kernel kernel : {Kernel::Planned, Kernel::Split, Kernel::HeadMajor})
       for (int splits : {0, 1, 3}) {
-        run_decode({32, 8, 128, 16, 0, t}, lens, splits, rng, variant);
-        run_decode({8, 1, 128, 1, 100, t, 0.0f, true}, {1, 17, 300}, splits, rng, variant);
+        run_decode({32, 8, 128, 16, 0, t}, lens, splits, rng, kernel);
+        run_decode({8, 1, 128, 1, 100, t, 0.0f, true}, {1, 17, 300}, splits, rng, kernel);
         // Groups over 16 heads (two row chunks), a block size that is not a power of two, K|V in one pool,
         // soft-capping; a window with a block size of 12.
-        run_decode({32, 1, 128, 3, 0, t, 20.0f, false, true}, {1, 45, 300}, splits, rng, variant);
-        run_decode({24, 3, 128, 12, 70, t}, {2, 70, 71, 333}, splits, rng, variant);
+        run_decode({32, 1, 128, 3, 0, t, 20.0f, false, true}, {1, 45, 300}, splits, rng, kernel);
+        run_decode({24, 3, 128, 12, 70, t}, {2, 70, 71, 333}, splits, rng, kernel);
       }
 }
 
 // A plan made for a longer context serves shorter ones (as inside a CUDA graph), and one made for a shorter
-// context serves longer ones (each sequence's context is divided among the splits), for every variant.
+// context serves longer ones (each sequence's context is divided among the splits), on both kernels.
 TEST(CudaDecodeAttention, PlanServesOtherContextLengths) {
   KILN_REQUIRE_GPU();
   std::mt19937 rng(23);
-  for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+  for (Kernel kernel : {Kernel::Split, Kernel::HeadMajor})
     for (auto [plan_len, splits] : {std::pair{8192, 0}, std::pair{64, 5}, std::pair{16, 0}}) {
       const AttnCase c{32, 8, 128, 16, 0, ElemType::BF16};
       Paged pg({1, 300, 2049, 17}, c.H, c.Hkv, c.D, c.bs, c.t, rng);
@@ -282,7 +305,8 @@ TEST(CudaDecodeAttention, PlanServesOtherContextLengths) {
       std::vector<float> hs;
       DeviceBuffer<float> ds;
       const cuda::AttentionShape shape = make_shape(c, hs, ds);
-      const cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 4, plan_len, 132, splits, variant);
+      cuda::DecodePlan plan = cuda::plan_decode_attention(shape, 4, plan_len, 132, splits);
+      plan.head_major = kernel == Kernel::HeadMajor;
       DeviceBuffer<uint16_t> dq(q.bits), dout(4 * row);
       DeviceBuffer<uint8_t> ws(std::max<size_t>(plan.workspace_bytes, 1));
       dout.poison();
@@ -292,7 +316,7 @@ TEST(CudaDecodeAttention, PlanServesOtherContextLengths) {
       std::vector<float> want(4 * row);
       pg.reference(q.f.data(), row, std::vector<int32_t>(4, 1), 0, shape.scale, nullptr, 0.0f, want.data());
       EXPECT_LT(testing::rel_err(got, want), testing::tol16(c.t))
-          << "variant " << variant << " plan for " << plan_len << " splits " << plan.num_splits;
+          << kernel_name(kernel) << " plan for " << plan_len << " splits " << plan.num_splits;
     }
 }
 
@@ -325,22 +349,26 @@ TEST(CudaPrefillAttention, SlidingWindowSoftcapAndAlibi) {
   }
 }
 
-// Every prefill configuration (head_dim 128; the wgmma ones on compute capability 9.0): GQA packing, MQA with 32 heads, chunks after prefixes, windows,
+// Both head_dim-128 prefill kernels over a 16-bit cache (the mma.sync one everywhere, the wgmma one on compute
+// capability 9.0, where the plan takes it): GQA packing, MQA with 32 heads, chunks after prefixes, windows,
 // soft-capping, ALiBi, K|V in one pool, block sizes 1, 16 and 12 (not a power of two).
-TEST(CudaPrefillAttention, EveryVariant) {
+TEST(CudaPrefillAttention, BothHd128Kernels) {
   KILN_REQUIRE_GPU();
   std::mt19937 rng(33);
   cudaDeviceProp prop{};
   KILN_TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
   const bool sm90 = prop.major == 9 && prop.minor == 0;
+  cuda::AttentionShape shape;
+  shape.num_heads = 32, shape.num_kv_heads = 8, shape.head_dim = 128;
+  EXPECT_EQ(cuda::plan_prefill_attention(shape, 1, 100).wgmma, sm90) << "the plan takes wgmma exactly on sm_90";
   for (ElemType t : {ElemType::BF16, ElemType::F16})
-    for (int variant = 0; variant < cuda::kPrefillAttentionVariants; ++variant) {
-      if (variant > 0 && cuda::attn::kPrefillConfigs[variant - 1].wg > 0 && !sm90) continue;  // wgmma: sm_90a only
-      run_prefill({32, 8, 128, 16, 0, t}, {300, 97, 1, 130}, {0, 200, 300, 5}, rng, variant);
-      run_prefill({32, 1, 128, 1, 0, t}, {97, 17, 3}, {0, 300, 97}, rng, variant);
-      run_prefill({32, 8, 128, 12, 64, t}, {300, 97, 1}, {0, 200, 300}, rng, variant);
-      run_prefill({16, 2, 128, 1, 33, t, 30.0f, true}, {130, 1}, {20, 99}, rng, variant);
-      run_prefill({4, 4, 128, 16, 0, t, 0.0f, false, true}, {257, 40}, {0, 333}, rng, variant);
+    for (Kernel kernel : {Kernel::MmaSync, Kernel::Wgmma}) {
+      if (kernel == Kernel::Wgmma && !sm90) continue;  // built for sm_90a only
+      run_prefill({32, 8, 128, 16, 0, t}, {300, 97, 1, 130}, {0, 200, 300, 5}, rng, kernel);
+      run_prefill({32, 1, 128, 1, 0, t}, {97, 17, 3}, {0, 300, 97}, rng, kernel);
+      run_prefill({32, 8, 128, 12, 64, t}, {300, 97, 1}, {0, 200, 300}, rng, kernel);
+      run_prefill({16, 2, 128, 1, 33, t, 30.0f, true}, {130, 1}, {20, 99}, rng, kernel);
+      run_prefill({4, 4, 128, 16, 0, t, 0.0f, false, true}, {257, 40}, {0, 333}, rng, kernel);
     }
 }
 
@@ -369,10 +397,11 @@ TEST(CudaGenericAttention, SmallAndOddHeadDimsMatchCpu) {
   }
 }
 
-// An fp8 e4m3 cache (AttentionShape::kv_fp8): the default decode and prefill kernels of every head dim (and the
-// generic kernel) against the CPU op over the same e4m3 values; GQA/MQA, block sizes, splits, windows,
-// soft-capping, ALiBi, K|V side by side; every decode variant (head-major ones read the fp8 tiles directly, the
-// others widen them); a prefill plan for another variant is refused.
+// An fp8 e4m3 cache (AttentionShape::kv_fp8): the decode and prefill kernels of every head dim (and the generic
+// kernel) against the CPU op over the same e4m3 values; GQA/MQA, block sizes, splits, windows, soft-capping, ALiBi,
+// K|V side by side; both head_dim-128 decode kernels (the head-major one reads the fp8 tiles directly, the split one
+// widens them); prefill plans over fp8 never take wgmma, and one that asks for it is refused, as is a head-major
+// decode at another head dim.
 TEST(CudaAttentionFp8Kv, MatchesCpuOverShapes) {
   KILN_REQUIRE_GPU();
   std::mt19937 rng(51);
@@ -389,7 +418,7 @@ TEST(CudaAttentionFp8Kv, MatchesCpuOverShapes) {
             std::uniform_int_distribution<int32_t> pick(1, 2100);
             for (auto& l : lens) l = pick(rng);
             for (int splits : {0, 1, 3}) run_decode(c, lens, splits, rng);
-            run_decode(c, {5, 2000}, 0, rng);  // few sequences: the planner takes config 0
+            run_decode(c, {5, 2000}, 0, rng);  // few sequences: the planner takes the split kernel
             run_prefill(c, {300, 3}, {0, 5}, rng);
           }
         }
@@ -411,16 +440,32 @@ TEST(CudaAttentionFp8Kv, MatchesCpuOverShapes) {
   std::uniform_int_distribution<int32_t> pick(1, 2100);
   for (auto& l : lens) l = pick(rng);
   for (ElemType t : {ElemType::BF16, ElemType::F16})
-    for (int variant = 0; variant < cuda::kDecodeAttentionVariants; ++variant)
+    for (Kernel kernel : {Kernel::Planned, Kernel::Split, Kernel::HeadMajor})
       for (int splits : {0, 3}) {
         AttnCase a{32, 8, 128, 16, 0, t}, b{32, 1, 128, 3, 0, t, 20.0f, false, true};
         a.fp8 = b.fp8 = true;
-        run_decode(a, lens, splits, rng, variant);
-        run_decode(b, {1, 45, 300}, splits, rng, variant);
+        run_decode(a, lens, splits, rng, kernel);
+        run_decode(b, {1, 45, 300}, splits, rng, kernel);
       }
-  cuda::AttentionShape shape;
-  shape.num_heads = 32, shape.num_kv_heads = 8, shape.head_dim = 128, shape.kv_fp8 = true;
-  EXPECT_THROW(cuda::plan_prefill_attention(shape, 4, 100, 2), Error);
+  // Refusals, before anything is launched.
+  AttnCase c{32, 8, 128, 16, 0, ElemType::BF16};
+  c.fp8 = true;
+  std::vector<float> hs;
+  DeviceBuffer<float> ds;
+  cuda::AttentionShape shape = make_shape(c, hs, ds);
+  Paged pg({5, 9}, c.H, c.Hkv, c.D, c.bs, c.t, rng, false, true);
+  DeviceBuffer<uint16_t> dq(2 * 32 * 128), dout(2 * 32 * 128);
+  DeviceBuffer<int32_t> dcu(std::vector<int32_t>{0, 1, 2});
+  cuda::PrefillPlan pp = cuda::plan_prefill_attention(shape, 2, 1);
+  EXPECT_FALSE(pp.wgmma);
+  pp.wgmma = true;
+  EXPECT_THROW(cuda::prefill_attention(c.t, pp, shape, dq.get(), 0, dcu.get(), pg.kv(), dout.get(), 0, nullptr), Error);
+  shape.head_dim = 64;
+  Paged pg64({5, 9}, c.H, c.Hkv, 64, c.bs, c.t, rng, false, true);
+  cuda::DecodePlan dp = cuda::plan_decode_attention(shape, 2, 9, 132, 1);
+  EXPECT_FALSE(dp.head_major);
+  dp.head_major = true;
+  EXPECT_THROW(cuda::decode_attention(c.t, dp, shape, dq.get(), 0, pg64.kv(), dout.get(), 0, nullptr, nullptr), Error);
 }
 
 // A few fp8 shapes for compute-sanitizer (tests/gpu/validate_device.sh): the direct head-major decode with and

@@ -74,7 +74,26 @@ std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
 // Attention benchmarks over an fp8 e4m3 cache instead of a bf16 one (the same element counts, one byte each).
 bool g_fp8 = false;
 
-void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuffle, bool shared, int layers = 1,
+// The attention kernel a row runs: the plan's choice, or one forced on the plan (decode: split or head-major;
+// prefill: mma.sync or wgmma).
+enum class Kernel { Planned, Split, HeadMajor, MmaSync, Wgmma };
+const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::Planned:
+      return "plan";
+    case Kernel::Split:
+      return "split";
+    case Kernel::HeadMajor:
+      return "hm";
+    case Kernel::MmaSync:
+      return "mma";
+    case Kernel::Wgmma:
+      return "wgmma";
+  }
+  return "?";
+}
+
+void bench_decode(int batch, int ctx, Kernel kernel, int splits, int bs, bool shuffle, bool shared, int layers = 1,
                   int plan_ctx = 0, int spread = 1) {
   const int per = (ctx + bs - 1) / bs;
   const int blocks = batch * per;
@@ -94,8 +113,9 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
   sh.head_dim = kHeadDim;
   sh.scale = 0.088f;
   sh.kv_fp8 = g_fp8;
-  const cuda::DecodePlan plan =
-      cuda::plan_decode_attention(sh, batch, plan_ctx > 0 ? plan_ctx : ctx, cuda::num_sms(), splits, variant);
+  cuda::DecodePlan plan =
+      cuda::plan_decode_attention(sh, batch, plan_ctx > 0 ? plan_ctx : ctx, cuda::num_sms(), splits);
+  if (kernel != Kernel::Planned) plan.head_major = kernel == Kernel::HeadMajor;
   DeviceBuffer<uint8_t> w(std::max<size_t>(1, plan.workspace_bytes));
   cuda::PagedKv kv;
   const size_t layer0 = static_cast<size_t>(layers / 2) * 2 * block_elems;
@@ -116,9 +136,10 @@ void bench_decode(int batch, int ctx, int variant, int splits, int bs, bool shuf
       [&] { cuda::decode_attention(ElemType::BF16, plan, sh, q.get(), 0, kv, out.get(), 0, w.get(), nullptr); }, 20);
   const double bytes = 2.0 * batch * ctx * kKvHeads * kHeadDim * (g_fp8 ? 1 : 2);
   report(g_fp8 ? "decode_attention fp8" : "decode_attention",
-         "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " v" + std::to_string(variant) +
-             " sp=" + std::to_string(plan.num_splits) + " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") +
-             (shared ? " kv|" : "") + (layers > 1 ? " x" + std::to_string(layers) + " layers" : "") +
+         "b=" + std::to_string(batch) + " ctx=" + std::to_string(ctx) + " " + kernel_name(kernel) +
+             (plan.head_major ? "/hm" : "/split") + " sp=" + std::to_string(plan.num_splits) +
+             " bs=" + std::to_string(bs) + (shuffle ? "" : " seq") + (shared ? " kv|" : "") +
+             (layers > 1 ? " x" + std::to_string(layers) + " layers" : "") +
              (plan_ctx > 0 ? " plan@" + std::to_string(plan_ctx) : "") +
              (spread > 1 ? " in a pool x" + std::to_string(spread) : ""),
          us, bytes, 4.0 * batch * kHeads * ctx * kHeadDim);
@@ -134,8 +155,8 @@ void measure_copy() {
 }
 
 // Causal prefill of `seqs` sequences of q_len new tokens after `prefix` cached ones (16-token blocks), for each
-// of `variants` on the same data.
-void bench_prefill(int seqs, int q_len, int prefix, const std::vector<int>& variants) {
+// of `kernels` on the same data.
+void bench_prefill(int seqs, int q_len, int prefix, const std::vector<Kernel>& kernels) {
   const int bs = 16, ctx = q_len + prefix, per = (ctx + bs - 1) / bs, blocks = seqs * per;
   DeviceBuffer<uint16_t> kc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 14)),
       vc(random_bf16(static_cast<size_t>(blocks) * kKvHeads * bs * kHeadDim, 15));
@@ -165,53 +186,57 @@ void bench_prefill(int seqs, int q_len, int prefix, const std::vector<int>& vari
   double pairs = 0;  // visible (query, key) pairs per head
   for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
   const double flops = 4.0 * seqs * kHeads * kHeadDim * pairs;
-  for (int variant : variants) {
-    const cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len, variant);
+  for (Kernel kernel : kernels) {
+    cuda::PrefillPlan plan = cuda::plan_prefill_attention(sh, seqs, q_len);
+    if (kernel != Kernel::Planned) plan.wgmma = kernel == Kernel::Wgmma;
     const double us = time_us(
         [&] { cuda::prefill_attention(ElemType::BF16, plan, sh, q.get(), 0, dcu.get(), kv, out.get(), 0, nullptr); },
         5);
     report(g_fp8 ? "prefill_attention fp8" : "prefill_attention",
-           std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") v" +
-               std::to_string(variant),
+           std::to_string(seqs) + "x(" + std::to_string(prefix) + "+" + std::to_string(q_len) + ") " +
+               kernel_name(kernel) + (plan.wgmma ? "/wgmma" : "/mma"),
            us, 2.0 * blocks * kKvHeads * bs * kHeadDim * (g_fp8 ? 1 : 2), flops);
   }
 }
-void bench_prefill(int seqs, int q_len, int prefix, int variant) {
-  bench_prefill(seqs, q_len, prefix, std::vector<int>{variant});
+void bench_prefill(int seqs, int q_len, int prefix, Kernel kernel = Kernel::Planned) {
+  bench_prefill(seqs, q_len, prefix, std::vector<Kernel>{kernel});
+}
+
+// Whether the wgmma prefill kernel can run here (compute capability 9.0).
+bool sm90() {
+  cudaDeviceProp prop{};
+  KILN_TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
+  return prop.major == 9 && prop.minor == 0;
 }
 
 // Prefill benchmark rows: sequences, new tokens each, cached prefix.
 constexpr int kPrefillRows[][3] = {{1, 4096, 0}, {8, 1024, 0}, {1, 512, 3584},
                                    {4, 8192, 0}, {1, 2048, 0}, {4, 2048, 0}};
 
-// Every decode and prefill configuration on the Llama-3.1-8B shape, with the copy ceiling.
-TEST(CudaBench, DISABLED_AttentionVariants) {
+// Both decode kernels and both prefill kernels (wgmma on compute capability 9.0) on the Llama-3.1-8B shape, with the
+// copy ceiling. (The configurations measured against them, since removed, are in docs/kernels.md.)
+TEST(CudaBench, DISABLED_AttentionKernels) {
   KILN_REQUIRE_GPU();
   measure_copy();
-  // Variant 0 is the default, one of the others: each configuration runs once.
-  for (int variant = 1; variant < cuda::kDecodeAttentionVariants; ++variant) {
-    for (int bs : {16, 32, 64}) bench_decode(64, 2048, variant, 0, bs, true, false);
-    for (int batch : {1, 8, 32, 128}) bench_decode(batch, 2048, variant, 0, 16, true, false);
-    bench_decode(16, 8192, variant, 0, 16, true, false);
-    bench_decode(1, 32768, variant, 0, 16, true, false);
+  for (Kernel kernel : {Kernel::Split, Kernel::HeadMajor}) {
+    for (int bs : {16, 32, 64}) bench_decode(64, 2048, kernel, 0, bs, true, false);
+    for (int batch : {1, 8, 32, 128}) bench_decode(batch, 2048, kernel, 0, 16, true, false);
+    bench_decode(16, 8192, kernel, 0, 16, true, false);
+    bench_decode(1, 32768, kernel, 0, 16, true, false);
+    for (int splits : {1, 2, 3, 4}) bench_decode(64, 2048, kernel, splits, 16, true, false);
   }
-  for (int variant : {3, 4})
-    for (int splits : {1, 2, 3, 4}) bench_decode(64, 2048, variant, splits, 16, true, false);
-  std::vector<int> prefill_variants;
-  for (int variant = 1; variant < cuda::kPrefillAttentionVariants; ++variant) prefill_variants.push_back(variant);
-  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, prefill_variants);
+  std::vector<Kernel> prefill = {Kernel::MmaSync};
+  if (sm90()) prefill.push_back(Kernel::Wgmma);
+  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, prefill);
 }
 
-// The prefill configurations alone (the default's, the best mma.sync ones, and the wgmma ones v16-v25 on compute
-// capability 9.0), each row's data shared by all of them.
-TEST(CudaBench, DISABLED_PrefillAttentionVariants) {
+// The prefill kernels alone (the plan's, the mma.sync one and on compute capability 9.0 the wgmma one), each row's
+// data shared by all of them.
+TEST(CudaBench, DISABLED_PrefillAttentionKernels) {
   KILN_REQUIRE_GPU();
-  std::vector<int> variants = {0, 12, 13, 14};
-  cudaDeviceProp prop{};
-  KILN_TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
-  if (prop.major == 9 && prop.minor == 0)
-    for (int v = 16; v < cuda::kPrefillAttentionVariants; ++v) variants.push_back(v);
-  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, variants);
+  std::vector<Kernel> kernels = {Kernel::Planned, Kernel::MmaSync};
+  if (sm90()) kernels.push_back(Kernel::Wgmma);
+  for (auto [seqs, q_len, prefix] : kPrefillRows) bench_prefill(seqs, q_len, prefix, kernels);
 }
 
 TEST(CudaBench, DISABLED_DecodeLayouts) {
@@ -219,8 +244,9 @@ TEST(CudaBench, DISABLED_DecodeLayouts) {
   measure_copy();
   for (int bs : {16, 64, 256})
     for (bool shuffle : {true, false})
-      for (bool shared : {false, true}) bench_decode(64, 2048, 0, 1, bs, shuffle, shared);
-  for (int variant : {0, 2, 4}) bench_decode(64, 2048, variant, 0, 64, true, true);
+      for (bool shared : {false, true}) bench_decode(64, 2048, Kernel::Planned, 1, bs, shuffle, shared);
+  for (Kernel kernel : {Kernel::Planned, Kernel::Split, Kernel::HeadMajor})
+    bench_decode(64, 2048, kernel, 0, 64, true, true);
 }
 
 TEST(CudaBench, DISABLED_All) {
@@ -234,9 +260,7 @@ TEST(CudaBench, DISABLED_All) {
   // Two GEMM objects over one workspace: cuBLASLt's top heuristic choice, and autotuned (the first call of a
   // shape times the heuristic's candidates and keeps the fastest: cuda::Gemm).
   DeviceBuffer<uint8_t> ws(64 << 20);
-  cuda::Gemm gemm(ws.get(), ws.size()), tuned(ws.get(), ws.size());
-  gemm.set_tuning(false);
-  tuned.set_tuning(true);
+  cuda::Gemm gemm(ws.get(), ws.size(), {.tuning = false}), tuned(ws.get(), ws.size(), {.tuning_min_rows = 1});
   {
     const int64_t n = 8192;
     DeviceBuffer<uint16_t> a(random_bf16(n * n, 1)), b(random_bf16(n * n, 2)), c(n * n);
@@ -306,41 +330,18 @@ TEST(CudaBench, DISABLED_All) {
   }
   if (const char* e = std::getenv("KILN_BENCH_GEMM_ONLY"); e && std::string(e) == "1") return;
 
-  // Norms, activation, embedding, RoPE + KV write at T = 4096 tokens.
+  // The gated activation of a 16-bit gate|up buffer and RoPE + KV write at T = 4096 tokens (the fp32 stream's
+  // norms, embedding and activations: DISABLED_Fp32StreamAndSampling).
   {
     const int64_t T = 4096;
-    DeviceBuffer<uint16_t> x(random_bf16(T * kHidden, 4)), r(random_bf16(T * kHidden, 5)), y(T * kHidden),
-        w(random_bf16(kHidden, 6));
-    double us = time_us(
-        [&] { cuda::rms_norm(ElemType::BF16, x.get(), w.get(), y.get(), T, kHidden, 1e-5f, false, nullptr); }, 50);
-    report("rms_norm", "4096x4096", us, 2.0 * T * kHidden * 2, 0);
-    us = time_us(
-        [&] {
-          cuda::add_rms_norm(ElemType::BF16, x.get(), r.get(), w.get(), y.get(), T, kHidden, 1e-5f, false, nullptr);
-        },
-        50);
-    report("add_rms_norm", "4096x4096", us, 4.0 * T * kHidden * 2, 0);
-    us = time_us(
-        [&] { cuda::layer_norm(ElemType::BF16, x.get(), w.get(), w.get(), y.get(), T, kHidden, 1e-5f, nullptr); }, 50);
-    report("layer_norm", "4096x4096", us, 2.0 * T * kHidden * 2, 0);
-
     DeviceBuffer<uint16_t> gu(random_bf16(T * 2 * kInter, 7)), act(T * kInter);
-    us = time_us(
+    double us = time_us(
         [&] {
           cuda::gated_activation(ElemType::BF16, gu.get(), gu.get() + kInter, act.get(), T, kInter, 2 * kInter,
                                  cuda::Act::SiLU, nullptr);
         },
         20);
     report("swiglu", "4096x14336", us, 3.0 * T * kInter * 2, 0);
-
-    DeviceBuffer<uint16_t> table(random_bf16(static_cast<size_t>(kVocab) * kHidden, 8));
-    std::vector<int32_t> ids(T);
-    std::mt19937 rng(9);
-    for (auto& id : ids) id = static_cast<int32_t>(rng() % kVocab);
-    DeviceBuffer<int32_t> dids(ids);
-    us = time_us(
-        [&] { cuda::embedding(ElemType::BF16, table.get(), kVocab, kHidden, dids.get(), T, y.get(), nullptr); }, 50);
-    report("embedding", "4096 tokens x 4096", us, 2.0 * T * kHidden * 2, 0);
 
     const int64_t row = (kHeads + 2 * kKvHeads) * kHeadDim;
     DeviceBuffer<uint16_t> qkv(random_bf16(T * row, 10));
@@ -370,18 +371,16 @@ TEST(CudaBench, DISABLED_All) {
     report("rope_kv_write", "4096 tokens", us, 2.0 * T * row * 2, 0);
   }
 
-  // Decode and prefill at their defaults (every configuration: DISABLED_AttentionVariants).
-  bench_decode(64, 2048, 0, 0, 16, true, false);
-  bench_decode(1, 2048, 0, 0, 16, true, false);
-  bench_decode(1, 32768, 0, 0, 16, true, false);
-  bench_decode(16, 8192, 0, 0, 16, true, false);
-  bench_decode(128, 2048, 0, 0, 16, true, false);
+  // Decode and prefill as planned (each kernel at every shape: DISABLED_AttentionKernels).
+  for (auto [batch, ctx] :
+       {std::pair{64, 2048}, std::pair{1, 2048}, std::pair{1, 32768}, std::pair{16, 8192}, std::pair{128, 2048}})
+    bench_decode(batch, ctx, Kernel::Planned, 0, 16, true, false);
 
   // Prefill attention (causal, no prefix, and a chunk after a prefix).
-  bench_prefill(1, 4096, 0, 0);
-  bench_prefill(8, 1024, 0, 0);
-  bench_prefill(1, 512, 3584, 0);
-  bench_prefill(4, 8192, 0, 0);
+  bench_prefill(1, 4096, 0);
+  bench_prefill(8, 1024, 0);
+  bench_prefill(1, 512, 3584);
+  bench_prefill(4, 8192, 0);
 
   // Sampling over a Llama-3 vocabulary.
   {
@@ -673,59 +672,41 @@ TEST(CudaBench, DISABLED_Llama8BForward) {
 TEST(CudaBench, DISABLED_ServingDecodeAttention) {
   KILN_REQUIRE_GPU();
   measure_copy();
-  for (int ctx : {1024, 1536, 2000}) bench_decode(384, ctx, 0, 0, 16, true, false);
-  bench_decode(256, 2112, 0, 0, 16, true, false);
+  for (int ctx : {1024, 1536, 2000}) bench_decode(384, ctx, Kernel::Planned, 0, 16, true, false);
+  bench_decode(256, 2112, Kernel::Planned, 0, 16, true, false);
   // Block tables in allocation order (a prefill takes its blocks in a row) and the CUDA pool's layout: every
   // block holds its 32 layers' K|V, so one layer's blocks sit 2 MiB apart.
-  for (bool shuffle : {true, false}) bench_decode(384, 1024, 0, 0, 16, shuffle, true, 32, 2048);
+  for (bool shuffle : {true, false}) bench_decode(384, 1024, Kernel::Planned, 0, 16, shuffle, true, 32, 2048);
   // The 1000/1000 run's pool: blocks for 384 x 2000 tokens, about half in use at context ~1,000 (96 GB).
-  bench_decode(384, 1024, 0, 0, 16, true, true, 32, 2048, 2);
+  bench_decode(384, 1024, Kernel::Planned, 0, 16, true, true, 32, 2048, 2);
   // Split counts against partial waves (batch 300 pads to a 320-row graph: 640 CTAs on ~528 resident slots),
   // and contexts just past a power of two planned for the next one (a graph's plan).
-  for (int sp : {0, 1, 2, 3, 4}) bench_decode(320, 2112, 0, sp, 16, true, false);  // 0: the plan's choice
-  for (int sp : {0, 1, 2, 3}) bench_decode(384, 2000, 0, sp, 16, true, false);
+  for (int sp : {0, 1, 2, 3, 4}) bench_decode(320, 2112, Kernel::Planned, sp, 16, true, false);  // 0: the plan's choice
+  for (int sp : {0, 1, 2, 3}) bench_decode(384, 2000, Kernel::Planned, sp, 16, true, false);
   for (int b : {48, 128}) {
-    bench_decode(b, 2150, 0, 0, 16, true, false);
-    bench_decode(b, 2150, 0, 0, 16, true, false, 1, 4096);
+    bench_decode(b, 2150, Kernel::Planned, 0, 16, true, false);
+    bench_decode(b, 2150, Kernel::Planned, 0, 16, true, false, 1, 4096);
   }
 }
 
-// Head-major decode with load_kv_tile (v3, v9) against one block-table read per lane and tile (v13, v14) at the
-// serving shapes, over a bf16 and an fp8 cache, and over the model's pool (32 layers per block, tables in
-// allocation order and shuffled).
-TEST(CudaBench, DISABLED_DecodeLoader) {
-  KILN_REQUIRE_GPU();
-  measure_copy();
-  for (bool fp8 : {false, true}) {
-    g_fp8 = fp8;
-    for (int v : {3, 13, 9, 14}) {
-      for (int ctx : {1024, 2000}) bench_decode(384, ctx, v, 0, 16, true, false);
-      bench_decode(320, 2112, v, 0, 16, true, false);
-      bench_decode(64, 2048, v, 0, 16, true, false);
-      for (bool shuffle : {true, false}) bench_decode(384, 1024, v, 0, 16, shuffle, true, 32, 2048);
-    }
-  }
-  g_fp8 = false;
-}
-
-// The serving shapes over a bf16 and an fp8 cache: the plan's choice, then every decode configuration; prefill
-// of 4 x 2048 and of a chunk after a prefix.
+// The serving shapes over a bf16 and an fp8 cache: the plan's choice, then each decode kernel; prefill of 4 x 2048
+// and of a chunk after a prefix.
 TEST(CudaBench, DISABLED_Fp8KvAttention) {
   KILN_REQUIRE_GPU();
   measure_copy();
   for (bool fp8 : {false, true}) {
     g_fp8 = fp8;
-    for (int ctx : {1024, 2000}) bench_decode(384, ctx, 0, 0, 16, true, false);
-    bench_decode(300, 2112, 0, 0, 16, true, false);
-    bench_decode(64, 2048, 0, 0, 16, true, false);
-    bench_decode(4, 2048, 0, 0, 16, true, false);
-    bench_prefill(4, 2048, 0, 0);
-    bench_prefill(1, 512, 3584, 0);
+    for (int ctx : {1024, 2000}) bench_decode(384, ctx, Kernel::Planned, 0, 16, true, false);
+    bench_decode(300, 2112, Kernel::Planned, 0, 16, true, false);
+    bench_decode(64, 2048, Kernel::Planned, 0, 16, true, false);
+    bench_decode(4, 2048, Kernel::Planned, 0, 16, true, false);
+    bench_prefill(4, 2048, 0);
+    bench_prefill(1, 512, 3584);
   }
   g_fp8 = true;
-  for (int v = 1; v < cuda::kDecodeAttentionVariants; ++v) {
-    bench_decode(384, 2000, v, 0, 16, true, false);
-    bench_decode(300, 2112, v, 0, 16, true, false);
+  for (Kernel kernel : {Kernel::Split, Kernel::HeadMajor}) {
+    bench_decode(384, 2000, kernel, 0, 16, true, false);
+    bench_decode(300, 2112, kernel, 0, 16, true, false);
   }
   g_fp8 = false;
 }

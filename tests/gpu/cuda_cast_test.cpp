@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "core/random_normal.h"
+#include "device_casts.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/dtype.h"
 
@@ -36,7 +37,7 @@ TEST(CudaCast, F32ToBF16MatchesCpu) {
   ASSERT_GT(cuda::device_count(), 0) << "no CUDA device: run the gpu label on a GPU machine";
   const auto in = test_values();
   std::vector<uint16_t> out(in.size());
-  cuda::cast_f32_to_bf16(in.data(), out.data(), in.size());
+  testing::cast_f32_to_bf16(in.data(), out.data(), in.size());
   for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(out[i], f32_to_bf16(in[i])) << in[i];
 }
 
@@ -44,7 +45,7 @@ TEST(CudaCast, F32ToF16MatchesCpu) {
   ASSERT_GT(cuda::device_count(), 0) << "no CUDA device: run the gpu label on a GPU machine";
   const auto in = test_values();
   std::vector<uint16_t> out(in.size());
-  cuda::cast_f32_to_f16(in.data(), out.data(), in.size());
+  testing::cast_f32_to_f16(in.data(), out.data(), in.size());
   for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(out[i], f32_to_f16(in[i])) << in[i];
 }
 

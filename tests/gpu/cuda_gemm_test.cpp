@@ -1,14 +1,15 @@
 // cuBLASLt GEMM agrees with cpu::matmul (y = x·Wᵀ + bias + residual) on odd shapes, strides and types, 16-bit
 // or fp32 y (an fp32 y with fp32 bias and residual: the logits and the fp32 residual stream); autotuned
-// algorithms likewise, the in-place residual added exactly once, and no tuning while a graph is captured.
+// algorithms likewise, the in-place residual added exactly once, no tuning while a graph is captured, and the
+// tuning options (GemmOptions) as given.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "cuda_test_util.h"
 #include "kernels/cpu/ops.h"
+#include "kiln/error.h"
 
 namespace kiln {
 namespace {
@@ -16,6 +17,9 @@ namespace {
 using cuda::ElemType;
 using testing::DeviceBuffer;
 using testing::Half16;
+
+// Tuning every row-count bucket (the default tunes from 1024 rows).
+const cuda::GemmOptions kTuneEveryBucket{.tuning = true, .tuning_min_rows = 1};
 
 struct GemmCase {
   int64_t T, in, out;
@@ -104,8 +108,7 @@ TEST(CudaGemm, MatchesCpuMatmul) {
 TEST(CudaGemm, TunedMatchesCpuMatmul) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<uint8_t> ws(32 << 20);
-  cuda::Gemm gemm(ws.get(), ws.size());
-  gemm.set_tuning(true);
+  cuda::Gemm gemm(ws.get(), ws.size(), kTuneEveryBucket);
   ASSERT_TRUE(gemm.tuning());
   cudaStream_t s = nullptr;
   KILN_TEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
@@ -130,8 +133,7 @@ TEST(CudaGemm, TunedMatchesCpuMatmul) {
 TEST(CudaGemm, TunedResidualAddedExactlyOnce) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<uint8_t> ws(32 << 20);
-  cuda::Gemm gemm(ws.get(), ws.size());
-  gemm.set_tuning(true);
+  cuda::Gemm gemm(ws.get(), ws.size(), kTuneEveryBucket);
   std::mt19937 rng(5);
   const int64_t in = 2048, out = 1032;
   for (int64_t T : {300, 260, 600}) {
@@ -158,14 +160,13 @@ TEST(CudaGemm, TunedResidualAddedExactlyOnce) {
 }
 
 // A shape first seen while a stream is captured into a CUDA graph is planned without tuning (the heuristic's
-// choice), and the graph computes it right; tuning is on by default from 1024 rows, KILN_GEMM_TUNE=1 tunes every
-// bucket, KILN_GEMM_TUNE=0 none.
+// choice), and the graph computes it right; tuning is on by default from 1024 rows, tunes every bucket with a
+// threshold of 1 row, and none when off; a threshold below 1 row is refused.
 TEST(CudaGemm, NoTuningWhileCapturingOrWhenOffOrBelowThreshold) {
   KILN_REQUIRE_GPU();
   DeviceBuffer<uint8_t> ws(32 << 20);
   {
-    cuda::Gemm gemm(ws.get(), ws.size());
-    gemm.set_tuning(true);
+    cuda::Gemm gemm(ws.get(), ws.size(), kTuneEveryBucket);
     std::mt19937 rng(3);
     const int64_t T = 200, in = 1024, out = 776;
     const Half16 x = testing::round16(testing::randn(T * in, rng), ElemType::BF16);
@@ -180,8 +181,7 @@ TEST(CudaGemm, NoTuningWhileCapturingOrWhenOffOrBelowThreshold) {
     KILN_TEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     {
       // The heuristic's kernel for this shape, loaded outside the capture (as the model's eager run does).
-      cuda::Gemm warm(ws.get(), ws.size());
-      warm.set_tuning(false);
+      cuda::Gemm warm(ws.get(), ws.size(), {.tuning = false});
       DeviceBuffer<float> scratch(T * out);
       warm.run(ElemType::BF16, ElemType::F32, dx.get(), T, in, dw.get(), out, nullptr, scratch.get(), scratch.get(), s);
       KILN_TEST_CUDA(cudaStreamSynchronize(s));
@@ -201,39 +201,18 @@ TEST(CudaGemm, NoTuningWhileCapturingOrWhenOffOrBelowThreshold) {
     cudaGraphDestroy(graph);
     KILN_TEST_CUDA(cudaStreamDestroy(s));
   }
-  // The environment: unset, tuning on for buckets of 1024 rows and more; "1", every bucket; "0", off;
-  // KILN_GEMM_TUNE_MIN_ROWS, the threshold.
-  auto with_env = [&](const char* tune, const char* min_rows) {
-    const char* names[2] = {"KILN_GEMM_TUNE", "KILN_GEMM_TUNE_MIN_ROWS"};
-    const char* values[2] = {tune, min_rows};
-    std::string saved[2];
-    bool had[2];
-    for (int i = 0; i < 2; ++i) {
-      const char* v = std::getenv(names[i]);
-      had[i] = v != nullptr;
-      if (had[i]) saved[i] = v;
-      if (values[i])
-        setenv(names[i], values[i], 1);
-      else
-        unsetenv(names[i]);
-    }
-    auto g = std::make_unique<cuda::Gemm>(ws.get(), ws.size());
-    for (int i = 0; i < 2; ++i) {
-      if (had[i])
-        setenv(names[i], saved[i].c_str(), 1);
-      else
-        unsetenv(names[i]);
-    }
-    return g;
-  };
-  auto all = with_env("1", nullptr);
-  EXPECT_TRUE(all->tuning() && all->tuning_min_rows() == 1) << "KILN_GEMM_TUNE=1 tunes every bucket";
-  auto dflt = with_env(nullptr, nullptr);
+  // The options: by default tuning on for buckets of 1024 rows and more; a threshold of 1, every bucket; off, none;
+  // a threshold below 1 row is refused.
+  auto make = [&](const cuda::GemmOptions& o) { return std::make_unique<cuda::Gemm>(ws.get(), ws.size(), o); };
+  auto all = make(kTuneEveryBucket);
+  EXPECT_TRUE(all->tuning() && all->tuning_min_rows() == 1) << "tuning_min_rows 1 tunes every bucket";
+  auto dflt = make({});
   EXPECT_TRUE(dflt->tuning() && dflt->tuning_min_rows() == 1024) << "on by default from 1024 rows";
-  auto thr = with_env(nullptr, "256");
-  EXPECT_TRUE(thr->tuning() && thr->tuning_min_rows() == 256) << "KILN_GEMM_TUNE_MIN_ROWS";
-  auto off = with_env("0", nullptr);
+  auto thr = make({.tuning_min_rows = 256});
+  EXPECT_TRUE(thr->tuning() && thr->tuning_min_rows() == 256) << "tuning_min_rows";
+  auto off = make({.tuning = false});
   EXPECT_FALSE(off->tuning());
+  EXPECT_THROW(make({.tuning_min_rows = 0}), Error);
   std::mt19937 rng(4);
   run_case(*off, {300, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);
   run_case(*off, {1100, 2048, 1032, true, true, ElemType::BF16, ElemType::F32}, rng);

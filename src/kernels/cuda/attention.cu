@@ -3,15 +3,13 @@
 #include <cmath>
 #include <map>
 #include <mutex>
-#include <tuple>
+#include <type_traits>
+#include <utility>
 
-#include "core/env.h"
 #include "kernels/cuda/attention_impl.h"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
-static_assert(kDecodeAttentionVariants == attn::kNumDecodeVariants, "variant counts disagree");
-static_assert(kPrefillAttentionVariants == attn::kNumPrefillVariants, "variant counts disagree");
 namespace {
 
 void check_shape(const AttentionShape& s) {
@@ -68,44 +66,37 @@ attn::Params base_params(const AttentionShape& s, const void* q, int64_t ldq, co
   return p;
 }
 
-// CTAs of a decode configuration resident per multiprocessor, from the occupancy API (registers count: the
-// head-major kernels fit 2 per SM on the H200 where shared memory alone would allow 4), cached per device;
-// the shared-memory bound when no device answers.
-int decode_ctas_per_sm(const attn::DecodeConfig& c, int head_dim, bool kv_fp8) {
-  const int config = static_cast<int>(&c - attn::kDecodeConfigs);
+// CTAs of the head-major decode kernel resident per multiprocessor, from the occupancy API (registers count: it
+// fits 2 per SM on the H200 where shared memory alone would allow 4), cached per device; the shared-memory bound
+// when no device answers.
+int head_major_ctas_per_sm(bool kv_fp8) {
   int dev = -1;
   if (cudaGetDevice(&dev) != cudaSuccess) cudaGetLastError(), dev = -1;
   static std::mutex mu;
-  static std::map<std::tuple<int, int, int, bool>, int> cache;
-  const auto key = std::make_tuple(dev, config, head_dim, kv_fp8);
+  static std::map<std::pair<int, bool>, int> cache;
+  const auto key = std::make_pair(dev, kv_fp8);
   std::lock_guard lk(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   int n = 0;
   if (dev >= 0) {
     try {
-      switch (head_dim) {
-        case 64: n = attn::decode_ctas_per_sm<__nv_bfloat16, 64>(config, kv_fp8); break;
-        case 80: n = attn::decode_ctas_per_sm<__nv_bfloat16, 80>(config, kv_fp8); break;
-        case 96: n = attn::decode_ctas_per_sm<__nv_bfloat16, 96>(config, kv_fp8); break;
-        case 128: n = attn::decode_ctas_per_sm<__nv_bfloat16, 128>(config, kv_fp8); break;
-        case 256: n = attn::decode_ctas_per_sm<__nv_bfloat16, 256>(config, kv_fp8); break;
-        default: break;
-      }
+      n = attn::head_major_decode_ctas_per_sm(kv_fp8);
     } catch (const std::exception&) {
       cudaGetLastError();
       n = 0;
     }
   }
   if (n <= 0) {
-    const size_t smem = attn::decode_smem_bytes(c, head_dim, kv_fp8) + 1024;
+    const attn::DecodeConfig& c = attn::kHeadMajorDecode;
+    const size_t smem = attn::decode_smem_bytes(c, 128, kv_fp8) + 1024;
     n = static_cast<int>(std::max<size_t>(1, std::min<size_t>((227u << 10) / smem, 64 / c.warps)));
   }
   cache.emplace(key, n);
   return n;
 }
 
-// Whether the current device runs the sm_90a kernels (the wgmma prefill configurations): compute capability 9.0,
+// Whether the current device runs the sm_90a kernel (the wgmma prefill): compute capability 9.0,
 // cached per device; false when no device answers.
 bool device_runs_sm90a() {
   int dev = -1;
@@ -125,40 +116,33 @@ bool device_runs_sm90a() {
   return cache.emplace(dev, ok && major == 9 && minor == 0).first->second;
 }
 
-// The variant a plan's variant 0 runs for head_dim 128 over a 16-bit cache on an sm_90a device: the wgmma
-// configuration kDefaultWgmmaPrefillConfig. KILN_PREFILL_WGMMA=0 keeps the mma.sync default instead, and
-// KILN_PREFILL_WGMMA=<variant of a wgmma configuration> picks another one (for benchmarks).
-int default_prefill_variant(const AttentionShape& shape) {
-  static const int choice = static_cast<int>(env_integer(
-      "KILN_PREFILL_WGMMA", attn::kDefaultWgmmaPrefillConfig + 1,
-      [](long v) { return v == 0 || (v >= 1 && v < attn::kNumPrefillVariants && attn::kPrefillConfigs[v - 1].wg > 0); },
-      "0 or a wgmma prefill variant"));
-  if (shape.head_dim != 128 || shape.kv_fp8 || choice == 0 || !device_runs_sm90a()) return 0;
-  return choice;
-}
-
-// The variant a decode plan's variant 0 starts from for head_dim 128: kDefaultDecodeConfig's, or with
-// KILN_DECODE_VARIANT=<variant of a head-major configuration> another one (for benchmarks).
-int default_decode_variant() {
-  static const int choice = static_cast<int>(env_integer(
-      "KILN_DECODE_VARIANT", attn::kDefaultDecodeConfig + 1,
-      [](long v) { return v >= 1 && v < attn::kNumDecodeVariants && attn::kDecodeConfigs[v - 1].head_major; },
-      "a head-major decode variant"));
-  return choice;
+// Runs f(std::integral_constant<int, D>) for a head dim with a tensor-core instance.
+template <typename F>
+void with_head_dim(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 64:
+      return f(std::integral_constant<int, 64>{});
+    case 80:
+      return f(std::integral_constant<int, 80>{});
+    case 96:
+      return f(std::integral_constant<int, 96>{});
+    case 128:
+      return f(std::integral_constant<int, 128>{});
+    case 256:
+      return f(std::integral_constant<int, 256>{});
+  }
+  KILN_THROW("attention: no tensor-core instance for head_dim {}", head_dim);
 }
 
 }  // namespace
 
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
-                                 int32_t num_splits, int32_t variant) {
+                                 int32_t num_splits) {
   check_shape(shape);
   KILN_CHECK(num_seqs >= 0 && max_kv_len >= 0, "decode attention: negative sizes");
-  KILN_CHECK(variant >= 0 && variant < attn::kNumDecodeVariants, "decode attention: no variant {}", variant);
-  if (shape.head_dim != 128) variant = 0;
   DecodePlan plan;
   plan.num_seqs = num_seqs;
   plan.max_kv_len = max_kv_len;
-  plan.variant = variant;
   if (!attn::has_tensor_core_instance(shape.head_dim)) {
     // The generic kernel walks a row's whole context in one warp: no splits, no workspace.
     plan.split_tokens = std::max(max_kv_len, 1);
@@ -167,35 +151,29 @@ DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, 
   const int group = shape.num_heads / shape.num_kv_heads;
   plan.head_chunks = (group + 15) / 16;
   const int64_t len = std::max<int64_t>(1, shape.window > 0 ? std::min(max_kv_len, shape.window) : max_kv_len);
-  // Head-major grids: CTAs per split (a warp per (KV head, chunk)), resident CTAs on the GPU, and the most splits
+  // The head-major grid: CTAs per split (a warp per (KV head, chunk)), resident CTAs on the GPU, and the most splits
   // (each warp keeping at least 4 tiles).
-  auto hm_base = [&](const attn::DecodeConfig& c) {
+  const attn::DecodeConfig& hm = attn::kHeadMajorDecode;
+  auto hm_base = [&] {
     const int64_t units = int64_t{shape.num_kv_heads} * plan.head_chunks;
-    return std::max<int64_t>(1, int64_t{num_seqs} * ((units + c.warps - 1) / c.warps));
+    return std::max<int64_t>(1, int64_t{num_seqs} * ((units + hm.warps - 1) / hm.warps));
   };
-  auto hm_slots = [&](const attn::DecodeConfig& c) {
-    return int64_t{decode_ctas_per_sm(c, shape.head_dim, shape.kv_fp8)} * std::max(num_sms, 1);
-  };
-  auto hm_most = [&](const attn::DecodeConfig& c) {
-    return std::max<int64_t>(1, std::min<int64_t>(1024, (len + 4 * c.tok - 1) / (4 * c.tok)));
-  };
-  if (variant == 0 && shape.head_dim == 128) {
-    // The default is head-major, unless its grid would leave resident slots empty: even at its most splits (few
-    // short sequences), or at a split count the caller fixed below half of them. Then config 0, whose CTAs split
-    // each KV head four ways more (batch 1 x 2048: 13.7 us against 15.8; batch 64 at 1 split: 73% of copy
-    // bandwidth against 51%).
-    const int dv = default_decode_variant();
-    const attn::DecodeConfig& c = attn::kDecodeConfigs[dv - 1];
-    const int64_t ctas = hm_base(c) * (num_splits > 0 ? num_splits : hm_most(c));
-    plan.variant = variant = (num_splits > 0 ? 2 * ctas < hm_slots(c) : ctas < hm_slots(c)) ? 1 : dv;
+  auto hm_slots = [&] { return int64_t{head_major_ctas_per_sm(shape.kv_fp8)} * std::max(num_sms, 1); };
+  auto hm_most = [&] { return std::max<int64_t>(1, std::min<int64_t>(1024, (len + 4 * hm.tok - 1) / (4 * hm.tok))); };
+  if (shape.head_dim == 128) {
+    // Head-major, unless its grid would leave resident slots empty: even at its most splits (few short sequences),
+    // or at a split count the caller fixed below half of them. Then the split kernel, whose CTAs split each KV head
+    // four ways more (batch 1 x 2048: 13.7 us against 15.8; batch 64 at 1 split: 73% of copy bandwidth against 51%).
+    const int64_t ctas = hm_base() * (num_splits > 0 ? num_splits : hm_most());
+    plan.head_major = !(num_splits > 0 ? 2 * ctas < hm_slots() : ctas < hm_slots());
   }
-  const attn::DecodeConfig& cfg = attn::kDecodeConfigs[attn::decode_config(variant, shape.head_dim)];
-  if (num_splits <= 0 && cfg.head_major) {
+  const attn::DecodeConfig& cfg = plan.head_major ? attn::kHeadMajorDecode : attn::kSplitDecode;
+  if (num_splits <= 0 && plan.head_major) {
     // The split count that wastes the least: a partial last wave of CTAs leaves resident slots idle (batch 320 x
     // 2112 on the H200, 2 CTAs per SM: 1 split is 2.4 waves at 73% of copy bandwidth, 2 splits 4.8 waves at 92%),
     // and each further split costs about 1.5% (shorter streams per warp, the merge; batch 384 x 2000: 94.7%,
     // 91.9%, 90.6% for 1, 2, 3 splits). Splits keep at least 4 tiles per warp.
-    const int64_t base = hm_base(cfg), slots = hm_slots(cfg), most = hm_most(cfg);
+    const int64_t base = hm_base(), slots = hm_slots(), most = hm_most();
     double best = 0.0;
     for (int64_t n = 1; n <= most; ++n) {
       const double penalty = 1.0 + 0.015 * static_cast<double>(n - 1);
@@ -238,59 +216,30 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
     p.part_o = static_cast<float*>(workspace);
     p.part_lse = p.part_o + static_cast<size_t>(plan.num_seqs) * shape.num_heads * plan.num_splits * shape.head_dim;
   }
-  KILN_CHECK(plan.variant >= 0 && plan.variant < attn::kNumDecodeVariants, "decode attention: no variant {}",
-             plan.variant);
-  const int cfg = attn::decode_config(plan.variant, shape.head_dim);
   if (!attn::has_tensor_core_instance(shape.head_dim)) {
     p.num_splits = 1;
     KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, 1, stream));
     return;
   }
-  KILN_DISPATCH_16(t, T, {
-    switch (shape.head_dim) {
-      case 64:
-        attn::launch_decode<T, 64>(p, cfg, stream);
-        break;
-      case 80:
-        attn::launch_decode<T, 80>(p, cfg, stream);
-        break;
-      case 96:
-        attn::launch_decode<T, 96>(p, cfg, stream);
-        break;
-      case 128:
-        attn::launch_decode<T, 128>(p, cfg, stream);
-        break;
-      case 256:
-        attn::launch_decode<T, 256>(p, cfg, stream);
-        break;
-    }
-  });
+  KILN_CHECK(!plan.head_major || shape.head_dim == 128, "decode attention: the head-major kernel takes head_dim 128");
+  KILN_DISPATCH_16(t, T, with_head_dim(shape.head_dim, [&](auto d) {
+                     attn::launch_decode<T, decltype(d)::value>(p, plan.head_major, stream);
+                   }));
 }
 
-PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len, int32_t variant) {
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len) {
   check_shape(shape);
   KILN_CHECK(num_seqs >= 0 && max_q_len >= 0, "prefill attention: negative sizes");
-  KILN_CHECK(variant >= 0 && variant < attn::kNumPrefillVariants, "prefill attention: no variant {}", variant);
-  KILN_CHECK(!shape.kv_fp8 || variant == 0, "prefill attention: an fp8 KV cache runs variant 0 only, not {}",
-             variant);
-  if (shape.head_dim == 128 && variant > 0 && attn::kPrefillConfigs[variant - 1].wg > 0)
-    KILN_CHECK(device_runs_sm90a(), "prefill attention: variant {} (wgmma) needs a compute capability 9.0 GPU",
-               variant);
   PrefillPlan plan;
   plan.num_seqs = num_seqs;
   plan.max_q_len = max_q_len;
-  plan.variant = shape.head_dim != 128 ? 0 : variant == 0 ? default_prefill_variant(shape) : variant;
-  const int64_t rows = int64_t{max_q_len} * (shape.num_heads / shape.num_kv_heads);
-  // The generic kernel ignores row_tiles (one CTA per query); the tensor-core kernels take 16 rows per m-tile.
-  const attn::PrefillConfig& cfg = attn::kPrefillConfigs[attn::prefill_config(plan.variant, shape.head_dim)];
-  const int64_t per_cta = int64_t{16} * cfg.warps * cfg.mt;
-  plan.row_tiles = static_cast<int32_t>((rows + per_cta - 1) / per_cta);
+  plan.wgmma = shape.head_dim == 128 && !shape.kv_fp8 && device_runs_sm90a();
   return plan;
 }
 
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream) {
-  if (plan.num_seqs == 0 || plan.row_tiles == 0) return;
+  if (plan.num_seqs == 0 || plan.max_q_len == 0) return;
   check_shape(shape);
   check_kv(shape, kv);
   KILN_CHECK(cu_q_lens, "prefill attention: cu_q_lens missing");
@@ -298,33 +247,19 @@ void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape
   attn::Params p = base_params(shape, q, ldq, kv, out, ldo);
   p.num_seqs = plan.num_seqs;
   p.cu_q_lens = cu_q_lens;
-  p.row_tiles = plan.row_tiles;
-  KILN_CHECK(plan.variant >= 0 && plan.variant < attn::kNumPrefillVariants, "prefill attention: no variant {}",
-             plan.variant);
-  const int cfg = attn::prefill_config(plan.variant, shape.head_dim);
   if (!attn::has_tensor_core_instance(shape.head_dim)) {
     KILN_DISPATCH_16(t, T, attn::launch_generic<T>(p, plan.max_q_len, stream));
     return;
   }
-  KILN_DISPATCH_16(t, T, {
-    switch (shape.head_dim) {
-      case 64:
-        attn::launch_prefill<T, 64>(p, cfg, stream);
-        break;
-      case 80:
-        attn::launch_prefill<T, 80>(p, cfg, stream);
-        break;
-      case 96:
-        attn::launch_prefill<T, 96>(p, cfg, stream);
-        break;
-      case 128:
-        attn::launch_prefill<T, 128>(p, cfg, stream);
-        break;
-      case 256:
-        attn::launch_prefill<T, 256>(p, cfg, stream);
-        break;
-    }
-  });
+  KILN_CHECK(!plan.wgmma || (shape.head_dim == 128 && !shape.kv_fp8),
+             "prefill attention: the wgmma kernel takes head_dim 128 over a 16-bit cache");
+  // CTAs per (sequence, KV head): the rows of (token, head of the group) pairs over the kernel's rows per CTA.
+  const int64_t rows = int64_t{plan.max_q_len} * (shape.num_heads / shape.num_kv_heads);
+  const int64_t per_cta = attn::prefill_rows_per_cta(shape.head_dim, plan.wgmma);
+  p.row_tiles = static_cast<int32_t>((rows + per_cta - 1) / per_cta);
+  KILN_DISPATCH_16(t, T, with_head_dim(shape.head_dim, [&](auto d) {
+                     attn::launch_prefill<T, decltype(d)::value>(p, plan.wgmma, stream);
+                   }));
 }
 
 }  // namespace kiln::cuda

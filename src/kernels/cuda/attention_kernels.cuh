@@ -16,11 +16,6 @@ namespace kiln::cuda::attn {
 // PTX wrappers.
 
 // (smem_addr, cp_async16, cp_async_commit and cp_async_wait are in cuda_common.cuh.)
-// cp_async16 with an L2 prefetch hint: the L2 fetches the whole 256-byte span around the address from DRAM.
-__device__ __forceinline__ void cp_async16_pf(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -101,9 +96,8 @@ __device__ __forceinline__ uint32_t sw128_offset(int r, int chunk, int rows) {
 // Issues the copies of keys and values [t0, t0 + TOK) (zeros past `end`) into k_s / v_s, spread over the
 // NTHREADS threads of which this is thread `tid`. Unrolled so the block-table reads of a thread's rows are
 // all in flight at once. KV is the stored element: T (rows padded to Tile<D>::kStride for ldmatrix) or
-// uint8_t, fp8 e4m3 (rows of D bytes padded to D + 16, for widen_kv_tile or the direct fp8 tiles below); SW: 16-bit
-// rows of 256 bytes in the swizzled wgmma layout of sw128_offset instead.
-template <typename KV, int D, int TOK, int NTHREADS, bool PF = false, bool SW = false>
+// uint8_t, fp8 e4m3 (rows of D bytes padded to D + 16, for widen_kv_tile or the direct fp8 tiles below).
+template <typename KV, int D, int TOK, int NTHREADS>
 __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* table, int kvh, int t0, int end, KV* k_s,
                                              KV* v_s, int tid) {
   constexpr int kPerChunk = 16 / static_cast<int>(sizeof(KV));  // elements per 16-byte copy
@@ -111,7 +105,6 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
   constexpr int kStride = sizeof(KV) == 1 ? D + 16 : Tile<D>::kStride;
   constexpr int kTotal = TOK * kChunks;
   constexpr int kIters = (kTotal + NTHREADS - 1) / NTHREADS;
-  static_assert(!SW || D * sizeof(KV) == 256, "the swizzled layout holds rows of 256 bytes");
   const KV* kc = static_cast<const KV*>(p.k_cache);
   const KV* vc = static_cast<const KV*>(p.v_cache);
   const uint32_t k_base = smem_addr(k_s), v_base = smem_addr(v_s);
@@ -130,15 +123,9 @@ __device__ __forceinline__ void load_kv_tile(const Params& p, const int32_t* tab
     const int c = tid + i * NTHREADS;
     if (kTotal % NTHREADS != 0 && c >= kTotal) break;
     const int r = c / kChunks, col = c % kChunks;
-    const uint32_t so = SW ? sw128_offset(r, col, TOK)
-                           : static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
-    if constexpr (PF) {
-      cp_async16_pf(k_base + so, kc + off[i], valid[i] ? 16 : 0);
-      cp_async16_pf(v_base + so, vc + off[i], valid[i] ? 16 : 0);
-    } else {
-      cp_async16(k_base + so, kc + off[i], valid[i] ? 16 : 0);
-      cp_async16(v_base + so, vc + off[i], valid[i] ? 16 : 0);
-    }
+    const uint32_t so = static_cast<uint32_t>((r * kStride + col * kPerChunk) * sizeof(KV));
+    cp_async16(k_base + so, kc + off[i], valid[i] ? 16 : 0);
+    cp_async16(v_base + so, vc + off[i], valid[i] ? 16 : 0);
   }
 }
 
@@ -186,24 +173,25 @@ __device__ __forceinline__ void load_rows(const Params& p, const int32_t* table,
     for (int c = 0; c < N; ++c) cp_async16(dst[c] + so(r0 + i), src[c] + off, valid ? 16 : 0);
   }
 }
-template <typename KV, int D, int TOK, int NTHREADS, bool SW = false>
+// K and V at once into padded (not swizzled) tiles.
+template <typename KV, int D, int TOK, int NTHREADS>
 __device__ __forceinline__ void load_kv_rows(const Params& p, const int32_t* table, int kvh, int t0, int end,
                                              uint32_t k_s, uint32_t v_s, int tid) {
   const KV* const src[2] = {static_cast<const KV*>(p.k_cache), static_cast<const KV*>(p.v_cache)};
   const uint32_t dst[2] = {k_s, v_s};
-  load_rows<KV, D, TOK, NTHREADS, SW, 2>(p, table, kvh, t0, end, src, dst, tid);
+  load_rows<KV, D, TOK, NTHREADS, false, 2>(p, table, kvh, t0, end, src, dst, tid);
 }
 
 // The loader of the split-layout decode and mma.sync prefill tiles: load_kv_rows wherever the tile splits into
-// whole keys per thread (every head dim but 80 and 96), else, and with the L2 prefetch hint (PF), load_kv_tile.
-template <typename KV, int D, int TOK, int NTHREADS, bool PF = false>
+// whole keys per thread (every head dim but 80 and 96), else load_kv_tile.
+template <typename KV, int D, int TOK, int NTHREADS>
 __device__ __forceinline__ void load_kv(const Params& p, const int32_t* table, int kvh, int t0, int end, KV* k_s,
                                         KV* v_s, int tid) {
   constexpr int kChunks = D * static_cast<int>(sizeof(KV)) / 16;
-  if constexpr (!PF && NTHREADS % kChunks == 0 && TOK * kChunks % NTHREADS == 0) {
+  if constexpr (NTHREADS % kChunks == 0 && TOK * kChunks % NTHREADS == 0) {
     load_kv_rows<KV, D, TOK, NTHREADS>(p, table, kvh, t0, end, smem_addr(k_s), smem_addr(v_s), tid);
   } else {
-    load_kv_tile<KV, D, TOK, NTHREADS, PF>(p, table, kvh, t0, end, k_s, v_s, tid);
+    load_kv_tile<KV, D, TOK, NTHREADS>(p, table, kvh, t0, end, k_s, v_s, tid);
   }
 }
 
@@ -386,6 +374,29 @@ __device__ __forceinline__ float logit2(float raw, const Params& p, float slope,
   return sc * 1.4426950408889634f;
 }
 
+// The online softmax's pieces for row h of a warp's 16 (this lane holds rows g and g + 8, h = 0 and 1) over a tile
+// of scores: the row's largest score (over the quad of lanes that hold its columns), and the scores turned into
+// P = exp2(s * sc - base) by `exp2`, returning this lane's sum of them.
+template <int TOK>
+__device__ __forceinline__ float row_max(const float (&s)[TOK / 8][4], int h) {
+  float mx = -INFINITY;
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  return fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+}
+template <int TOK, typename Exp2>
+__device__ __forceinline__ float row_exp_sum(float (&s)[TOK / 8][4], int h, float sc, float base, Exp2 exp2) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb) {
+    s[nb][2 * h] = exp2(fmaf(s[nb][2 * h], sc, -base));
+    s[nb][2 * h + 1] = exp2(fmaf(s[nb][2 * h + 1], sc, -base));
+    sum += s[nb][2 * h] + s[nb][2 * h + 1];
+  }
+  return sum;
+}
+
 // Online-softmax update of one warp's 16 rows (this lane holds rows g and g + 8) with a tile of scores
 // s * sc in the log2 domain (sc > 0; masked entries -inf); s becomes the probabilities P. Folding the scale
 // into the exponent's FMA (exp2(s * sc - max)) saves a multiply per score on unmasked tiles.
@@ -394,23 +405,12 @@ __device__ __forceinline__ void softmax_update(float (&s)[TOK / 8][4], float (&m
                                                float (&o)[D / 8][4], float sc = 1.0f) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    mx = fmaxf(m[h], mx * sc);
+    const float mx = fmaxf(m[h], row_max<TOK>(s, h) * sc);
     // A row with nothing visible yet keeps -inf; subtract 0 instead so no inf - inf appears.
     const float base = mx == -INFINITY ? 0.0f : mx;
     const float alpha = exp2f(m[h] - base);
     m[h] = mx;
-    float sum = 0.0f;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) {
-      s[nb][2 * h] = exp2f(fmaf(s[nb][2 * h], sc, -base));
-      s[nb][2 * h + 1] = exp2f(fmaf(s[nb][2 * h + 1], sc, -base));
-      sum += s[nb][2 * h] + s[nb][2 * h + 1];
-    }
+    const float sum = row_exp_sum<TOK>(s, h, sc, base, [](float x) { return exp2f(x); });
     l[h] = l[h] * alpha + sum;  // per-lane partial; summed over the quad at the end
 #pragma unroll
     for (int db = 0; db < D / 8; ++db) {
@@ -428,7 +428,7 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   return y;
 }
 
-// softmax_update with lazy rescaling (prefill's `fast` configurations): a row's reference max m moves only when
+// softmax_update with lazy rescaling (prefill's `fast` configuration): a row's reference max m moves only when
 // the tile's max exceeds it by more than 8 (log2 units), so P = exp2(s * sc - m) stays <= 2^8 and O and l keep
 // one common reference (the result O / l is the same); the warp skips the O rescale when none of its rows moved,
 // which is most tiles once the rows have seen their largest scores. This is its scores half: s becomes P, m and l
@@ -439,24 +439,13 @@ __device__ __forceinline__ bool softmax_scores_lazy(float (&s)[TOK / 8][4], floa
                                                     float (&alpha)[2], float sc) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float mx = -INFINITY;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    mx *= sc;
+    const float mx = row_max<TOK>(s, h) * sc;
     const float mnew = mx > m[h] + 8.0f ? mx : m[h];
     // Rows with nothing visible yet keep -inf (alpha 1, nothing accumulated); exp2(-inf) = 0 for the first max.
     alpha[h] = mnew == m[h] ? 1.0f : ex2_ftz(m[h] - mnew);
     const float base = mnew == -INFINITY ? 0.0f : mnew;
     m[h] = mnew;
-    float sum = 0.0f;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb) {
-      s[nb][2 * h] = ex2_ftz(fmaf(s[nb][2 * h], sc, -base));
-      s[nb][2 * h + 1] = ex2_ftz(fmaf(s[nb][2 * h + 1], sc, -base));
-      sum += s[nb][2 * h] + s[nb][2 * h + 1];
-    }
+    const float sum = row_exp_sum<TOK>(s, h, sc, base, [](float x) { return ex2_ftz(x); });
     l[h] = l[h] * alpha[h] + sum;  // per-lane partial; summed over the quad at the end
   }
   return __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f);
@@ -482,7 +471,58 @@ __device__ __forceinline__ void softmax_update_lazy(float (&s)[TOK / 8][4], floa
 }
 
 // ---------------------------------------------------------------------------------------------
-// Decode: grid (num_splits, num_kv_heads * head_chunks, num_seqs); each warp walks its own tiles of the
+// Decode: one query per sequence (at position kv_len - 1), its context split over CTAs. What the split and the
+// head-major kernels share:
+
+// Declares, in a decode kernel (p, seq, split and TOK in scope), the query's position `pos`, the keys [start, end)
+// of split `split` of sequence seq's context (the last p.window of it with a window) and the sequence's block
+// `table`. Each split takes an equal share of this sequence's own context (whole tiles of TOK), so that no split
+// sits idle when the context is shorter than the plan's. A macro, not a function: as an inlined function the same
+// arithmetic changed the compiler's address arithmetic in the kernels' K/V loads (cuobjdump -sass), and these are
+// the kernels measured in docs/kernels.md.
+#define KILN_DECODE_SPLIT_RANGE()                                                          \
+  const int kv_len = p.kv_lens[seq];                                                       \
+  const int pos = kv_len - 1;                                                              \
+  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;                            \
+  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK; \
+  const int start = lo + split * per;                                                      \
+  const int end = min(kv_len, start + per);                                                \
+  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq
+
+// The online softmax over a tile's scores s = Q Kᵀ for keys t0 .. t0 + TOK - 1 (keys from `end` on masked): logits
+// (logit2, with this lane's rows' ALiBi slopes) into P, m, l and O updated.
+template <int D, int TOK>
+__device__ __forceinline__ void decode_tile_softmax(float (&s)[TOK / 8][4], float (&m)[2], float (&l)[2],
+                                                    float (&o)[D / 8][4], const Params& p, const float (&slope)[2],
+                                                    int t0, int end, int pos, int lane) {
+#pragma unroll
+  for (int nb = 0; nb < TOK / 8; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int tok = t0 + nb * 8 + 2 * (lane & 3) + (e & 1);
+      s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
+    }
+  softmax_update<D, TOK>(s, m, l, o);
+}
+
+// Zeroed O, and the online softmax's start (no maximum yet, nothing summed).
+template <int D>
+__device__ __forceinline__ void zero_o_m_l(float (&o)[D / 8][4], float (&m)[2], float (&l)[2]) {
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+  m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.0f;
+}
+
+// A row's l from its per-lane partial sums (the quad of lanes that hold its columns).
+__device__ __forceinline__ void quad_sum_l(float (&l)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+}
+
+// Split layout: grid (num_splits, num_kv_heads * head_chunks, num_seqs); each warp walks its own tiles of the
 // split (tile w, w + WARPS, ...) through a private STAGES-deep cp.async pipeline, then the warps merge.
 template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8 = false>
 struct DecodeCfg {
@@ -494,7 +534,7 @@ struct DecodeCfg {
   static constexpr bool kQReg = D <= 128;
 };
 
-template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8>
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   using Cfg = DecodeCfg<T, D, WARPS, TOK, STAGES, F8>;
   using Pipe = typename Cfg::Pipe;
@@ -507,15 +547,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
   const int kvh = blockIdx.y / p.head_chunks, chunk = blockIdx.y % p.head_chunks;
   const int seq = blockIdx.z;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int kv_len = p.kv_lens[seq];
-  const int pos = kv_len - 1;
-  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
-  // context is shorter than the plan's.
-  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
-  const int start = lo + split * per;
-  const int end = min(kv_len, start + per);
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  KILN_DECODE_SPLIT_RANGE();
 
   // Query rows: heads chunk*16 .. of the group (zeros past the group).
   const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.ldq;
@@ -534,10 +566,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
     for (int ks = 0; ks < D / 16; ++ks) load_q_frag<D>(qf[ks], q_base, ks, lane);
   }
 
-  float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[D / 8][4], m[2], l[2];
+  zero_o_m_l<D>(o, m, l);
   // ALiBi slopes of this lane's rows g and g + 8 (heads of the group).
   float slope[2] = {0.0f, 0.0f};
   if (p.alibi_slopes) {
@@ -555,14 +585,14 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
     if (st < my_tiles)
-      load_kv<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, pipe.k(st), pipe.v(st), lane);
+      load_kv<KV, D, TOK, 32>(p, table, kvh, start + (warp + st * WARPS) * TOK, end, pipe.k(st), pipe.v(st), lane);
     cp_async_commit();
   }
   for (int it = 0; it < my_tiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < my_tiles)
-      load_kv<KV, D, TOK, 32, PF>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, pipe.k(nxt % STAGES),
-                                  pipe.v(nxt % STAGES), lane);
+      load_kv<KV, D, TOK, 32>(p, table, kvh, start + (warp + nxt * WARPS) * TOK, end, pipe.k(nxt % STAGES),
+                              pipe.v(nxt % STAGES), lane);
     cp_async_commit();
     cp_async_wait<STAGES - 1>();
     __syncwarp();
@@ -577,26 +607,14 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
     }
     float s[TOK / 8][4];
     qk_tile<T, D, TOK, Cfg::kQReg>(s, qf, q_base, k_t, lane);
-    const int t0 = start + (warp + it * WARPS) * TOK;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = t0 + nb * 8 + 2 * (lane & 3) + (e & 1);
-        s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
-      }
-    softmax_update<D, TOK>(s, m, l, o);
+    decode_tile_softmax<D, TOK>(s, m, l, o, p, slope, start + (warp + it * WARPS) * TOK, end, pos, lane);
     pv_tile<T, D, TOK>(o, s, v_t, lane);
     __syncwarp();
   }
   cp_async_wait<0>();
 
   // Merge the warps through shared memory (the KV stages are free now).
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum_l(l);
   __syncthreads();
   float* o_s = reinterpret_cast<float*>(kv_s);  // [WARPS][16][D]
   float* ml_s = o_s + WARPS * 16 * D;           // [WARPS][16][2]
@@ -643,13 +661,12 @@ __global__ void __launch_bounds__(WARPS * 32) decode_kernel(Params p) {
 // Head-major decode: grid (ceil(units / WARPS), num_splits, num_seqs) with units = num_kv_heads * head_chunks;
 // warp w of CTA x owns unit x * WARPS + w (a KV head and 16 of its query heads) and walks every tile of the
 // split through its own STAGES-deep cp.async pipeline, so the CTA's warps stream neighbouring heads of the
-// same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows. ROWS: each
-// lane loads a column chunk of consecutive keys with one block-table read (load_kv_rows) instead of load_kv_tile's
-// read and offset arithmetic per chunk.
-template <typename T, int D, int WARPS, int TOK, int STAGES, bool PF, bool F8, bool ROWS = false>
+// same KV blocks together. Q fragments come straight from global memory; each warp writes its own rows. Each lane
+// loads a column chunk of consecutive keys with one block-table read (load_kv_rows).
+template <typename T, int D, int WARPS, int TOK, int STAGES, bool F8>
 __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   static_assert(D <= 128, "head-major decode keeps Q in registers");
-  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); head-major configurations run at head_dim 128 only.
+  // fp8: direct tiles (qk_tile_fp8 / pv_tile_fp8); the head-major kernel runs at head_dim 128 only.
   static_assert(!F8 || D % 64 == 0, "head-major decode reads fp8 tiles directly");
   constexpr bool kDirect = F8;
   using Pipe = KvPipe<T, D, TOK, STAGES, F8, false>;
@@ -660,27 +677,14 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   if (unit >= p.num_kv_heads * p.head_chunks) return;  // warp-uniform; nothing below synchronizes the CTA
   const int kvh = unit / p.head_chunks, chunk = unit % p.head_chunks;
   const int split = blockIdx.y, seq = blockIdx.z;
-  const int kv_len = p.kv_lens[seq];
-  const int pos = kv_len - 1;
-  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  // The split's share of this sequence's own context (whole tiles), so that no split sits idle when the
-  // context is shorter than the plan's.
-  const int per = ((kv_len - lo + p.num_splits - 1) / p.num_splits + TOK - 1) / TOK * TOK;
-  const int start = lo + split * per;
-  const int end = min(kv_len, start + per);
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
+  KILN_DECODE_SPLIT_RANGE();
   const int g = lane >> 2, t4 = lane & 3;
 
   const Pipe pipe{smem_raw + static_cast<size_t>(warp) * Pipe::kBytes};
   const int ntiles = end > start ? (end - start + TOK - 1) / TOK : 0;
-  static_assert(!(ROWS && PF), "load_kv_rows has no prefetch hint");
   auto load = [&](int tile) {
     const int st = tile % STAGES, t0 = start + tile * TOK;
-    if constexpr (ROWS) {
-      load_kv_rows<KV, D, TOK, 32>(p, table, kvh, t0, end, smem_addr(pipe.k(st)), smem_addr(pipe.v(st)), lane);
-    } else {
-      load_kv_tile<KV, D, TOK, 32, PF>(p, table, kvh, t0, end, pipe.k(st), pipe.v(st), lane);
-    }
+    load_kv_rows<KV, D, TOK, 32>(p, table, kvh, t0, end, smem_addr(pipe.k(st)), smem_addr(pipe.v(st)), lane);
   };
 #pragma unroll
   for (int st = 0; st < STAGES - 1; ++st) {
@@ -711,10 +715,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     if (v1) slope[1] = p.alibi_slopes[kvh * p.group + gh1];
   }
 
-  float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[D / 8][4], m[2], l[2];
+  zero_o_m_l<D>(o, m, l);
   for (int it = 0; it < ntiles; ++it) {
     const int nxt = it + STAGES - 1;
     if (nxt < ntiles) load(nxt);
@@ -728,15 +730,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
     } else {
       qk_tile<T, D, TOK, true>(s, qf, 0u, pipe.k(st), lane);
     }
-    const int t0 = start + it * TOK;
-#pragma unroll
-    for (int nb = 0; nb < TOK / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int tok = t0 + nb * 8 + 2 * t4 + (e & 1);
-        s[nb][e] = tok < end ? logit2(s[nb][e], p, slope[e >> 1], tok, pos) : -INFINITY;
-      }
-    softmax_update<D, TOK>(s, m, l, o);
+    decode_tile_softmax<D, TOK>(s, m, l, o, p, slope, start + it * TOK, end, pos, lane);
     if constexpr (kDirect) {
       pv_tile_fp8<T, D, TOK>(o, s, pipe.v(st), lane);
     } else {
@@ -746,11 +740,7 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  quad_sum_l(l);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int gh = h ? gh1 : gh0;
@@ -790,6 +780,8 @@ __global__ void __launch_bounds__(WARPS * 32) decode_hm_kernel(Params p) {
   }
 }
 
+#undef KILN_DECODE_SPLIT_RANGE
+
 // Combines the splits of each (sequence, head): grid num_seqs * num_heads, D threads.
 template <typename T, int D>
 __global__ void decode_merge_kernel(Params p) {
@@ -811,19 +803,19 @@ __global__ void decode_merge_kernel(Params p) {
       from_f<T>(L > 0.0f ? acc / L : 0.0f);
 }
 
-// The kernel of decode configuration C (F8: over an fp8 KV cache), with its dynamic shared memory limit raised
-// (once per instance).
-template <typename T, int D, int C, bool F8>
+// The decode kernel (HM: head-major, else split; F8: over an fp8 KV cache), with its dynamic shared memory limit
+// raised (once per instance).
+template <typename T, int D, bool HM, bool F8>
 void (*decode_kernel_of())(Params) {
-  constexpr DecodeConfig c = kDecodeConfigs[C];
+  constexpr DecodeConfig c = HM ? kHeadMajorDecode : kSplitDecode;
   constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D, F8));
   void (*kernel)(Params);
-  if constexpr (c.head_major) {
+  if constexpr (HM) {
     static_assert(c.warps * KvPipe<T, D, c.tok, c.stages, F8, false>::kBytes == static_cast<size_t>(kSmem), "smem size");
-    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8, c.rows>;
+    kernel = decode_hm_kernel<T, D, c.warps, c.tok, c.stages, F8>;
   } else {
     static_assert(DecodeCfg<T, D, c.warps, c.tok, c.stages, F8>::kSmem == static_cast<size_t>(kSmem), "smem size");
-    kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, c.l2pf, F8>;
+    kernel = decode_kernel<T, D, c.warps, c.tok, c.stages, F8>;
   }
   static bool configured = false;  // raising the limit once per instance is enough
   if (!configured) {
@@ -833,13 +825,13 @@ void (*decode_kernel_of())(Params) {
   return kernel;
 }
 
-template <typename T, int D, int C, bool F8>
+template <typename T, int D, bool HM, bool F8>
 void run_decode(const Params& p, cudaStream_t stream) {
-  constexpr DecodeConfig c = kDecodeConfigs[C];
+  constexpr DecodeConfig c = HM ? kHeadMajorDecode : kSplitDecode;
   constexpr int kSmem = static_cast<int>(decode_smem_bytes(c, D, F8));
-  void (*kernel)(Params) = decode_kernel_of<T, D, C, F8>();
+  void (*kernel)(Params) = decode_kernel_of<T, D, HM, F8>();
   dim3 grid;
-  if constexpr (c.head_major) {
+  if constexpr (HM) {
     const int units = p.num_kv_heads * p.head_chunks;
     grid = dim3((units + c.warps - 1) / c.warps, p.num_splits, p.num_seqs);
   } else {
@@ -853,60 +845,27 @@ void run_decode(const Params& p, cudaStream_t stream) {
   }
 }
 
-// CTAs of decode configuration C resident on one multiprocessor (registers and shared memory both counted).
-template <typename T, int D, int C, bool F8>
+// CTAs of the decode kernel resident on one multiprocessor (registers and shared memory both counted).
+template <typename T, int D, bool HM, bool F8>
 int decode_occupancy() {
-  constexpr DecodeConfig c = kDecodeConfigs[C];
+  constexpr DecodeConfig c = HM ? kHeadMajorDecode : kSplitDecode;
   int n = 0;
-  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel_of<T, D, C, F8>(), c.warps * 32,
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, decode_kernel_of<T, D, HM, F8>(), c.warps * 32,
                                                                 decode_smem_bytes(c, D, F8)));
   return n;
 }
 
-// `config` indexes kDecodeConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all, over
-// a 16-bit cache and over an fp8 one. F(C, F8) runs the instance of configuration C.
-#define KILN_DECODE_CONFIG_SWITCH_F8(config, F8, F)                             \
-  if constexpr (D == 128) {                                                     \
-    static_assert(kNumDecodeConfigs == 14, "add the new configurations below"); \
-    switch (config) {                                                           \
-      case 1: return F(1, F8);                                                  \
-      case 2: return F(2, F8);                                                  \
-      case 3: return F(3, F8);                                                  \
-      case 4: return F(4, F8);                                                  \
-      case 5: return F(5, F8);                                                  \
-      case 6: return F(6, F8);                                                  \
-      case 7: return F(7, F8);                                                  \
-      case 8: return F(8, F8);                                                  \
-      case 9: return F(9, F8);                                                  \
-      case 10: return F(10, F8);                                                \
-      case 11: return F(11, F8);                                                \
-      case 12: return F(12, F8);                                                \
-      case 13: return F(13, F8);                                                \
-      default: break;                                                           \
-    }                                                                           \
-  }                                                                             \
-  return F(0, F8);
-#define KILN_DECODE_CONFIG_SWITCH(config, kv_fp8, F)   \
-  if (kv_fp8) {                                        \
-    KILN_DECODE_CONFIG_SWITCH_F8(config, true, F)      \
-  }                                                    \
-  KILN_DECODE_CONFIG_SWITCH_F8(config, false, F)
-
+// The head-major kernel runs at head_dim 128 alone (over a 16-bit and an fp8 cache); the split one at every head
+// dim.
 template <typename T, int D>
-void launch_decode(const Params& p, int config, cudaStream_t stream) {
-#define KILN_RUN_DECODE(C, F8) run_decode<T, D, C, F8>(p, stream)
-  KILN_DECODE_CONFIG_SWITCH(config, p.kv_fp8, KILN_RUN_DECODE)
-#undef KILN_RUN_DECODE
+void launch_decode(const Params& p, bool head_major, cudaStream_t stream) {
+  if constexpr (D == 128) {
+    if (head_major)
+      return p.kv_fp8 ? run_decode<T, D, true, true>(p, stream) : run_decode<T, D, true, false>(p, stream);
+  }
+  KILN_CHECK(!head_major, "decode attention: the head-major kernel takes head_dim 128, not {}", D);
+  p.kv_fp8 ? run_decode<T, D, false, true>(p, stream) : run_decode<T, D, false, false>(p, stream);
 }
-
-template <typename T, int D>
-int decode_ctas_per_sm(int config, bool kv_fp8) {
-#define KILN_DECODE_OCCUPANCY(C, F8) decode_occupancy<T, D, C, F8>()
-  KILN_DECODE_CONFIG_SWITCH(config, kv_fp8, KILN_DECODE_OCCUPANCY)
-#undef KILN_DECODE_OCCUPANCY
-}
-#undef KILN_DECODE_CONFIG_SWITCH
-#undef KILN_DECODE_CONFIG_SWITCH_F8
 
 // ---------------------------------------------------------------------------------------------
 // Prefill: grid (row_tiles, num_kv_heads, num_seqs), heaviest row tiles first; WARPS warps own 16 * MT rows
@@ -914,13 +873,13 @@ int decode_ctas_per_sm(int config, bool kv_fp8) {
 // pairs; the CTA walks the keys [lo, hi) its rows can see in tiles of TOK through a STAGES-deep cp.async
 // pipeline (one __syncthreads per tile), masking only tiles that straddle the causal diagonal or the window
 // edge; warps skip tiles they cannot see.
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool QREG = true, bool F8 = false>
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool F8 = false>
 struct PrefillCfg {
   using Pipe = KvPipe<T, D, TOK, STAGES, F8>;
   static constexpr int kRows = 16 * MT * WARPS;
   static constexpr int kQElems = kRows * Tile<D>::kStride;
   static constexpr size_t kSmem = static_cast<size_t>(kQElems) * sizeof(T) + Pipe::kBytes;
-  static constexpr bool kQReg = D <= 128 && MT == 1 && QREG;
+  static constexpr bool kQReg = D <= 128 && MT == 1;
 };
 
 // S[MT][16 x TOK] = Q Kᵀ for MT m-tiles of one warp (q fragments from shared memory, rows 16 apart), each K
@@ -1062,9 +1021,9 @@ __device__ __forceinline__ bool prefill_tile(const Params& p, int rows, bool hea
   return true;
 }
 
-template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, int MINB, bool QREG, bool FAST, bool F8>
-__global__ void __launch_bounds__(WARPS * 32, MINB) prefill_kernel(Params p) {
-  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, QREG, F8>;
+template <typename T, int D, int WARPS, int TOK, int STAGES, int MT, bool FAST, bool F8>
+__global__ void __launch_bounds__(WARPS * 32, 1) prefill_kernel(Params p) {
+  using Cfg = PrefillCfg<T, D, WARPS, TOK, STAGES, MT, F8>;
   using Pipe = typename Cfg::Pipe;
   using KV = typename Pipe::KV;
   using TL = Tile<D>;
@@ -1216,70 +1175,31 @@ void launch_prefill_grid(const Params& p, int threads, size_t smem, bool max_sha
   KILN_CUDA_LAUNCH_CHECK();
 }
 
-template <typename T, int D, int C, bool F8>
+// The mma.sync prefill kernel of head dim D (F8: over an fp8 KV cache).
+template <typename T, int D, bool F8>
 void run_prefill(const Params& p, cudaStream_t stream) {
-  constexpr PrefillConfig c = kPrefillConfigs[C];
+  constexpr PrefillConfig c = D == 128 ? kPrefillConfig128 : kPrefillConfig;
   constexpr int kTok = D <= 128 ? c.tok : 32;
-  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, c.q_regs, F8>;
-  launch_prefill_grid<prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.min_ctas, c.q_regs, c.fast, F8>>(
-      p, c.warps * 32, Cfg::kSmem, c.fast, stream);
+  using Cfg = PrefillCfg<T, D, c.warps, kTok, c.stages, c.mt, F8>;
+  static_assert(Cfg::kRows == prefill_rows_per_cta(D, false), "rows per CTA");
+  launch_prefill_grid<prefill_kernel<T, D, c.warps, kTok, c.stages, c.mt, c.fast, F8>>(p, c.warps * 32, Cfg::kSmem,
+                                                                                       c.fast, stream);
 }
 
-// `config` indexes kPrefillConfigs (attention.cu resolves the plan's variant); head_dim 128 carries them all over
-// a 16-bit cache, config 0 and the default over an fp8 one.
+// head_dim 128 over a 16-bit cache may take the wgmma kernel; everything else the mma.sync one.
 template <typename T, int D>
-void launch_prefill(const Params& p, int config, cudaStream_t stream) {
-  if (p.kv_fp8) {
-    if constexpr (D == 128) {
-      if (config == kDefaultPrefillConfig) return run_prefill<T, D, kDefaultPrefillConfig, true>(p, stream);
-    }
-    KILN_CHECK(config == 0, "prefill attention: configuration {} has no fp8 KV instance", config);
-    return run_prefill<T, D, 0, true>(p, stream);
-  }
+void launch_prefill(const Params& p, bool wgmma, cudaStream_t stream) {
   if constexpr (D == 128) {
-    static_assert(kNumMmaPrefillConfigs == 15, "add the new configurations below");
-    if (kPrefillConfigs[config].wg > 0) return launch_prefill_sm90<T>(p, config, stream);
-    switch (config) {
-      case 1:
-        return run_prefill<T, D, 1, false>(p, stream);
-      case 2:
-        return run_prefill<T, D, 2, false>(p, stream);
-      case 3:
-        return run_prefill<T, D, 3, false>(p, stream);
-      case 4:
-        return run_prefill<T, D, 4, false>(p, stream);
-      case 5:
-        return run_prefill<T, D, 5, false>(p, stream);
-      case 6:
-        return run_prefill<T, D, 6, false>(p, stream);
-      case 7:
-        return run_prefill<T, D, 7, false>(p, stream);
-      case 8:
-        return run_prefill<T, D, 8, false>(p, stream);
-      case 9:
-        return run_prefill<T, D, 9, false>(p, stream);
-      case 10:
-        return run_prefill<T, D, 10, false>(p, stream);
-      case 11:
-        return run_prefill<T, D, 11, false>(p, stream);
-      case 12:
-        return run_prefill<T, D, 12, false>(p, stream);
-      case 13:
-        return run_prefill<T, D, 13, false>(p, stream);
-      case 14:
-        return run_prefill<T, D, 14, false>(p, stream);
-      default:
-        break;
-    }
+    if (wgmma) return launch_prefill_sm90<T>(p, stream);
   }
-  run_prefill<T, D, 0, false>(p, stream);
+  KILN_CHECK(!wgmma, "prefill attention: the wgmma kernel takes head_dim 128, not {}", D);
+  p.kv_fp8 ? run_prefill<T, D, true>(p, stream) : run_prefill<T, D, false>(p, stream);
 }
 
-#define KILN_ATTN_INSTANCES(D)                                                      \
-  template void launch_decode<__nv_bfloat16, D>(const Params&, int, cudaStream_t);  \
-  template int decode_ctas_per_sm<__nv_bfloat16, D>(int, bool);                     \
-  template void launch_decode<__half, D>(const Params&, int, cudaStream_t);         \
-  template void launch_prefill<__nv_bfloat16, D>(const Params&, int, cudaStream_t); \
-  template void launch_prefill<__half, D>(const Params&, int, cudaStream_t);
+#define KILN_ATTN_INSTANCES(D)                                                       \
+  template void launch_decode<__nv_bfloat16, D>(const Params&, bool, cudaStream_t);  \
+  template void launch_decode<__half, D>(const Params&, bool, cudaStream_t);         \
+  template void launch_prefill<__nv_bfloat16, D>(const Params&, bool, cudaStream_t); \
+  template void launch_prefill<__half, D>(const Params&, bool, cudaStream_t);
 
 }  // namespace kiln::cuda::attn

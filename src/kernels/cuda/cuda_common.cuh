@@ -103,13 +103,6 @@ __device__ __forceinline__ void load8(const T* p, float (&f)[8]) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = to_f(v.h[i]);
 }
-template <typename T>
-__device__ __forceinline__ void store8(T* p, const float (&f)[8]) {
-  Vec8<T> v;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) v.h[i] = from_f<T>(f[i]);
-  *reinterpret_cast<uint4*>(p) = v.u;
-}
 
 // Shared-memory address of a generic pointer into shared memory.
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -17,10 +17,6 @@ int device_count();
 // Multiprocessors of the current device (for planning grids).
 int num_sms();
 
-// Converts n floats on the host to bf16 / f16 bits on the host through the GPU (round to nearest even).
-void cast_f32_to_bf16(const float* host_in, uint16_t* host_out, size_t n);
-void cast_f32_to_f16(const float* host_in, uint16_t* host_out, size_t n);
-
 // Element type of activations, weights and the KV cache (fp32 accumulation everywhere).
 enum class ElemType : uint8_t { BF16, F16, F32 };
 
@@ -38,17 +34,26 @@ void fill_f32(float* dst, int64_t n, float value, cudaStream_t stream);
 // 16-bit y, fp32 with an F32 y (the logits, and the fp32 residual stream: o_proj and down accumulate into it
 // through the epilogue, D = C + A·B with fp32 C/D). Row strides in elements (0: dense). residual may equal y
 // (in-place residual add). Calls from one thread at a time.
-// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, for the shapes whose
-// row count T falls in a bucket (T rounded up to a power of two) of at least the tuning threshold (1024 rows by
-// default: the prefill GEMMs; KILN_GEMM_TUNE=1 tunes every bucket, KILN_GEMM_TUNE=0 none,
-// KILN_GEMM_TUNE_MIN_ROWS sets the threshold; docs/kernels.md), the fastest of up to 8 heuristic candidates timed
-// on the first call of the bucket (50-250 ms; the result is unchanged: an in-place residual is not accumulated more
-// than once); later shapes of the bucket use it where cuBLASLt accepts it for their T. Never tunes while the stream
-// is capturing a CUDA graph.
+// The algorithm is chosen once per shape and cached: cuBLASLt's top heuristic choice, or, with tuning on, for the
+// shapes whose row count T falls in a bucket (T rounded up to a power of two) of at least tuning_min_rows (GemmOptions;
+// docs/kernels.md), the fastest of up to 8 heuristic candidates timed on the first call of the bucket (50-250 ms; the
+// result is unchanged: an in-place residual is not accumulated more than once); later shapes of the bucket use it
+// where cuBLASLt accepts it for their T. Never tunes while the stream is capturing a CUDA graph.
+struct GemmOptions {
+  // Autotune the buckets of at least tuning_min_rows rows. The default, from 1024 rows, tunes the prefill GEMMs
+  // only: tuning gained there on the Llama-3.1-8B serving runs and lost on the batch-384 decode GEMMs, whose bucket
+  // (512) was tuned at another T than they run at (docs/kernels.md). Off: the heuristic's choice, the same kernel
+  // at every load (tuning picks by timing, so two loads may round a prefill GEMM differently).
+  bool tuning = true;
+  int64_t tuning_min_rows = 1024;  // 1: every bucket
+  // One line on stderr per tuned bucket: the candidates timed and the choice.
+  bool log_tuning = false;
+};
+
 class Gemm {
  public:
   // workspace: device memory cuBLASLt may use (32 MiB is plenty on Hopper); owned by the caller.
-  Gemm(void* workspace, size_t workspace_bytes);
+  Gemm(void* workspace, size_t workspace_bytes, const GemmOptions& options = {});
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -57,9 +62,7 @@ class Gemm {
            const void* bias, const void* residual, void* y, cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
   // Shapes planned so far (for tests and logs).
   size_t cached_plans() const;
-  // Tuning on or off for shapes planned from now on, for the buckets of at least min_rows rows (the
-  // constructor reads KILN_GEMM_TUNE and KILN_GEMM_TUNE_MIN_ROWS).
-  void set_tuning(bool on, int64_t min_rows = 1);
+  // The options' tuning and its threshold (what a caller tunes ahead of time, as the model does at load).
   bool tuning() const;
   int64_t tuning_min_rows() const;
   // Buckets (shape, T rounded up to a power of two) tuned so far.
@@ -71,20 +74,7 @@ class Gemm {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Norms, activations, embedding. Row strides in elements (0: dense).
-
-// y = x / sqrt(mean(x^2) + eps) * w (or * (1 + w) with add_one); w may be null. As cpu::rms_norm.
-void rms_norm(ElemType t, const void* x, const void* w, void* y, int64_t rows, int64_t dim, float eps, bool add_one,
-              cudaStream_t stream, int64_t ldx = 0, int64_t ldy = 0);
-// residual += x (rounded to t), then y = rms_norm(residual). x and y may alias.
-void add_rms_norm(ElemType t, const void* x, void* residual, const void* w, void* y, int64_t rows, int64_t dim,
-                  float eps, bool add_one, cudaStream_t stream);
-// y = (x - mean) / sqrt(var + eps) * w + b (w, b may be null). As cpu::layer_norm.
-void layer_norm(ElemType t, const void* x, const void* w, const void* b, void* y, int64_t rows, int64_t dim, float eps,
-                cudaStream_t stream);
-// residual += x, then y = layer_norm(residual).
-void add_layer_norm(ElemType t, const void* x, void* residual, const void* w, const void* b, void* y, int64_t rows,
-                    int64_t dim, float eps, cudaStream_t stream);
+// Activations.
 
 enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
 
@@ -93,11 +83,6 @@ enum class Act : uint8_t { SiLU, GeluTanh, GeluErf };
 // saturate at +-65504 (NaN stays NaN), as activation_f32's.
 void gated_activation(ElemType t, const void* gate, const void* up, void* out, int64_t rows, int64_t n, int64_t ld_in,
                       Act act, cudaStream_t stream);
-
-// out[t, :] = table[ids[t], :]. An id outside [0, vocab) gives a row of zeros (the caller validates
-// ids on the host, where it can throw).
-void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
-               cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
 // The fp32 residual stream. CudaDecoderModel keeps x in fp32: the embedding writes it, o_proj and down add into
@@ -186,7 +171,7 @@ struct AttentionShape {
   float softcap = 0.0f;                 // > 0: scores = softcap * tanh(scores / softcap) (Gemma 2)
   const float* alibi_slopes = nullptr;  // device [num_heads] (cpu::alibi_slopes), or null: no ALiBi
   // The cache holds K and V as fp8 e4m3 (one byte each, no scale; rope_kv_write's kv_fp8), widened exactly to
-  // the compute type in the kernels. Prefill plans for it take variant 0. Strides and offsets stay in elements.
+  // the compute type in the kernels. Strides and offsets stay in elements.
   bool kv_fp8 = false;
 };
 
@@ -201,14 +186,13 @@ struct DecodePlan {
   int32_t num_splits = 1;
   int32_t split_tokens = 0;  // context tokens per split at max_kv_len
   int32_t head_chunks = 1;   // query heads of a group are done 16 at a time
-  int32_t variant = 0;       // kernel configuration (0: default; others for benchmarks)
+  // The kernel: head-major (a warp per KV head, head_dim 128, planned when its grid fills the GPU) or split (the
+  // CTA's warps share one KV head). Either computes any plan right; a caller may clear it (tests run both).
+  bool head_major = false;
   size_t workspace_bytes = 0;
 };
-// Kernel configurations selectable through plan_decode_attention's `variant` (0: the default; 1.. name each
-// configuration, see attention_impl.h; head_dim 128 only, others always run the default).
-constexpr int kDecodeAttentionVariants = 15;
 DecodePlan plan_decode_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_kv_len, int32_t num_sms,
-                                 int32_t num_splits = 0 /* 0: choose */, int32_t variant = 0);
+                                 int32_t num_splits = 0 /* 0: choose */);
 void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                       const PagedKv& kv, void* out, int64_t ldo, void* workspace, cudaStream_t stream);
 
@@ -218,13 +202,11 @@ void decode_attention(ElemType t, const DecodePlan& plan, const AttentionShape& 
 struct PrefillPlan {
   int32_t num_seqs = 0;
   int32_t max_q_len = 0;
-  int32_t row_tiles = 0;  // CTAs per (sequence, KV head)
-  int32_t variant = 0;    // kernel configuration (0: default; others for benchmarks)
+  // The wgmma kernel (planned for head_dim 128 over a 16-bit cache on compute capability 9.0), else mma.sync. A
+  // caller may clear it to keep the mma.sync kernel there (tests run both).
+  bool wgmma = false;
 };
-// Prefill kernel configurations selectable through `variant`, as for decode.
-constexpr int kPrefillAttentionVariants = 26;
-PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len,
-                                   int32_t variant = 0);
+PrefillPlan plan_prefill_attention(const AttentionShape& shape, int32_t num_seqs, int32_t max_q_len);
 void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape& shape, const void* q, int64_t ldq,
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream);
 

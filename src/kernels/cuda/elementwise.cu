@@ -1,6 +1,7 @@
-// Element-wise ops: gated activations (SwiGLU, GeGLU) and the embedding gather, 16-byte accesses; and the ops
+// Element-wise ops: gated activations (SwiGLU, GeGLU) of a 16-bit gate|up buffer, 16-byte accesses; and the ops
 // around the fp32 residual stream (embedding into fp32, activations of fp32 GEMM outputs, clamp, soft-cap).
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -40,24 +41,6 @@ __global__ void gated_kernel(const T* gate, const T* up, T* out, int64_t n, int6
     const int64_t i = blockIdx.y * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i >= n) return;
     o[i] = from_f_sat<T>(act_one<kAct>(to_f(g[i])) * to_f(u[i]));
-  }
-}
-
-// One CTA per token; 16-byte copies when the row allows.
-template <typename T>
-__global__ void embedding_kernel(const T* table, int64_t vocab, int64_t dim, const int32_t* ids, T* out, bool vec) {
-  const int64_t t = blockIdx.x;
-  const int32_t id = ids[t];
-  T* o = out + t * dim;
-  const bool valid = id >= 0 && id < vocab;
-  const T* src = table + (valid ? static_cast<int64_t>(id) : 0) * dim;
-  if (vec) {
-    for (int64_t c = threadIdx.x; c < dim / 8; c += blockDim.x) {
-      uint4 v = valid ? reinterpret_cast<const uint4*>(src)[c] : make_uint4(0, 0, 0, 0);
-      reinterpret_cast<uint4*>(o)[c] = v;
-    }
-  } else {
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = valid ? src[i] : from_f<T>(0.0f);
   }
 }
 
@@ -130,6 +113,19 @@ __global__ void softcap_kernel(float* x, int64_t n, float cap) {
     x[i] = cap * tanhf(x[i] / cap);
 }
 
+// Runs f(std::integral_constant<Act, act>) (a kernel per activation).
+template <typename F>
+void with_act(Act act, F&& f) {
+  switch (act) {
+    case Act::SiLU:
+      return f(std::integral_constant<Act, Act::SiLU>{});
+    case Act::GeluTanh:
+      return f(std::integral_constant<Act, Act::GeluTanh>{});
+    case Act::GeluErf:
+      return f(std::integral_constant<Act, Act::GeluErf>{});
+  }
+}
+
 unsigned grid_1d(int64_t n, int threads) {
   return static_cast<unsigned>(std::clamp<int64_t>((n + threads - 1) / threads, 1, 65535));
 }
@@ -148,39 +144,13 @@ void gated_activation(ElemType t, const void* gate, const void* up, void* out, i
     const T* g = static_cast<const T*>(gate);
     const T* u = static_cast<const T*>(up);
     T* o = static_cast<T*>(out);
-    switch (act) {
-      case Act::SiLU:
-        if (vec)
-          gated_kernel<T, Act::SiLU, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::SiLU, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-      case Act::GeluTanh:
-        if (vec)
-          gated_kernel<T, Act::GeluTanh, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::GeluTanh, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-      case Act::GeluErf:
-        if (vec)
-          gated_kernel<T, Act::GeluErf, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        else
-          gated_kernel<T, Act::GeluErf, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
-        break;
-    }
-  });
-  KILN_CUDA_LAUNCH_CHECK();
-}
-
-void embedding(ElemType t, const void* table, int64_t vocab, int64_t dim, const int32_t* ids, int64_t T, void* out,
-               cudaStream_t stream) {
-  if (T <= 0) return;
-  KILN_CHECK(T <= 0x7fffffff, "embedding: {} tokens is too many for one launch", T);
-  const bool vec = dim % 8 == 0 && aligned16(table) && aligned16(out);
-  const int threads = static_cast<int>(std::clamp<int64_t>(((vec ? dim / 8 : dim) + 31) / 32 * 32, 32, 512));
-  KILN_DISPATCH_16(t, E, {
-    embedding_kernel<E><<<static_cast<unsigned>(T), threads, 0, stream>>>(static_cast<const E*>(table), vocab, dim, ids,
-                                                                          static_cast<E*>(out), vec);
+    with_act(act, [&](auto act_tag) {
+      constexpr Act kA = decltype(act_tag)::value;
+      if (vec)
+        gated_kernel<T, kA, true><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+      else
+        gated_kernel<T, kA, false><<<grid, threads, 0, stream>>>(g, u, o, n, ld_in);
+    });
   });
   KILN_CUDA_LAUNCH_CHECK();
 }
@@ -219,23 +189,12 @@ void activation_f32(ElemType t, const float* in, int64_t ld_in, void* out, int64
       else
         activation_f32_kernel<T, kA, kG><<<grid, threads, 0, stream>>>(in, ld_in, o, n);
     };
-    auto with_act = [&](auto act_tag) {
+    with_act(act, [&](auto act_tag) {
       if (gated)
         launch(act_tag, std::true_type{});
       else
         launch(act_tag, std::false_type{});
-    };
-    switch (act) {
-      case Act::SiLU:
-        with_act(std::integral_constant<Act, Act::SiLU>{});
-        break;
-      case Act::GeluTanh:
-        with_act(std::integral_constant<Act, Act::GeluTanh>{});
-        break;
-      case Act::GeluErf:
-        with_act(std::integral_constant<Act, Act::GeluErf>{});
-        break;
-    }
+    });
   });
   KILN_CUDA_LAUNCH_CHECK();
 }

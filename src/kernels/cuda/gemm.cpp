@@ -7,14 +7,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
-#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
 
-#include "core/env.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kiln/error.h"
 
@@ -107,12 +104,6 @@ size_t elem_bytes(ElemType t) {
   return t == ElemType::F32 ? 4 : 2;
 }
 
-// Tuning is on by default for the buckets of at least kDefaultTuneMinRows rows, the prefill GEMMs (measured on
-// the Llama-3.1-8B serving runs, docs/kernels.md: it gains there, and it lost on the batch-384 decode GEMMs, whose
-// bucket, 512, was tuned at another T than they run at). KILN_GEMM_TUNE=0 turns it off, KILN_GEMM_TUNE=1 tunes
-// every bucket, KILN_GEMM_TUNE_MIN_ROWS sets the threshold.
-constexpr int64_t kDefaultTuneMinRows = 1024;
-
 std::string algo_desc(const cublasLtMatmulAlgo_t& a) {
   int32_t id = -1, tile = -1, splitk = -1, stages = -1;
   size_t w = 0;
@@ -139,9 +130,9 @@ struct Gemm::Impl {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  bool tune = true;
+  bool tune = true;           // GemmOptions::tuning
   int64_t tune_min_rows = 1;  // buckets below this row count keep the heuristic's choice
-  bool log = false;
+  bool log = false;           // GemmOptions::log_tuning
   int l2_bytes = 0;
   std::unordered_map<Key, std::unique_ptr<Plan>, KeyHash> plans;
   // Key with n = row_bucket(T) -> the algorithm tuned for it (fixed for the Gemm's lifetime).
@@ -250,17 +241,15 @@ struct Gemm::Impl {
   }
 };
 
-Gemm::Gemm(void* workspace, size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
+Gemm::Gemm(void* workspace, size_t workspace_bytes, const GemmOptions& options) : impl_(std::make_unique<Impl>()) {
+  KILN_CHECK(options.tuning_min_rows >= 1, "GEMM: the tuning threshold must be at least 1 row, got {}",
+             options.tuning_min_rows);
   KILN_CUBLAS_CHECK(cublasLtCreate(&impl_->handle));
   impl_->workspace = workspace;
   impl_->workspace_bytes = workspace ? workspace_bytes : 0;
-  const char* e = std::getenv("KILN_GEMM_TUNE");
-  const std::string_view mode = e ? e : "";
-  impl_->tune = mode != "0";
-  impl_->tune_min_rows = env_integer("KILN_GEMM_TUNE_MIN_ROWS", mode == "1" ? 1 : kDefaultTuneMinRows,
-                                     [](long v) { return v >= 1; }, "a positive row count");
-  const char* l = std::getenv("KILN_GEMM_TUNE_LOG");
-  impl_->log = l && *l && std::string_view(l) != "0";
+  impl_->tune = options.tuning;
+  impl_->tune_min_rows = options.tuning_min_rows;
+  impl_->log = options.log_tuning;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&impl_->l2_bytes, cudaDevAttrL2CacheSize, dev) != cudaSuccess)
@@ -274,11 +263,6 @@ Gemm::~Gemm() {
 
 size_t Gemm::cached_plans() const {
   return impl_->plans.size();
-}
-
-void Gemm::set_tuning(bool on, int64_t min_rows) {
-  impl_->tune = on;
-  impl_->tune_min_rows = std::max<int64_t>(1, min_rows);
 }
 
 bool Gemm::tuning() const {

@@ -43,6 +43,18 @@ __device__ __forceinline__ void warp_best(float& v, int& id) {
   }
 }
 
+// Merges the lanes' online log-sum-exp states (running max m, sum s of exp(x - m)) across the warp; every lane gets
+// the warp's.
+__device__ __forceinline__ void warp_lse(float& m, float& s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, m, o), os = __shfl_xor_sync(0xffffffffu, s, o);
+    const float nm = fmaxf(m, om);
+    s = (nm == -INFINITY) ? 0.0f : s * __expf(m - nm) + os * __expf(om - nm);
+    m = nm;
+  }
+}
+
 // Best (value, id) over the block; every thread gets it.
 __device__ __forceinline__ void block_best(float& v, int& id, float* sv, int* sid) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -276,25 +288,13 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
   }
 
   // log-sum-exp over the block.
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float om = __shfl_xor_sync(0xffffffffu, m, o), os = __shfl_xor_sync(0xffffffffu, s, o);
-    const float nm = fmaxf(m, om);
-    s = (nm == -INFINITY) ? 0.0f : s * __expf(m - nm) + os * __expf(om - nm);
-    m = nm;
-  }
+  warp_lse(m, s);
   if (lane == 0) s_m[warp] = m, s_s[warp] = s;
   __syncthreads();
   if (warp == 0) {
     m = lane < kSampleThreads / 32 ? s_m[lane] : -INFINITY;
     s = lane < kSampleThreads / 32 ? s_s[lane] : 0.0f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float om = __shfl_xor_sync(0xffffffffu, m, o), os = __shfl_xor_sync(0xffffffffu, s, o);
-      const float nm = fmaxf(m, om);
-      s = (nm == -INFINITY) ? 0.0f : s * __expf(m - nm) + os * __expf(om - nm);
-      m = nm;
-    }
+    warp_lse(m, s);
     if (lane == 0) s_m[0] = m + logf(s);
   }
   __syncthreads();

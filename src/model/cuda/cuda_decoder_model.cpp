@@ -219,8 +219,9 @@ std::unique_ptr<CudaDecoderModel> CudaDecoderModel::create(ModelConfig c, const 
   KILN_MODEL_CUDA(cudaStreamCreateWithFlags(&I.stream, cudaStreamNonBlocking));
   I.num_sms = cuda::num_sms();
   I.gemm_ws = cudadev::DeviceMem(size_t{32} << 20);
-  I.gemm = std::make_unique<cuda::Gemm>(I.gemm_ws.p, I.gemm_ws.bytes);
-  I.gemm->set_tuning(options.gemm_tuning, 1024);
+  cuda::GemmOptions gemm_options;
+  gemm_options.tuning = options.gemm_tuning;
+  I.gemm = std::make_unique<cuda::Gemm>(I.gemm_ws.p, I.gemm_ws.bytes, gemm_options);
   cudadev::WorkspaceShape& s = I.ws_shape;
   s.hidden = cfg.hidden_size;
   s.intermediate = cfg.intermediate_size;

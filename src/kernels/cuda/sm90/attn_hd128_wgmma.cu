@@ -1,19 +1,16 @@
 // Prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a only: this file is built for that target alone and
 // launched only on compute capability 9.0), head_dim 128 over a 16-bit paged KV cache.
 //
-// Same semantics, rows and launch order as prefill_kernel's `fast` configurations (attention_kernels.cuh): rows
-// are (token, head of the group) pairs, each of the CTA's NWG warpgroups owns 64 of them, and the CTA walks the
-// keys its rows can see in tiles of TOK through a STAGES-deep cp.async pipeline with one barrier per tile. What
-// changes is the product: each K/V tile (and Q) sits in shared memory in wgmma's 128-byte swizzled layout, S = Q Kᵀ
-// is a warpgroup-wide 64 x TOK product per 16 dims with K read by the tensor cores straight from shared memory (Q
-// too, or from registers with QREG), and O += P V takes P from registers (the score accumulators, converted as for
-// mma.sync) and V straight from its [key][dim] tile as an MN-major operand: no ldmatrix or register copy of K or V.
-// With PIPE a warpgroup issues tile j's Q Kᵀ and tile j - 1's P V back to back, so P V runs during tile j's
-// softmax. The softmax, masking and output are the mma.sync kernel's helpers: wgmma's accumulators have the m16n8k16
-// C layout per warp. Measured against the mma.sync configurations in docs/kernels.md.
-#include <array>
-#include <utility>
-
+// Same semantics, rows and launch order as prefill_kernel's `fast` configuration (attention_kernels.cuh): rows are
+// (token, head of the group) pairs, each of the CTA's compute warpgroups owns 64 of them, and the CTA walks the keys
+// its rows can see in tiles of TOK. What changes is the product: each K/V tile (and Q) sits in shared memory in
+// wgmma's 128-byte swizzled layout, S = Q Kᵀ is a warpgroup-wide 64 x TOK product per 16 dims with Q from registers
+// and K read by the tensor cores straight from shared memory, and O += P V takes P from registers (the score
+// accumulators, converted as for mma.sync) and V straight from its [key][dim] tile as an MN-major operand: no
+// ldmatrix or register copy of K or V. A warpgroup issues tile j's Q Kᵀ and tile j - 1's P V back to back, so P V
+// runs during tile j's softmax. The softmax, masking and output are the mma.sync kernel's helpers: wgmma's
+// accumulators have the m16n8k16 C layout per warp. Measured against the mma.sync kernel and against other wgmma
+// configurations (since removed) in docs/kernels.md.
 #include "kernels/cuda/attention_kernels.cuh"
 #include "kernels/cuda/sm90/wgmma.cuh"
 
@@ -24,7 +21,7 @@ namespace {
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // ---------------------------------------------------------------------------------------------
-// The pieces both kernels below share (head_dim 128, rows of 64 per warpgroup).
+// The pieces of the kernel below (head_dim 128, rows of 64 per warpgroup).
 
 // Query rows [row0, row0 + NWG * 64) of the CTA (zeros past last_row) into q_s, swizzled: CTA row r in warpgroup
 // r / 64's block; spread over NTHREADS threads, of which this is `tid`. Copies only (the caller commits).
@@ -87,19 +84,12 @@ __device__ __forceinline__ bool tile_softmax(float (&s)[TOK / 8][4], float (&m)[
 }
 
 // Issues S = Q Kᵀ for the K tile at k_addr (keys [key][dim], 64-dim halves TOK * 128 bytes apart): 16 dims per
-// product, both operands K-major, Q from registers (QREG) or from its block q_wg.
-template <typename T, int TOK, bool QREG>
-__device__ __forceinline__ void issue_qk(float (&s)[TOK / 8][4], const uint32_t (&qf)[QREG ? 8 : 1][4], uint32_t q_wg,
-                                         uint32_t k_addr) {
+// product, Q from registers, K K-major.
+template <typename T, int TOK>
+__device__ __forceinline__ void issue_qk(float (&s)[TOK / 8][4], const uint32_t (&qf)[8][4], uint32_t k_addr) {
 #pragma unroll
-  for (int ks = 0; ks < 8; ++ks) {
-    const uint64_t kd = sm90::sw128_desc(k_addr + (ks >> 2) * (TOK * 128) + (ks & 3) * 32, 0);
-    if constexpr (QREG) {
-      sm90::Wgmma<T, TOK>::rs_k(s, qf[ks], kd, ks > 0);
-    } else {
-      sm90::Wgmma<T, TOK>::ss(s, sm90::sw128_desc(q_wg + (ks >> 2) * 8192 + (ks & 3) * 32, 0), kd, ks > 0);
-    }
-  }
+  for (int ks = 0; ks < 8; ++ks)
+    sm90::Wgmma<T, TOK>::rs_k(s, qf[ks], sm90::sw128_desc(k_addr + (ks >> 2) * (TOK * 128) + (ks & 3) * 32, 0), ks > 0);
 }
 
 // Issues O += P V: P from registers, 16 keys per product; V [key][dim] at v_addr is the MN-major B operand (its
@@ -111,157 +101,13 @@ __device__ __forceinline__ void issue_pv(float (&o)[16][4], const uint32_t (&a)[
     sm90::Wgmma<T, 128>::rs_mn(o, a[kk], sm90::sw128_desc(v_addr + kk * 2048, TOK * 128));
 }
 
-template <int NWG, int TOK, int STAGES>
-struct WgCfg {
-  static constexpr int kRows = 64 * NWG;
-  static constexpr uint32_t kQBytes = kRows * 256;  // NWG blocks of 64 rows x 256 bytes
-  static constexpr uint32_t kTileBytes = TOK * 256;
-  static constexpr size_t kSmem = kQBytes + STAGES * 2 * kTileBytes + 1024;  // + slack to align the base to 1024
-};
-
-template <typename T, int NWG, int TOK, int STAGES, int MINB, bool PIPE, bool QREG>
-__global__ void __launch_bounds__(NWG * 128, MINB) prefill_wg_kernel(Params p) {
-  constexpr int D = 128;
-  using Cfg = WgCfg<NWG, TOK, STAGES>;
-  constexpr int kThreads = NWG * 128;
-  // Tiles loaded ahead: PIPE keeps tile j - 1's V in use while tile j is computed, so one stage fewer is ahead.
-  constexpr int kAhead = PIPE ? STAGES - 2 : STAGES - 1;
-  static_assert(kAhead >= 1, "too few stages");
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
-  unsigned char* const sm = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
-  const uint32_t q_s = smem_addr(sm);
-  auto k_tile = [&](int st) { return reinterpret_cast<T*>(sm + Cfg::kQBytes + st * 2 * Cfg::kTileBytes); };
-  auto v_tile = [&](int st) { return reinterpret_cast<T*>(sm + Cfg::kQBytes + (st * 2 + 1) * Cfg::kTileBytes); };
-
-  // Heaviest row tiles of every (sequence, KV head) first, as prefill_kernel's fast configurations.
-  PrefillTile pt;
-  if (!prefill_tile(p, Cfg::kRows, true, pt)) return;
-  const int kvh = pt.kvh, q_start = pt.q_start, row0 = pt.row0, last_row = pt.last_row, pos0 = pt.pos0;
-  const int lo = pt.lo, hi = pt.hi;
-  const int32_t* table = pt.table;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wg = warp >> 2;
-
-  load_q_rows<T, NWG, kThreads>(p, kvh, q_start, row0, last_row, q_s, threadIdx.x);
-  cp_async_commit();
-  const int ntiles = hi > lo ? (hi - lo + TOK - 1) / TOK : 0;
-#pragma unroll
-  for (int st = 0; st < kAhead; ++st) {
-    if (st < ntiles)
-      load_kv_rows<T, D, TOK, kThreads, true>(p, table, kvh, lo + st * TOK, hi, smem_addr(k_tile(st)),
-                                              smem_addr(v_tile(st)), threadIdx.x);
-    cp_async_commit();
-  }
-
-  // This warpgroup's rows decide which tiles it computes (wgmma is warpgroup-wide); each warp's 16 rows decide
-  // its masking.
-  const int wg_first = row0 + wg * 64, wg_last = min(wg_first + 63, last_row);
-  const int wg_pos_min = wg_first <= last_row ? pos0 + wg_first / p.group : -1;
-  const int wg_pos_max = wg_first <= last_row ? pos0 + wg_last / p.group : -1;
-  const WarpRows wr = warp_rows(p, row0, warp, last_row, pos0);
-  const uint32_t q_wg = q_s + static_cast<uint32_t>(wg * 16384);
-  // QREG: this warp's Q rows as A fragments in registers for the whole loop (S then reads only K from shared
-  // memory), loaded once Q has landed.
-  uint32_t qf[QREG ? D / 16 : 1][4];
-  if constexpr (QREG) {
-    cp_async_wait<kAhead>();
-    __syncthreads();
-    load_q_frags(qf, q_wg, warp, lane);
-  }
-
-  float o[D / 8][4];
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  // P of the last computed tile as the A fragments of its P V. With PIPE its product is issued with the next
-  // tile's scores; before the first tile P is zero (O += 0 V, over the first tile's V: the mma.sync kernels also
-  // multiply zero probabilities by the V rows of masked keys).
-  uint32_t a[TOK / 16][4];
-  zero_o_and_p<TOK>(o, a);
-  auto issue_pv_st = [&](int st) { issue_pv<T, TOK>(o, a, smem_addr(v_tile(st))); };
-
-  int prev_st = 0;
-  for (int it = 0; it < ntiles; ++it) {
-    // Tile it (and Q) landed for this thread; the barrier makes it everyone's and frees the stage last read by a
-    // finished product (tile it - 1, or it - 2 with PIPE), which load_ahead refills.
-    cp_async_wait<kAhead - 1>();
-    fence_proxy_async();
-    __syncthreads();
-    // The copies of tile it + kAhead, issued once this warpgroup's products are under way: their block-table reads
-    // then wait behind the tensor cores instead of in front of them.
-    auto load_ahead = [&] {
-      const int nxt = it + kAhead;
-      if (nxt < ntiles)
-        load_kv_rows<T, D, TOK, kThreads, true>(p, table, kvh, lo + nxt * TOK, hi, smem_addr(k_tile(nxt % STAGES)),
-                                                smem_addr(v_tile(nxt % STAGES)), threadIdx.x);
-      cp_async_commit();
-    };
-    const int st = it % STAGES;
-    const int t0 = lo + it * TOK;
-    // Without PIPE a warpgroup skips the tiles none of its rows can see. With PIPE every warpgroup computes every
-    // tile of the CTA's range (at most one more each, all masked), so that no product sits on a divergent path.
-    if constexpr (!PIPE) {
-      const bool visible = wg_pos_max >= t0 && (p.window <= 0 || t0 + TOK - 1 > wg_pos_min - p.window);
-      if (!visible) {
-        load_ahead();
-        continue;
-      }
-    }
-
-    // S = Q Kᵀ: 16 dims per product, both operands K-major (Q and K rows hold their dims contiguously); with PIPE
-    // the previous tile's P V follows as a group of its own and runs during this tile's softmax.
-    float s[TOK / 8][4];
-    const uint32_t k_addr = smem_addr(k_tile(st));
-    sm90::wgmma_fence();
-    issue_qk<T, TOK, QREG>(s, qf, q_wg, k_addr);
-    sm90::wgmma_commit();
-    if constexpr (PIPE) {
-      issue_pv_st(it == 0 ? st : prev_st);
-      sm90::wgmma_commit();
-      load_ahead();
-      sm90::wgmma_wait<1>();
-    } else {
-      load_ahead();
-      sm90::wgmma_wait<0>();
-    }
-    sm90::fence_acc(s);
-
-    float alpha[2];
-    const bool moved = tile_softmax<TOK>(s, m, l, alpha, p, kvh, wr, last_row, pos0, t0, hi, lane);
-    if constexpr (PIPE) {
-      sm90::wgmma_wait<0>();
-      sm90::fence_acc(o);
-    }
-    if (moved) rescale_o<D>(o, alpha);
-#pragma unroll
-    for (int kk = 0; kk < TOK / 16; ++kk) p_frag<T, TOK>(a[kk], s, kk);
-    if constexpr (PIPE) {
-      prev_st = st;
-    } else {
-      sm90::wgmma_fence();
-      issue_pv_st(st);
-      sm90::wgmma_commit();
-      sm90::wgmma_wait<0>();
-      sm90::fence_acc(o);
-    }
-  }
-  if constexpr (PIPE) {
-    // The last tile's P V (a CTA with rows always has a tile: lo <= its first row's position < hi).
-    sm90::wgmma_fence();
-    issue_pv_st(prev_st);
-    sm90::wgmma_commit();
-    sm90::wgmma_wait<0>();
-    sm90::fence_acc(o);
-  }
-  cp_async_wait<0>();
-  store_prefill_rows<T, D>(o, l, p, kvh, wr.first, last_row, q_start, lane);
-}
-
 // ---------------------------------------------------------------------------------------------
-// Warp-specialized variant: the CTA's NWG warpgroups only compute, and one more warpgroup (the producer, with
-// setmaxnreg's registers moved to the others) copies the K and V tiles with cp.async into two rings, KST slots
-// for K and VST for V. Each slot has a `full` mbarrier, completed by the producer's 128 threads as their copies
-// land (cp.async.mbarrier.arrive.noinc), and an `empty` one, completed by the 4 * NWG compute warps once their
-// products have read it: K(j) after tile j's Q Kᵀ, V(j) after its P V (issued with tile j + 1's Q Kᵀ, as
-// prefill_wg_kernel's PIPE). No CTA-wide barrier inside the loop, and no copy or block-table read on the compute
-// warps' path.
+// Warp-specialized: the CTA's NWG warpgroups only compute, and one more warpgroup (the producer, with setmaxnreg's
+// registers moved to the others) copies the K and V tiles with cp.async into two rings, KST slots for K and VST for
+// V. Each slot has a `full` mbarrier, completed by the producer's 128 threads as their copies land
+// (cp.async.mbarrier.arrive.noinc), and an `empty` one, completed by the 4 * NWG compute warps once their products
+// have read it: K(j) after tile j's Q Kᵀ, V(j) after its P V (issued with tile j + 1's Q Kᵀ). No CTA-wide barrier
+// inside the loop, and no copy or block-table read on the compute warps' path.
 
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
@@ -296,7 +142,7 @@ __device__ __forceinline__ void setmaxnreg_inc() {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
 }
 
-template <int NWG, int TOK, int KST, int VST, int MINB>
+template <int NWG, int TOK, int KST, int VST>
 struct WsCfg {
   static constexpr int kRows = 64 * NWG;
   static constexpr uint32_t kQBytes = kRows * 256;
@@ -305,26 +151,17 @@ struct WsCfg {
   static constexpr uint32_t kBarBytes = 16 * (KST + VST);  // full and empty per slot
   // The barriers, then (aligned to 1024) Q, the K ring and the V ring.
   static constexpr size_t kSmem = kBarBytes + 1024 + kVOffset + VST * kTileBytes;
-  // Registers per thread: the producer's few, the rest of the SM's 64 K (per CTA, MINB CTAs) to the compute
+  // Registers per thread: the producer's few, the rest of the SM's 64 K (one CTA per SM) to the compute
   // warpgroups, in steps of 8.
   static constexpr int kProducerRegs = 40;
-  static constexpr int kComputeRegs = ((65536 / MINB / 128 - kProducerRegs) / NWG) & ~7;
+  static constexpr int kComputeRegs = ((65536 / 128 - kProducerRegs) / NWG) & ~7;
   static_assert(kComputeRegs <= 256, "setmaxnreg takes at most 256");
 };
 
-// Named barrier `id` over `threads` threads: wait for them (sync) or only count this thread in (arrive).
-__device__ __forceinline__ void named_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-template <typename T, int NWG, int TOK, int KST, int VST, int MINB, bool QREG, bool PING>
-__global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Params p) {
-  static_assert(!PING || NWG == 2, "ping-pong takes two warpgroups");
+template <typename T, int NWG, int TOK, int KST, int VST>
+__global__ void __launch_bounds__((NWG + 1) * 128, 1) prefill_ws_kernel(Params p) {
   constexpr int D = 128;
-  using Cfg = WsCfg<NWG, TOK, KST, VST, MINB>;
+  using Cfg = WsCfg<NWG, TOK, KST, VST>;
   constexpr int kCompute = NWG * 128;
   extern __shared__ __align__(16) unsigned char smem_ws[];
   const uint32_t bar0 = smem_addr(smem_ws);  // full K, full V, empty K, empty V slots
@@ -378,10 +215,8 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   compute_sync(kCompute);
   const WarpRows wr = warp_rows(p, row0, warp, last_row, pos0);
   const uint32_t q_wg = q_s + static_cast<uint32_t>(wg * 16384);
-  uint32_t qf[QREG ? D / 16 : 1][4];
-  if constexpr (QREG) {
-    load_q_frags(qf, q_wg, warp, lane);
-  }
+  uint32_t qf[D / 16][4];
+  load_q_frags(qf, q_wg, warp, lane);
 
   float o[D / 8][4];
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -392,10 +227,6 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   // O += P V(j), from V's slot.
   auto issue_pv_j = [&](int j) { issue_pv<T, TOK>(o, a, v_s + (j % VST) * Cfg::kTileBytes); };
 
-  // PING: warpgroup w issues its products after barrier 2 + w, then lets the other one go (barrier 3 - w); the
-  // second warpgroup starts by letting the first go, and skips its last hand-over, so every barrier's arrivals
-  // match its waits.
-  if (PING && wg == 1) named_arrive(2, 256);
   for (int it = 0; it < ntiles; ++it) {
     const int ks = it % KST, pj = it > 0 ? it - 1 : 0;
     const int t0 = lo + it * TOK;
@@ -406,15 +237,11 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
     // S = Q K(it)ᵀ, then the previous tile's P V as a group of its own, which runs during this tile's softmax.
     float s[TOK / 8][4];
     const uint32_t k_addr = k_s + ks * Cfg::kTileBytes;
-    if constexpr (PING) named_sync(2 + wg, 256);
     sm90::wgmma_fence();
-    issue_qk<T, TOK, QREG>(s, qf, q_wg, k_addr);
+    issue_qk<T, TOK>(s, qf, k_addr);
     sm90::wgmma_commit();
     issue_pv_j(pj);
     sm90::wgmma_commit();
-    if constexpr (PING) {
-      if (wg == 0 || it + 1 < ntiles) named_arrive(3 - wg, 256);
-    }
     sm90::wgmma_wait<1>();
     sm90::fence_acc(s);
     __syncwarp();
@@ -442,40 +269,18 @@ __global__ void __launch_bounds__((NWG + 1) * 128, MINB) prefill_ws_kernel(Param
   store_prefill_rows<T, D>(o, l, p, kvh, wr.first, last_row, q_start, lane);
 }
 
-template <typename T, int C>
-void run_prefill_wg(const Params& p, cudaStream_t stream) {
-  constexpr PrefillConfig c = kPrefillConfigs[C];
-  static_assert(c.wg > 0 && c.warps == 4 * c.wg, "a wgmma configuration has 4 warps per warpgroup");
-  if constexpr (c.v_stages > 0) {
-    static_assert(c.pipe, "the warp-specialized kernel always overlaps P V with the next tile's softmax");
-    launch_prefill_grid<prefill_ws_kernel<T, c.wg, c.tok, c.stages, c.v_stages, c.min_ctas, c.q_regs, c.ping>>(
-        p, c.warps * 32 + 128, WsCfg<c.wg, c.tok, c.stages, c.v_stages, c.min_ctas>::kSmem, true, stream);
-  } else {
-    launch_prefill_grid<prefill_wg_kernel<T, c.wg, c.tok, c.stages, c.min_ctas, c.pipe, c.q_regs>>(
-        p, c.warps * 32, WgCfg<c.wg, c.tok, c.stages>::kSmem, true, stream);
-  }
-}
-
-// One launcher per wgmma configuration (kNumMmaPrefillConfigs up to kNumPrefillConfigs), indexed from the first.
-template <typename T, int... I>
-constexpr auto wgmma_launchers(std::integer_sequence<int, I...>) {
-  return std::array<void (*)(const Params&, cudaStream_t), sizeof...(I)>{
-      &run_prefill_wg<T, kNumMmaPrefillConfigs + I>...};
-}
-
 }  // namespace
 
 template <typename T>
-void launch_prefill_sm90(const Params& p, int config, cudaStream_t stream) {
-  KILN_CHECK(!p.kv_fp8, "prefill attention: the wgmma configurations read a 16-bit KV cache only");
-  static constexpr auto kLaunch =
-      wgmma_launchers<T>(std::make_integer_sequence<int, kNumPrefillConfigs - kNumMmaPrefillConfigs>());
-  KILN_CHECK(config >= kNumMmaPrefillConfigs && config < kNumPrefillConfigs,
-             "prefill attention: configuration {} is not a wgmma one", config);
-  kLaunch[config - kNumMmaPrefillConfigs](p, stream);
+void launch_prefill_sm90(const Params& p, cudaStream_t stream) {
+  KILN_CHECK(!p.kv_fp8, "prefill attention: the wgmma kernel reads a 16-bit KV cache only");
+  constexpr WgmmaPrefillConfig c = kWgmmaPrefill;
+  static_assert(64 * c.wg == prefill_rows_per_cta(128, true), "rows per CTA");
+  launch_prefill_grid<prefill_ws_kernel<T, c.wg, c.tok, c.k_stages, c.v_stages>>(
+      p, (c.wg + 1) * 128, WsCfg<c.wg, c.tok, c.k_stages, c.v_stages>::kSmem, true, stream);
 }
 
-template void launch_prefill_sm90<__nv_bfloat16>(const Params&, int, cudaStream_t);
-template void launch_prefill_sm90<__half>(const Params&, int, cudaStream_t);
+template void launch_prefill_sm90<__nv_bfloat16>(const Params&, cudaStream_t);
+template void launch_prefill_sm90<__half>(const Params&, cudaStream_t);
 
 }  // namespace kiln::cuda::attn

@@ -33,38 +33,30 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t smem_addr, uint32_t lbo)
          (static_cast<uint64_t>(1024 >> 4) << 32) | (1ull << 62);
 }
 
-// Wgmma<T, N>: d (+)= A B for A [64 x 16] and B [16 x N], T = bf16 or f16, accumulate != 0 adding to d.
-// - ss: A and B (K-major) from shared memory;
-// - rs_k: A from registers (this warp's 16 rows, the m16n8k16 A fragment), B K-major from shared memory;
-// - rs_mn: A from registers, B MN-major (transposed) from shared memory.
-// One macro writes the three for a shape and an element type (TY: its PTX name), instantiated for both below. A
-// shape is its N, its accumulator blocks NB = N / 8 (ACC: the "+f" operands of d, 4 per block; REGS: their PTX
-// list, %0 .. %(4 NB - 1)) and the numbers of the operands after them: ss takes a, b, accumulate as SS ("%a, %b")
-// and SS_P ("%accumulate"); rs takes a[0..3], b, accumulate, TNSP as RS ("{%a0, .., %a3}, %b"), RS_P and RS_T.
+// Wgmma<T, N>: d (+)= A B for A [64 x 16] and B [16 x N], T = bf16 or f16, accumulate != 0 adding to d, A from
+// registers (this warp's 16 rows, the m16n8k16 A fragment):
+// - rs_k: B K-major from shared memory;
+// - rs_mn: B MN-major (transposed) from shared memory.
+// One macro writes them for a shape and an element type (TY: its PTX name), instantiated for both below. A shape is
+// its N (64: S = Q Kᵀ over 64-key tiles; 128: O += P V over head_dim 128), its accumulator blocks NB = N / 8 (ACC:
+// the "+f" operands of d, 4 per block; REGS: their PTX list, %0 .. %(4 NB - 1)) and the numbers of the operands
+// after them: a[0..3], b, accumulate, TNSP as RS ("{%a0, .., %a3}, %b"), RS_P and RS_T.
 template <typename T, int N>
 struct Wgmma;
 
 #define KILN_WGMMA_ACC4(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-#define KILN_WGMMA_ACC_N32 KILN_WGMMA_ACC4(0), KILN_WGMMA_ACC4(1), KILN_WGMMA_ACC4(2), KILN_WGMMA_ACC4(3)
-#define KILN_WGMMA_ACC_N64 \
-  KILN_WGMMA_ACC_N32, KILN_WGMMA_ACC4(4), KILN_WGMMA_ACC4(5), KILN_WGMMA_ACC4(6), KILN_WGMMA_ACC4(7)
+#define KILN_WGMMA_ACC_N64                                                                            \
+  KILN_WGMMA_ACC4(0), KILN_WGMMA_ACC4(1), KILN_WGMMA_ACC4(2), KILN_WGMMA_ACC4(3), KILN_WGMMA_ACC4(4), \
+      KILN_WGMMA_ACC4(5), KILN_WGMMA_ACC4(6), KILN_WGMMA_ACC4(7)
 #define KILN_WGMMA_ACC_N128                                                                                  \
   KILN_WGMMA_ACC_N64, KILN_WGMMA_ACC4(8), KILN_WGMMA_ACC4(9), KILN_WGMMA_ACC4(10), KILN_WGMMA_ACC4(11), \
       KILN_WGMMA_ACC4(12), KILN_WGMMA_ACC4(13), KILN_WGMMA_ACC4(14), KILN_WGMMA_ACC4(15)
-#define KILN_WGMMA_REGS_N32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}"
 #define KILN_WGMMA_REGS_N64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define KILN_WGMMA_REGS_N128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 
-#define KILN_WGMMA(T, TY, N, ACC, REGS, SS, SS_P, RS, RS_P, RS_T)                                                 \
+#define KILN_WGMMA(T, TY, N, ACC, REGS, RS, RS_P, RS_T)                                                           \
   template <>                                                                                                     \
   struct Wgmma<T, N> {                                                                                            \
-    static __device__ __forceinline__ void ss(float (&d)[N / 8][4], uint64_t a, uint64_t b, int accumulate) {    \
-      asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " SS_P ", 0;\n"                                            \
-                   "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " REGS ", " SS                  \
-                   ", p, 1, 1, 0, 0;\n}\n"                                                                      \
-                   : ACC                                                                                          \
-                   : "l"(a), "l"(b), "r"(accumulate));                                                           \
-    }                                                                                                             \
     template <int TNSP>                                                                                           \
     static __device__ __forceinline__ void rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t b,         \
                                               int accumulate) {                                                   \
@@ -85,20 +77,17 @@ struct Wgmma;
   };
 
 // Both element types of shape N.
-#define KILN_WGMMA_SHAPE(N, SS, SS_P, RS, RS_P, RS_T)                                                             \
-  KILN_WGMMA(__nv_bfloat16, "bf16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, SS, SS_P, RS, RS_P, RS_T)     \
-  KILN_WGMMA(__half, "f16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, SS, SS_P, RS, RS_P, RS_T)
-KILN_WGMMA_SHAPE(32, "%16, %17", "%18", "{%16, %17, %18, %19}, %20", "%21", "%22")
-KILN_WGMMA_SHAPE(64, "%32, %33", "%34", "{%32, %33, %34, %35}, %36", "%37", "%38")
-KILN_WGMMA_SHAPE(128, "%64, %65", "%66", "{%64, %65, %66, %67}, %68", "%69", "%70")
+#define KILN_WGMMA_SHAPE(N, RS, RS_P, RS_T)                                                       \
+  KILN_WGMMA(__nv_bfloat16, "bf16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, RS, RS_P, RS_T) \
+  KILN_WGMMA(__half, "f16", N, KILN_WGMMA_ACC_N##N, KILN_WGMMA_REGS_N##N, RS, RS_P, RS_T)
+KILN_WGMMA_SHAPE(64, "{%32, %33, %34, %35}, %36", "%37", "%38")
+KILN_WGMMA_SHAPE(128, "{%64, %65, %66, %67}, %68", "%69", "%70")
 #undef KILN_WGMMA_SHAPE
 #undef KILN_WGMMA
-#undef KILN_WGMMA_REGS_N32
 #undef KILN_WGMMA_REGS_N64
 #undef KILN_WGMMA_REGS_N128
 #undef KILN_WGMMA_ACC_N128
 #undef KILN_WGMMA_ACC_N64
-#undef KILN_WGMMA_ACC_N32
 #undef KILN_WGMMA_ACC4
 
 }  // namespace kiln::cuda::attn::sm90
