@@ -139,6 +139,9 @@ struct LoadOptions {
   // CPU, or CUDA: the decoder on GPU `device_ordinal` (CUDA builds only, refused by name otherwise).
   Device device = Device::CPU;
   int device_ordinal = 0;
+  // CPU: the threads of the process-wide pool the CPU kernels share (0: one per hardware thread). It is made once,
+  // at the first model's load; a later load asking for another count is refused.
+  int cpu_threads = 0;
   // CUDA: what activations, the KV cache and unquantized weights are stored as (BF16 or F16); unset: F16 (BF16
   // when a weight is outside the f16 range). The CPU backend computes in f32 whatever this says.
   std::optional<DType> compute_dtype;

@@ -115,9 +115,10 @@ int64_t peak_host_rss_bytes() {
 // Device memory in use (all processes) when the device is a GPU; none on the CPU.
 std::optional<int64_t> gpu_used_bytes(const std::string& device) {
 #ifdef KILN_HAVE_CUDA
-  if (device == "cuda") {
+  if (device != "cpu") {
     size_t free = 0, total = 0;
-    if (cudaMemGetInfo(&free, &total) == cudaSuccess) return static_cast<int64_t>(total - free);
+    if (cudaSetDevice(device_ordinal(device)) == cudaSuccess && cudaMemGetInfo(&free, &total) == cudaSuccess)
+      return static_cast<int64_t>(total - free);
   }
 #endif
   (void)device;
@@ -127,10 +128,9 @@ std::optional<int64_t> gpu_used_bytes(const std::string& device) {
 // What the report names the device by: the CPU's model name, or the GPU's.
 std::string device_name(const std::string& device) {
 #ifdef KILN_HAVE_CUDA
-  if (device == "cuda") {
-    int dev = 0;
+  if (device != "cpu") {
     cudaDeviceProp prop{};
-    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) return prop.name;
+    if (cudaGetDeviceProperties(&prop, device_ordinal(device)) == cudaSuccess) return prop.name;
     return "unknown GPU";
   }
 #endif
@@ -454,6 +454,7 @@ Setup load(const BenchFlags& f) {
   lo.random_seed = f.seed;
   lo.random_dtype = parse_dtype_flag(f.dtype);
   lo.device = check_device(f.device);
+  lo.device_ordinal = device_ordinal(f.device);
   lo.cuda_graphs = !f.no_cuda_graphs;
   lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
   lo.gemm_tuning = !f.no_gemm_tuning;
@@ -544,7 +545,7 @@ json common_json(const char* mode, const BenchFlags& f, const Setup& s, const Ex
   j["prefix_caching"] = ec.enable_prefix_caching;
   j["schedule"] = ec.prefill_first ? "prefill-first" : "decode-first";
   j["device_sampling"] = ec.device_sampling && s.model->samples_on_device();
-  j["cuda_graphs"] = f.device == "cuda" && !f.no_cuda_graphs;
+  j["cuda_graphs"] = f.device != "cpu" && !f.no_cuda_graphs;
   j["kv_cache_dtype"] = kv_cache_dtype_name(f, s);
   const ModelStats ms = s.model->stats();
   j["graph_captures"] = ms.graph_captures;
@@ -827,7 +828,7 @@ void add_common_flags(CLI::App& app, BenchFlags& f) {
   app.add_option("--tokenizer", f.tokenizer, "Tokenizer for text prompts of --dataset (default: the model's)");
   app.add_option("--dtype", f.dtype, "Weights: auto, f32, f16 or bf16 (random weights are rounded to it)")
       ->capture_default_str();
-  app.add_option("--device", f.device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", f.device, "cpu, cuda or cuda:N (GPU N)")->capture_default_str();
   add_threads_option(app, f.threads);
   app.add_option("--seed", f.seed, "Seed of the prompts, lengths, arrivals and random weights")->capture_default_str();
   app.add_option("--isl", f.isl, "Input (prompt) length in tokens")->capture_default_str();

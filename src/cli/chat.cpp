@@ -154,6 +154,7 @@ int run(const ChatFlags& f) {
   LoadOptions lo;
   lo.progress = isatty(STDERR_FILENO);
   lo.device = device;
+  lo.device_ordinal = device_ordinal(f.device);
   lo.compute_dtype = compute_dtype;
   lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
   std::unique_ptr<Model> model = Model::load(path, lo);
@@ -318,7 +319,7 @@ std::function<int()> add_chat(CLI::App& app) {
   app.add_option("--min-p", f->min_p, "Min-p (0: off)")->capture_default_str();
   app.add_option("--seed", f->seed,
                  "Random seed: the same seed repeats the same replies (default: a fresh random seed)");
-  app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", f->device, "cpu, cuda or cuda:N (GPU N)")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
   add_kv_cache_dtype_option(app, f->kv_cache_dtype);

@@ -100,15 +100,31 @@ std::vector<int32_t> parse_id_list(const std::string& text) {
   return ids;
 }
 
+int device_ordinal(const std::string& device) {
+  if (device.rfind("cuda:", 0) != 0) return 0;
+  const std::string n = device.substr(5);
+  int v = -1;
+  auto [ptr, ec] = std::from_chars(n.data(), n.data() + n.size(), v);
+  KILN_CHECK(!n.empty() && ec == std::errc() && ptr == n.data() + n.size() && v >= 0,
+             "--device: '{}' is not cuda:N with N a GPU number", device);
+  return v;
+}
+
 Device check_device(const std::string& device) {
-  KILN_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got '{}'", device);
+  KILN_CHECK(device == "cpu" || device == "cuda" || device.rfind("cuda:", 0) == 0,
+             "--device must be cpu, cuda or cuda:N, got '{}'", device);
   if (device == "cpu") return Device::CPU;
+  const int ordinal = device_ordinal(device);
 #ifdef KILN_HAVE_CUDA
-  KILN_CHECK(cuda::device_count() > 0,
-             "--device cuda: the CUDA backend found no GPU (no device or driver visible); use --device cpu");
+  const int n = cuda::device_count();
+  KILN_CHECK(n > 0, "--device {}: the CUDA backend found no GPU (no device or driver visible); use --device cpu",
+             device);
+  KILN_CHECK(ordinal < n, "--device {}: there is no GPU {} ({} visible)", device, ordinal, n);
   return Device::CUDA;
 #else
-  KILN_THROW("--device cuda: this kiln was built without the CUDA backend (no nvcc when configured); use --device cpu");
+  (void)ordinal;
+  KILN_THROW("--device {}: this kiln was built without the CUDA backend (no nvcc when configured); use --device cpu",
+             device);
 #endif
 }
 

@@ -40,6 +40,8 @@ std::vector<int32_t> parse_id_list(const std::string& text);
 // Checks `--device` and returns it: cpu, or cuda when this build has the CUDA backend and a GPU is present
 // (otherwise a one-line error saying which is missing).
 Device check_device(const std::string& device);
+// The GPU number of `--device cuda:N` (0 for cuda and cpu); throws kiln::Error for a malformed one.
+int device_ordinal(const std::string& device);
 
 // The text of a `--chat-template` file; throws kiln::Error naming it when it cannot be read.
 std::string read_chat_template(const std::string& path);

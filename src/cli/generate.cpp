@@ -137,6 +137,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   LoadOptions lo;
   lo.progress = !f.quiet && isatty(STDERR_FILENO);
   lo.device = device;
+  lo.device_ordinal = device_ordinal(f.device);
   lo.compute_dtype = compute_dtype;
   lo.cuda_graphs = !f.no_cuda_graphs;
   lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
@@ -314,7 +315,7 @@ std::function<int()> add_generate(CLI::App& app) {
          "Report each generated token's logprob and the top K (with --json: in the JSON; otherwise one line per "
          "token after the text)")
       ->capture_default_str();
-  app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", f->device, "cpu, cuda or cuda:N (GPU N)")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
   add_threads_option(app, f->threads);

@@ -53,6 +53,9 @@ struct ServeFlags {
   int http_threads = 128;
   bool log_requests = false;
   int64_t inject_fault_after_steps = 0;
+  std::string step_log;
+  bool profile = false;
+  bool no_gemm_tuning = false;
 };
 
 // SIGINT/SIGTERM as an event: a thread waits for them with sigwait, so no handler runs in a
@@ -143,10 +146,14 @@ int run(const ServeFlags& f) {
     const auto t0 = std::chrono::steady_clock::now();
     LoadOptions lo;
     lo.device = device;
+    lo.device_ordinal = device_ordinal(f.device);
     lo.compute_dtype = compute_dtype;
     lo.cuda_graphs = !f.no_cuda_graphs;
     lo.kv_cache_fp8 = f.kv_cache_dtype == "fp8";
     lo.fault_after_steps = f.inject_fault_after_steps;
+    lo.profile = f.profile;
+    lo.time_steps = !f.step_log.empty();
+    lo.gemm_tuning = !f.no_gemm_tuning;
     std::shared_ptr<const Model> model = Model::load(path, lo);
     std::shared_ptr<const Tokenizer> tok = load_tokenizer_if_any(path);
     const ModelConfig& cfg = model->config();
@@ -161,6 +168,7 @@ int run(const ServeFlags& f) {
     ec.enable_prefix_caching = !f.no_prefix_caching;
     ec.prefill_first = f.schedule == "prefill-first";
     ec.max_queue = f.max_queue;
+    ec.step_log_path = f.step_log;
     executor = std::make_unique<Executor>(model, tok, ec);
     std::fprintf(stderr, "kiln serve: %s\n", executor->memory_plan().describe(executor->stats().max_seq_len).c_str());
     engine = std::make_unique<server::ExecutorEngine>(*executor);
@@ -253,7 +261,7 @@ std::function<int()> add_serve(CLI::App& app) {
                  "HF checkpoint folder, .gguf file or llama2.c .bin (default: the default model)");
   app.add_option("--host", f->host, "Address to listen on")->capture_default_str();
   app.add_option("--port", f->port, "Port to listen on (0: any free port, printed on stderr)")->capture_default_str();
-  app.add_option("--device", f->device, "cpu or cuda")->capture_default_str();
+  app.add_option("--device", f->device, "cpu, cuda or cuda:N (GPU N)")->capture_default_str();
   app.add_option("--dtype", f->dtype, "cuda: compute in auto (f16, or bf16 when a weight is outside the f16 range), bf16 or f16")
       ->capture_default_str();
   add_threads_option(app, f->threads);
@@ -267,6 +275,13 @@ std::function<int()> add_serve(CLI::App& app) {
   app.add_option("--kv-cache-fraction", f->kv_cache_fraction,
                  "cuda: of the GPU's memory, the part kiln takes in all (weights, workspace, KV cache)")
       ->capture_default_str();
+  app.add_option("--step-log", f->step_log,
+                 "Write one line per engine step (host phases, GPU time, shape) to this file; "
+                 "bench/step_log_summary.py sums it");
+  app.add_flag("--profile", f->profile,
+               "cuda: time every op of every step with CUDA events (graphs off); per-op totals on stderr at exit");
+  app.add_flag("--no-gemm-tuning", f->no_gemm_tuning,
+               "cuda: cuBLASLt's heuristic GEMM algorithms instead of timing them at start");
   app.add_option("--inject-fault-after-steps", f->inject_fault_after_steps,
                  "Testing: a device fault after this many engine steps (the engine dies; 0: never)")
       ->group("");

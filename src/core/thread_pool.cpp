@@ -87,9 +87,7 @@ ThreadPool& ThreadPool::global() {
   static ThreadPool pool([] {
     std::lock_guard lock(global_mu);
     global_made = true;
-    if (global_requested >= 0) return global_requested;
-    const char* env = std::getenv("KILN_NUM_THREADS");
-    return env ? std::atoi(env) : 0;
+    return global_requested >= 0 ? global_requested : 0;
   }());
   return pool;
 }

@@ -26,7 +26,7 @@ class ThreadPool {
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
   // The process-wide pool used by the CPU kernels, made at its first use: the size given to
-  // set_global_threads, else KILN_NUM_THREADS, else one thread per hardware thread.
+  // set_global_threads (LoadOptions::cpu_threads, the CLI's --threads), else one thread per hardware thread.
   static ThreadPool& global();
   // Sizes the global pool (0: one per hardware thread) before its first use (the CLI's --threads). Throws
   // kiln::Error for a negative count, or when the pool already runs with another size.

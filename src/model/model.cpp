@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "core/thread_pool.h"
 #include "kiln/error.h"
 #include "model/cpu/cpu_decoder_model.h"
 #include "model/loaders.h"
@@ -15,6 +16,7 @@ namespace kiln {
 namespace fs = std::filesystem;
 
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  if (options.cpu_threads != 0) ThreadPool::set_global_threads(options.cpu_threads);
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   KILN_CHECK(!ec && fs::exists(st), "{}: no such file or folder", path);
