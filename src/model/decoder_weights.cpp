@@ -132,6 +132,8 @@ std::vector<Item> plan(const ModelConfig& c, bool tied, ModelWeights& w) {
     linear("lm_head", 0, {{WeightRole::LmHead, c.vocab_size}},
            c.lm_head_bias ? std::vector<WeightRole>{WeightRole::LmHeadBias} : std::vector<WeightRole>{}, H, &w.lm_head,
            LinearRole::LmHead);
+  else if (c.lm_head_bias)
+    vector(WeightRole::LmHeadBias, 0, c.vocab_size, VectorKind::Bias, &w.tied_lm_head_bias);  // on the embedding
   if (c.position == PositionKind::Learned) {
     Item it;
     it.kind = Item::TableItem;
@@ -325,7 +327,11 @@ ModelWeights load_decoder_weights(ModelConfig& c, const WeightSource& src, const
     if (options.progress && (i + 1 == items.size() || i % 8 == 0))
       std::fprintf(stderr, "\rkiln: loading %s: %zu/%zu tensors", path.c_str(), i + 1, items.size());
   }
-  if (w.tied) w.lm_head = w.embed;
+  if (w.tied) {
+    w.lm_head = w.embed;
+    w.lm_head.bias = w.tied_lm_head_bias;
+    w.lm_head.bias_dtype = DType::F32;
+  }
   if (options.progress) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     std::fprintf(stderr, "\rkiln: loaded %s: %lld parameters in %.2f s%20s\n", path.c_str(),

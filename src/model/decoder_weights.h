@@ -41,6 +41,7 @@ struct ModelWeights {
   NormWeights embed_norm, final_norm;
   Linear lm_head;  // [vocab, hidden], or the embedding table when tied
   bool tied = false;
+  const float* tied_lm_head_bias = nullptr;  // a bias on a tied lm_head (the embedding table has none of its own)
   std::vector<LayerWeights> layers;
 };
 
