@@ -26,6 +26,7 @@ GenerationResult generate(const Model& model, KvState& state, std::span<const in
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t i = 0; i < max_tokens; ++i) {
     SampleResult s = sampler.sample(logits);
+    sampler.accept(s.token);  // the next draw is the next step's (and the token counts for penalties)
     r.tokens.push_back(s.token);
     r.samples.push_back(std::move(s));
     const int32_t tok = r.tokens.back();
