@@ -7,11 +7,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "kiln/error.h"
+#include "kiln/sampling.h"
 #include "kiln/tensor.h"
 
 namespace kiln {
@@ -34,21 +34,9 @@ class EngineDeadError : public Error {
   using Error::Error;
 };
 
-struct RequestSampling {
-  float temperature = 1.0f;  // 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  float repetition_penalty = 1.0f;  // HF style, over prompt and output tokens; 1: off
-  float presence_penalty = 0.0f;    // OpenAI style, over output tokens
-  float frequency_penalty = 0.0f;   // OpenAI style, over output tokens
-  std::optional<uint64_t> seed;     // none: drawn from the executor's generator
-  int32_t logprobs = 0;             // top alternatives reported per generated token (0: only the chosen one's)
-};
-
 struct Request {
   std::vector<int32_t> prompt_ids;
-  RequestSampling sampling;
+  SamplingParams sampling;  // an unset seed is drawn from the executor's generator at enqueue
   int64_t max_tokens = 16;
   std::vector<int32_t> stop_token_ids;  // in addition to the tokenizer's EOS ids unless ignore_eos
   std::vector<std::string> stop_strings;  // found across token boundaries; never emitted
@@ -123,8 +111,8 @@ struct ExecutorConfig {
   // but running decodes wait while prompts fill the budget).
   bool prefill_first = false;
   // Sample on the device when the model can (Model::samples_on_device: the CUDA backend), so logits never
-  // leave it. Same semantics as the CPU Sampler, but seeded draws come from a different generator (Philox keyed
-  // by seed and token index instead of mt19937): a seed repeats on one path, not across the two.
+  // leave it. The same sampling as the CPU Sampler, draws included (one counter-based generator keyed by the seed
+  // and the token's step): a seeded request samples the same tokens on either path, up to rounding near a tie.
   bool device_sampling = true;
   // A file to write one tab-separated line per step to (when it started, its host phases, the GPU time the model
   // measured with LoadOptions::time_steps, its shape); empty: none. bench/step_log_summary.py sums it per step kind.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kiln/model_config.h"
+#include "kiln/sampling.h"
 #include "kiln/tensor.h"
 
 namespace kiln {
@@ -80,28 +81,16 @@ struct ForwardBatch {
   int64_t num_decodes = 0;
 };
 
-// One logit row's sampling in forward_batch_sample: the CPU Sampler's parameters (runtime/sampler.h), with
-// the penalties' token statistics kept by the caller.
-struct SamplePenalty {
-  int32_t token = 0;         // a distinct token of the prompt or the output
-  int32_t output_count = 0;  // its occurrences in the output so far
-  int32_t in_prompt = 0;     // 1 when it occurs in the prompt
-};
+// One logit row's sampling in forward_batch_sample: the request's parameters (the seed resolved), and beside them
+// the row's place in its request (which token it draws) and the penalty statistics its Sampler keeps
+// (runtime/sampler.h; read only when a penalty is on: leave it empty otherwise).
 struct RowSampling {
-  float temperature = 0.0f;  // 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  float repetition_penalty = 1.0f, presence_penalty = 0.0f, frequency_penalty = 0.0f;
-  uint64_t seed = 0;
-  uint64_t step = 0;     // which token of the request this is (0 for the first generated): a fresh draw each
-  int32_t logprobs = 0;  // top log-probs wanted (0..20)
-  // Every distinct token of prompt and output with its counts; read only when a penalty is on (without one,
-  // leave it empty: no per-step work proportional to the prompt).
+  SamplingParams params;
+  uint64_t step = 0;  // tokens the request generated before this one (Sampler::step): a fresh draw each
   std::span<const SamplePenalty> penalties;
 };
 // What forward_batch_sample gives per logit row: the chosen token, its log-prob under the raw (temperature 1,
-// unpenalized) distribution, and the best top_stride log-probs (row r's first rows[r].logprobs are valid).
+// unpenalized) distribution, and the best top_stride log-probs (row r's first rows[r].params.logprobs are valid).
 struct BatchSamples {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
@@ -227,11 +216,10 @@ class Model {
   // Whether forward_batch_sample samples where the logits are (the GPU), so that they never travel.
   virtual bool samples_on_device() const { return false; }
   // forward_batch, then each logit row sampled with rows[i] (one per logit row) into `out`: the CPU Sampler's
-  // semantics (penalties, then greedy or temperature with top-k, top-p and min-p; log-probs of the raw
-  // distribution), with greedy ids and log-probs equal to the CPU Sampler's up to float rounding. Draws are
-  // deterministic for (seed, step) and independent of the batch, but are not the CPU Sampler's mt19937
-  // stream: the same seed gives different (equally distributed) tokens on the two paths. Backends without
-  // device sampling throw (callers check samples_on_device() and sample forward_batch's logits themselves).
+  // sampling (penalties, then greedy or a draw through top-k, top-p and min-p; log-probs of the raw distribution)
+  // in the same arithmetic and with the same counter-based draws (core/sampling_math.h), so equal logits give the
+  // CPU Sampler's tokens up to libm rounding near a tie, whatever the batch. Backends without device sampling
+  // throw (callers check samples_on_device() and sample forward_batch's logits themselves).
   virtual void forward_batch_sample(KvPool& pool, Workspace& ws, const ForwardBatch& batch,
                                     std::span<const RowSampling> rows, BatchSamples& out) const;
   virtual ModelStats stats() const { return {}; }

@@ -59,42 +59,15 @@ std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model_path) {
   return Tokenizer::from_path(model_path);
 }
 
-SamplingParams to_sampling_params(const RequestSampling& s, uint64_t seed) {
-  SamplingParams p;
-  p.temperature = s.temperature;
-  p.top_k = s.top_k;
-  p.top_p = s.top_p;
-  p.min_p = s.min_p;
-  p.seed = seed;
-  p.logprobs = s.logprobs;
-  p.repetition_penalty = s.repetition_penalty;
-  p.presence_penalty = s.presence_penalty;
-  p.frequency_penalty = s.frequency_penalty;
-  return p;
-}
-
 // One accepted request on the engine thread.
 struct Active {
-  Active(Request r, ResponseCallback cb, const SamplingParams& sp)
-      : req(std::move(r)), callback(std::move(cb)), params(sp), sampler(sp), stops(req.stop_strings) {}
-  Request req;
+  Active(Request r, ResponseCallback cb)
+      : req(std::move(r)), callback(std::move(cb)), sampler(req.sampling), stops(req.stop_strings) {}
+  Request req;  // its seed resolved at enqueue
   ResponseCallback callback;
   Sequence seq;
-  SamplingParams params;
+  // The request's sampling: its parameters, its step and its penalty statistics, for either sampling path.
   Sampler sampler;
-  // Device sampling with penalties: every distinct token of prompt and output with its counts, kept as tokens
-  // arrive (built once from the prompt at admission; nothing per step for requests without penalties).
-  std::vector<SamplePenalty> penalties;
-  std::unordered_map<int32_t, int32_t> penalty_index;
-  void count_penalty(int32_t token, bool in_prompt) {
-    auto [it, fresh] = penalty_index.emplace(token, static_cast<int32_t>(penalties.size()));
-    if (fresh) penalties.push_back({token, 0, 0});
-    SamplePenalty& p = penalties[it->second];
-    if (in_prompt)
-      p.in_prompt = 1;
-    else
-      ++p.output_count;
-  }
   StopStringFilter stops;
   std::unique_ptr<IncrementalDetokenizer> detok;
   std::vector<int32_t> stop_ids;  // sorted: EOS (unless ignore_eos) and the request's stop ids
@@ -106,7 +79,6 @@ struct Incoming {
   RequestId id;
   Request request;
   ResponseCallback callback;
-  uint64_t seed;
 };
 
 // ExecutorConfig::step_log_path: one tab-separated line per step, for finding where an engine step's time goes:
@@ -287,7 +259,7 @@ void Executor::Impl::validate(const Request& r) const {
              "request: the prompt has {} tokens but the context holds {} (the prompt must leave room for one more)",
              n, max_seq_len_);
   KILN_CHECK(r.max_tokens >= 1, "request: max_tokens must be >= 1, got {}", r.max_tokens);
-  Sampler::validate(to_sampling_params(r.sampling, 0));
+  Sampler::validate(r.sampling);
   for (int32_t id : r.stop_token_ids)
     KILN_CHECK(id >= 0 && id < vocab_, "request: stop token id {} is outside the vocabulary [0, {})", id, vocab_);
   if (!r.stop_strings.empty())
@@ -307,9 +279,10 @@ RequestId Executor::Impl::enqueue(Request request, ResponseCallback callback) {
       throw QueueFullError(fmt::format("executor: the queue is full ({} requests waiting, max_queue {})", queued,
                                        config_.max_queue));
     id = next_id_++;
-    const uint64_t seed = request.sampling.seed ? *request.sampling.seed : seed_rng_();
+    // Resolved here, once: every path after this samples with the same seed.
+    if (!request.sampling.seed) request.sampling.seed = seed_rng_();
     if (!callback) mailboxes_.emplace(id, Mailbox{});
-    incoming_.push_back({id, std::move(request), std::move(callback), seed});
+    incoming_.push_back({id, std::move(request), std::move(callback)});
   }
   work_cv_.notify_one();
   return id;
@@ -433,8 +406,7 @@ void Executor::Impl::publish() {
 }
 
 void Executor::Impl::admit(Incoming& in) {
-  const SamplingParams sp = to_sampling_params(in.request.sampling, in.seed);
-  auto a = std::make_unique<Active>(std::move(in.request), std::move(in.callback), sp);
+  auto a = std::make_unique<Active>(std::move(in.request), std::move(in.callback));
   Active& r = *a;
   r.seq.id = in.id;
   r.seq.priority = r.req.priority;
@@ -447,8 +419,7 @@ void Executor::Impl::admit(Incoming& in) {
   r.stop_ids.insert(r.stop_ids.end(), r.req.stop_token_ids.begin(), r.req.stop_token_ids.end());
   std::sort(r.stop_ids.begin(), r.stop_ids.end());
   if (tokenizer_) r.detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_, r.req.prompt_ids, true);
-  if (device_sampling_ && r.sampler.has_penalties())
-    for (int32_t t : r.req.prompt_ids) r.count_penalty(t, true);
+  r.sampler.add_prompt(r.req.prompt_ids);
   r.pending.id = in.id;
   r.pending.prompt_tokens = r.seq.prompt_len;
   scheduler_->add(&r.seq);
@@ -472,23 +443,11 @@ void Executor::Impl::step() {
   step_samples_.resize(seqs.size());
   for (size_t i = 0; i < seqs.size(); ++i) step_actives_[i] = active_.at(seqs[i]->id).get();
   if (device_sampling_) {
-    // The model samples where the logits are; only ids and log-probs come back.
+    // The model samples where the logits are, reading each request's sampler; only ids and log-probs come back.
     step_rows_.resize(seqs.size());
     for (size_t i = 0; i < seqs.size(); ++i) {
-      const Active& a = *step_actives_[i];
-      const SamplingParams& p = a.params;
-      RowSampling& r = step_rows_[i];
-      r.temperature = p.temperature;
-      r.top_k = p.top_k;
-      r.top_p = p.top_p;
-      r.min_p = p.min_p;
-      r.repetition_penalty = p.repetition_penalty;
-      r.presence_penalty = p.presence_penalty;
-      r.frequency_penalty = p.frequency_penalty;
-      r.seed = p.seed;
-      r.step = static_cast<uint64_t>(a.seq.tokens.size()) - static_cast<uint64_t>(a.seq.prompt_len);
-      r.logprobs = p.logprobs;
-      r.penalties = a.penalties;
+      const Sampler& s = step_actives_[i]->sampler;
+      step_rows_[i] = {s.params(), s.step(), s.penalties()};
     }
     if (step_log_->on()) t1 = StepLog::Clock::now();
     try {
@@ -507,7 +466,7 @@ void Executor::Impl::step() {
       r.token = d.tokens[i];
       r.logprob = d.logprobs[i];
       r.top.clear();
-      const int32_t k = step_rows_[i].logprobs;
+      const int32_t k = step_rows_[i].params.logprobs;
       for (int32_t j = 0; j < k; ++j)
         r.top.push_back({d.top_ids[i * d.top_stride + j], static_cast<double>(d.top_logprobs[i * d.top_stride + j])});
     }
@@ -523,16 +482,13 @@ void Executor::Impl::step() {
     }
     if (step_log_->on()) t2 = StepLog::Clock::now();
     scheduler_->finish_step(out);
-    // Each row is sampled by its own request's sampler (its own generator), so rows run in parallel with
-    // the same result as one after another; tokens are then applied in row order.
+    // Each row is sampled by its own request's sampler (a draw depends on its seed and step alone), so rows run
+    // in parallel with the same result as one after another; tokens are then applied in row order.
     ThreadPool::global().parallel_for(static_cast<int64_t>(seqs.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        Active& a = *step_actives_[i];
         const std::span<const float> row(logits_.data() + i * static_cast<size_t>(vocab_),
                                          static_cast<size_t>(vocab_));
-        const std::span<const int32_t> all(a.seq.tokens);
-        step_samples_[i] = a.sampler.sample(row, all.first(static_cast<size_t>(a.seq.prompt_len)),
-                                            all.subspan(static_cast<size_t>(a.seq.prompt_len)));
+        step_samples_[i] = step_actives_[i]->sampler.sample(row);
       }
     });
   }
@@ -572,7 +528,7 @@ void Executor::Impl::fail_all() {
 
 void Executor::Impl::on_token(Active& a, const SampleResult& s) {
   a.seq.tokens.push_back(s.token);
-  if (device_sampling_ && a.sampler.has_penalties()) a.count_penalty(s.token, false);
+  a.sampler.accept(s.token);
   Response& r = a.pending;
   r.token_ids.push_back(s.token);
   TokenLogprobs lp;

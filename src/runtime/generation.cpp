@@ -30,6 +30,7 @@ GenerationResult generate(const Model& model, KvState& state, std::span<const in
       break;
     }
     SampleResult s = sampler.sample(logits);
+    sampler.accept(s.token);  // the next draw is the next step's (and the token counts for penalties)
     r.tokens.push_back(s.token);
     r.samples.push_back(std::move(s));
     const int32_t tok = r.tokens.back();

@@ -24,7 +24,8 @@ struct GenerationResult {
 
 // Feeds `input` (ids not yet in `state`), then generates up to max_tokens. Stops at an id of
 // `stop_ids` (finish "stop") or at max_tokens or the state's capacity (finish "length").
-// on_token is called for each generated id that is not a stop id, as soon as it is sampled.
+// on_token is called for each generated id that is not a stop id, as soon as it is sampled. Every generated id is
+// accepted by `sampler` (its step advances; its penalties, if any, count the id; add_prompt is the caller's).
 // stop_requested, when given, is asked before each token is sampled: true ends generation with finish
 // "cancelled" (kiln chat's Ctrl-C); `state` then holds the input and every token in `tokens`.
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,

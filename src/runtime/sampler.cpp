@@ -1,4 +1,5 @@
-// Sampler: penalties first, then the filters in the order HF and vLLM use: temperature, top-k, top-p, min-p.
+// Sampler: penalties, then greedy or the kept set (top-k, top-p, min-p) and a Gumbel-max draw on Philox numbers, in
+// the arithmetic the GPU kernel shares (core/sampling_math.h).
 #include "runtime/sampler.h"
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <limits>
 #include <numeric>
 
+#include "core/sampling_math.h"
 #include "kiln/error.h"
 
 namespace kiln {
@@ -39,55 +41,45 @@ void Sampler::validate(const SamplingParams& p) {
              "frequency penalty must be in [-2, 2], got {}", p.frequency_penalty);
 }
 
-bool Sampler::has_penalties() const {
-  return params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f;
+Sampler::Sampler(const SamplingParams& params) : params_(params), seed_(params.seed.value_or(0)) {
+  validate(params);
 }
 
-SampleResult Sampler::sample(std::span<const float> logits, std::span<const int32_t> prompt,
-                             std::span<const int32_t> output) {
-  if (!has_penalties()) return sample_from(logits, logits);
-  const int32_t n = static_cast<int32_t>(logits.size());
-  adjusted_.assign(logits.begin(), logits.end());
-  if (counts_.size() < logits.size()) counts_.resize(logits.size(), 0);
-  auto in_vocab = [&](int32_t t) { return t >= 0 && t < n; };
-  if (params_.repetition_penalty != 1.0f) {
-    // Each distinct token once (counts_ marks the ones done, then is cleared).
-    const float p = params_.repetition_penalty;
-    for (std::span<const int32_t> part : {prompt, output})
-      for (int32_t t : part) {
-        if (!in_vocab(t) || counts_[t]++ != 0) continue;
-        adjusted_[t] = adjusted_[t] < 0.0f ? adjusted_[t] * p : adjusted_[t] / p;
-      }
-    for (std::span<const int32_t> part : {prompt, output})
-      for (int32_t t : part)
-        if (in_vocab(t)) counts_[t] = 0;
-  }
-  if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-    for (int32_t t : output)
-      if (in_vocab(t)) ++counts_[t];
-    for (int32_t t : output) {
-      if (!in_vocab(t) || counts_[t] == 0) continue;
-      adjusted_[t] -= params_.frequency_penalty * static_cast<float>(counts_[t]) + params_.presence_penalty;
-      counts_[t] = 0;
-    }
-  }
-  return sample_from(logits, adjusted_);
+void Sampler::count(int32_t token, bool in_prompt) {
+  auto [it, fresh] = index_.emplace(token, static_cast<int32_t>(entries_.size()));
+  if (fresh) entries_.push_back({token, 0, 0});
+  SamplePenalty& e = entries_[it->second];
+  if (in_prompt)
+    e.in_prompt = 1;
+  else
+    ++e.output_count;
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { validate(params); }
+void Sampler::add_prompt(std::span<const int32_t> prompt) {
+  if (!has_penalties()) return;  // nothing per token for requests that never read it
+  for (int32_t t : prompt) count(t, true);
+}
 
-SampleResult Sampler::sample(std::span<const float> logits) { return sample_from(logits, logits); }
+void Sampler::accept(int32_t token) {
+  ++step_;
+  if (has_penalties()) count(token, false);
+}
 
-// Chooses from `logits` (penalized or not); logprobs come from `raw`.
-SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const float> logits) {
-  const int32_t n = static_cast<int32_t>(logits.size());
-  KILN_ASSERT(n > 0 && raw.size() == logits.size());
-  // Logprobs of the raw distribution: raw[i] - logsumexp(raw), in double, computed only for the tokens
-  // reported (a full-vocabulary double row per token was most of a large batch's sampling time).
+SampleResult Sampler::sample(std::span<const float> raw) {
+  const int32_t n = static_cast<int32_t>(raw.size());
+  KILN_ASSERT(n > 0);
+  std::span<const float> x = raw;
+  if (!entries_.empty()) {
+    adjusted_.assign(raw.begin(), raw.end());
+    for (const SamplePenalty& e : entries_)
+      if (e.token >= 0 && e.token < n) adjusted_[e.token] = sampling::penalized_logit(adjusted_[e.token], params_, e);
+    x = adjusted_;
+  }
+  // Logprobs of the raw distribution: raw[i] - logsumexp(raw), in double, computed only for the tokens reported (a
+  // full-vocabulary double row per token was most of a large batch's sampling time).
   const double lse = log_sum_exp(raw);
   auto lp = [&](int32_t i) { return static_cast<double>(raw[i]) - lse; };
   SampleResult r;
-
   if (params_.logprobs > 0) {
     // Ordering by raw logit is ordering by logprob (the same double subtraction for every token).
     const int32_t k = std::min(params_.logprobs, n);
@@ -97,71 +89,78 @@ SampleResult Sampler::sample_from(std::span<const float> raw, std::span<const fl
                       [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); });
     for (int32_t i = 0; i < k; ++i) r.top.push_back({order_[i], lp(order_[i])});
   }
+  // Greedy's choice, and the best token the filters measure against: the lowest id on ties, as torch.argmax.
+  int32_t best = 0;
+  for (int32_t i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  r.token = sampling::draws(params_) ? draw(x, best) : best;
+  r.logprob = lp(r.token);
+  return r;
+}
 
-  if (params_.temperature == 0.0f || params_.top_k == 1) {
-    // Greedy: the lowest id wins ties, as torch.argmax does.
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; ++i)
-      if (logits[i] > logits[best]) best = i;
-    r.token = best;
-    r.logprob = lp(best);
-    return r;
+// The kept token of the penalized row x with the largest perturbed score (the lowest id on ties); `best` when every
+// score is -inf, as on the GPU.
+int32_t Sampler::draw(std::span<const float> x, int32_t best) {
+  using namespace sampling;
+  const int32_t n = static_cast<int32_t>(x.size());
+  const float inv_t = inverse_temperature(params_.temperature);
+  const float mx = x[best];
+  int32_t pick = best;
+  float top = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  auto consider = [&](int32_t i, uint32_t bits) {
+    const float s = perturbed_score(x[i], inv_t, bits);
+    if (s > top || (any && s == top && i < pick)) top = s, pick = i, any = true;
+  };
+  if (!filters(params_, n)) {
+    for (int32_t b = 0; 4 * static_cast<int64_t>(b) < n; ++b) {
+      const Philox4 bits = random_block(seed_, step_, static_cast<uint32_t>(b));
+      for (int32_t w = 0; w < 4 && 4 * b + w < n; ++w) consider(4 * b + w, bits.word(w));
+    }
+    return pick;
   }
 
-  // Candidates sorted by probability, then truncated by top-k, top-p and min-p.
+  // Candidates in the filters' order: larger key first, the lower id among equal keys.
+  auto before = [&](int32_t a, int32_t b) {
+    const uint32_t ka = order_key(x[a]), kb = order_key(x[b]);
+    return ka > kb || (ka == kb && a < b);
+  };
   order_.resize(n);
   std::iota(order_.begin(), order_.end(), 0);
   int32_t keep = n;
-  if (params_.top_k > 0 && params_.top_k < n) keep = params_.top_k;
-  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  if (keep < n) {
-    std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
-  } else {
-    std::sort(order_.begin(), order_.end(), by_logit);
+  if (params_.top_k > 0 && params_.top_k < n) {
+    keep = params_.top_k;
+    std::nth_element(order_.begin(), order_.begin() + (keep - 1), order_.end(), before);  // [0, keep): the top-k set
   }
-  const double inv_t = 1.0 / params_.temperature;
-  const double mx = static_cast<double>(logits[order_[0]]);
-  probs_.resize(keep);
-  double sum = 0.0;
-  for (int32_t i = 0; i < keep; ++i) {
-    probs_[i] = std::exp((static_cast<double>(logits[order_[i]]) - mx) * inv_t);
-    sum += probs_[i];
-  }
-  for (int32_t i = 0; i < keep; ++i) probs_[i] /= sum;
   if (params_.top_p < 1.0f) {
-    double cum = 0.0;
-    int32_t cut = keep;
-    for (int32_t i = 0; i < keep; ++i) {
-      cum += probs_[i];
-      if (cum >= params_.top_p) {
-        cut = i + 1;
-        break;
+    uint64_t z = 0;
+    for (int32_t j = 0; j < keep; ++j) z += probability_mass(x[order_[j]], mx, inv_t);
+    const uint64_t target = top_p_target(params_.top_p, z);
+    // The shortest prefix reaching the target, sorting only as far as it goes (usually a few dozen tokens).
+    uint64_t cum = 0;
+    int32_t sorted = 0, cut = keep;
+    bool found = false;
+    for (int64_t chunk = 64; !found && sorted < keep; chunk *= 4) {
+      const int32_t end = static_cast<int32_t>(std::min<int64_t>(keep, sorted + chunk));
+      std::partial_sort(order_.begin() + sorted, order_.begin() + end, order_.begin() + keep, before);
+      for (; sorted < end; ++sorted) {
+        cum += probability_mass(x[order_[sorted]], mx, inv_t);
+        if (cum >= target) {
+          cut = sorted + 1;
+          found = true;
+          break;
+        }
       }
     }
     keep = cut;
   }
-  if (params_.min_p > 0.0f) {
-    const double floor = params_.min_p * probs_[0];
-    int32_t cut = 1;
-    while (cut < keep && probs_[cut] >= floor) ++cut;
-    keep = cut;
+  const float min_p = params_.min_p;
+  for (int32_t j = 0; j < keep; ++j) {
+    const int32_t i = order_[j];
+    if (min_p > 0.0f && i != best && !passes_min_p(x[i], mx, inv_t, min_p)) continue;
+    consider(i, random_bits(seed_, step_, i));
   }
-  double total = 0.0;
-  for (int32_t i = 0; i < keep; ++i) total += probs_[i];
-  std::uniform_real_distribution<double> uni(0.0, total);
-  const double u = uni(rng_);
-  double acc = 0.0;
-  int32_t pick = keep - 1;
-  for (int32_t i = 0; i < keep; ++i) {
-    acc += probs_[i];
-    if (u < acc) {
-      pick = i;
-      break;
-    }
-  }
-  r.token = order_[pick];
-  r.logprob = lp(r.token);
-  return r;
+  return pick;
 }
 
 }  // namespace kiln

@@ -1,26 +1,16 @@
-// Sampler: turns one row of logits into a token (repetition/presence/frequency penalties, then greedy,
-// temperature, top-k, top-p, min-p) with logprobs of the chosen and top-K tokens from the raw model
-// distribution.
+// Sampler: one request's token choice on the CPU (penalties, then greedy or a seeded draw through top-k, top-p and
+// min-p) with log-probs of the chosen and top-K tokens from the raw model distribution; and the request's penalty
+// statistics, kept as tokens arrive, which the GPU sampling kernel reads as well.
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
-namespace kiln {
+#include "kiln/sampling.h"
 
-struct SamplingParams {
-  float temperature = 1.0f;  // 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  uint64_t seed = 0;
-  int32_t logprobs = 0;      // how many top alternatives to report per token (0: none)
-  float repetition_penalty = 1.0f;  // HF: over prompt and output tokens, positive logits / p, negative * p; 1: off
-  float presence_penalty = 0.0f;    // OpenAI: minus this for every token seen in the output; 0: off
-  float frequency_penalty = 0.0f;   // OpenAI: minus this times the token's count in the output; 0: off
-};
+namespace kiln {
 
 struct TokenLogprob {
   int32_t id = 0;
@@ -33,27 +23,50 @@ struct SampleResult {
   std::vector<TokenLogprob> top;    // the top `logprobs` tokens, best first
 };
 
+// One definition of sampling, which the GPU kernel (kernels/cuda/sampling.cu) implements too, through the same
+// arithmetic (core/sampling_math.h):
+// 1. Penalties, over the statistics of add_prompt and accept (penalized_logit).
+// 2. Greedy (temperature 0 or top-k 1): the argmax of the penalized logits, the lowest id on ties.
+// 3. Otherwise the kept set: candidates ranked by logit, larger first and the lower id among equal ones (order_key);
+//    top-k keeps the first k; top-p the shortest prefix of those whose fixed-point mass exp((v - max) / T) reaches
+//    ceil(top_p * their total); min-p those whose exp((v - max) / T) is at least min_p (the best always stays).
+// 4. The draw: the kept token with the largest logit / T + Gumbel noise, the noise from Philox4x32-10 keyed by the
+//    seed at counter (token / 4, step) (the Gumbel-max trick: token i with probability softmax(v / T)_i over the
+//    set). Step is the number of tokens accepted so far, so the draw is a function of (seed, step, logits) alone:
+//    the same in any batch, in any order of rows, and on the GPU, up to libm rounding near a tie.
 class Sampler {
  public:
+  // Throws kiln::Error for parameter values out of range. An unset seed is 0 (the executor resolves it first).
   explicit Sampler(const SamplingParams& params);
-  // Throws kiln::Error for parameter values out of range.
   static void validate(const SamplingParams& params);
+  const SamplingParams& params() const { return params_; }
+  bool has_penalties() const { return params_.has_penalties(); }
+
+  // The prompt's tokens, for the repetition penalty. Kept only when a penalty is on.
+  void add_prompt(std::span<const int32_t> prompt);
+  // A token generated for the request: counted for the penalties, and the next draw is at the next step.
+  void accept(int32_t token);
+  // Tokens accepted so far: the step of the next draw.
+  uint64_t step() const { return step_; }
+  // Every distinct token of the prompt and the output with its counts, in order of first appearance (empty without
+  // penalties): what the penalties read here and on the GPU.
+  std::span<const SamplePenalty> penalties() const { return entries_; }
+
+  // Chooses a token from a row of logits at step(); changes no state (accept does).
   SampleResult sample(std::span<const float> logits);
-  // With the penalties applied over `prompt` and `output` (the tokens generated so far) before choosing;
-  // the logprobs stay those of the raw logits.
-  SampleResult sample(std::span<const float> logits, std::span<const int32_t> prompt,
-                      std::span<const int32_t> output);
-  bool has_penalties() const;
 
  private:
-  SampleResult sample_from(std::span<const float> raw, std::span<const float> logits);
+  void count(int32_t token, bool in_prompt);
+  int32_t draw(std::span<const float> x, int32_t best);
 
   SamplingParams params_;
-  std::mt19937_64 rng_;
+  uint64_t seed_ = 0;
+  uint64_t step_ = 0;
+  std::vector<SamplePenalty> entries_;
+  std::unordered_map<int32_t, int32_t> index_;  // token -> its entry
+  // Scratch, reused across calls.
   std::vector<int32_t> order_;
-  std::vector<double> probs_;
-  std::vector<float> adjusted_;   // penalized logits
-  std::vector<int32_t> counts_;   // per vocabulary id, zero outside a call
+  std::vector<float> adjusted_;  // penalized logits
 };
 
 // log(sum(exp(row))) in double precision, max-shifted.

@@ -200,7 +200,7 @@ else
   fail "CUDA backend" "${T[@]}" --device cuda
   fail "CUDA backend" latency --model "$tmp/tiny.json" --random-weights --device cuda
 fi
-fail "cpu or cuda" "${T[@]}" --device tpu
+fail "cpu, cuda or cuda:N" "${T[@]}" --device tpu
 fail "uniform:LO:HI" "${T[@]}" --isl-dist uniform:9
 fail "LO <= HI" "${T[@]}" --osl-dist uniform:9:3
 fail "not a number" "${T[@]}" --isl-dist normal:x:2

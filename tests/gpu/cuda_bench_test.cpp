@@ -388,8 +388,11 @@ TEST(CudaBench, DISABLED_All) {
     std::mt19937 rng(17);
     DeviceBuffer<float> lg(testing::randn(rows * kVocab, rng, 3.0f));
     DeviceBuffer<int32_t> tok(rows), ids(rows * 5);
-    DeviceBuffer<float> lp(rows), tlp(rows * 5), temps(std::vector<float>(rows, 0.8f));
-    DeviceBuffer<uint64_t> seeds(std::vector<uint64_t>(rows, 1)), steps(std::vector<uint64_t>(rows, 0));
+    DeviceBuffer<float> lp(rows), tlp(rows * 5);
+    SamplingParams temp;
+    temp.temperature = 0.8f;
+    temp.seed = 1;
+    DeviceBuffer<SamplingParams> params(std::vector<SamplingParams>(rows, temp));
     cuda::SampleArgs a;
     a.logits = lg.get();
     a.rows = rows;
@@ -401,9 +404,7 @@ TEST(CudaBench, DISABLED_All) {
     a.top_k = 5;
     a.top_ids = ids.get();
     a.top_logprobs = tlp.get();
-    a.temperature = temps.get();
-    a.seeds = seeds.get();
-    a.steps = steps.get();
+    a.params = params.get();
     us = time_us([&] { cuda::sample(a, nullptr); }, 50);
     report("sample temp+top5", "64 x 128256 f32", us, 4.0 * rows * kVocab, 0);
   }
@@ -501,20 +502,21 @@ TEST(CudaBench, DISABLED_Fp32StreamAndSampling) {
   DeviceBuffer<float> lg(testing::randn(rows * kVocab, rng, 3.0f));
   {
     // 128 distinct tokens a row (each in the prompt or the output), the rows' ranges disjoint: the kernel
-    // penalizes the row's logits in place and restores them from each entry's `saved`.
+    // penalizes the row's logits in place and restores them from the scratch.
     const int kPen = 128;
-    std::vector<cuda::PenaltyToken> entries;
+    std::vector<SamplePenalty> entries;
     for (int64_t r = 0; r < rows; ++r) {
       const size_t begin = entries.size();
       for (int j = 0; entries.size() - begin < static_cast<size_t>(kPen);) {
         const int32_t t = static_cast<int32_t>(rng() % kVocab);
         if (std::none_of(entries.begin() + begin, entries.end(), [&](const auto& e) { return e.token == t; })) {
-          entries.push_back({t, j % 3, j % 3 == 0 || j % 2 == 1, 0.0f});
+          entries.push_back({t, j % 3, j % 3 == 0 || j % 2 == 1});
           ++j;
         }
       }
     }
-    DeviceBuffer<cuda::PenaltyToken> pens(entries);
+    DeviceBuffer<SamplePenalty> pens(entries);
+    DeviceBuffer<float> scratch(entries.size());
     DeviceBuffer<int32_t> tok(rows);
     DeviceBuffer<float> lp(rows);
     cuda::SampleArgs a;
@@ -523,19 +525,23 @@ TEST(CudaBench, DISABLED_Fp32StreamAndSampling) {
     a.vocab = kVocab;
     a.tokens = tok.get();
     a.token_logprobs = lp.get();
-    auto bench = [&](const char* name, const char* shape, cuda::SampleRowParams p, bool penalties) {
-      std::vector<cuda::SampleRowParams> params(rows, p);
+    auto bench = [&](const char* name, const char* shape, SamplingParams p, bool penalties) {
+      std::vector<SamplingParams> params(rows, p);
+      std::vector<cuda::SampleRowInfo> info(rows);
       for (int64_t r = 0; r < rows; ++r) {
         params[r].seed = 1000 + r;
-        if (penalties) params[r].penalty_begin = static_cast<int32_t>(r * kPen), params[r].penalty_count = kPen;
+        if (penalties) info[r].penalty_begin = static_cast<int32_t>(r * kPen), info[r].penalty_count = kPen;
       }
-      DeviceBuffer<cuda::SampleRowParams> dp(params);
+      DeviceBuffer<SamplingParams> dp(params);
+      DeviceBuffer<cuda::SampleRowInfo> di(info);
       a.params = dp.get();
+      a.info = di.get();
       a.penalties = penalties ? pens.get() : nullptr;
+      a.penalty_scratch = scratch.get();
       const double us = time_us([&] { cuda::sample(a, nullptr); }, 50);
       report(name, shape, us, 4.0 * rows * kVocab, 0);
     };
-    cuda::SampleRowParams p;
+    SamplingParams p;
     p.temperature = 0.8f;
     p.repetition_penalty = 1.1f, p.presence_penalty = 0.5f, p.frequency_penalty = 0.3f;
     bench("sample penalties", "64 x 128256 f32, 128/row, t=0.8", p, true);

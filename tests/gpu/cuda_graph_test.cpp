@@ -6,12 +6,12 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <map>
 
 #include "cuda_test_util.h"
 #include "kiln/executor.h"
-#include "model/cuda/cuda_decoder_model.h"
 #include "kiln/model.h"
+#include "model/cuda/cuda_decoder_model.h"
+#include "runtime/sampler.h"
 
 namespace kiln {
 namespace {
@@ -34,33 +34,22 @@ struct Driver {
   std::vector<std::vector<int32_t>> tokens;  // prompt + generated
   std::vector<size_t> prompt_len;
   std::vector<std::vector<int32_t>> tables;
-  std::vector<RowSampling> params;
-  std::vector<std::vector<SamplePenalty>> penalties;
-  std::vector<std::map<int32_t, int32_t>> penalty_index;
+  std::vector<Sampler> samplers;  // each sequence's sampling state (step, penalty statistics), as the executor's
 
   Driver(std::shared_ptr<const Model> m, const std::vector<std::vector<int32_t>>& prompts,
-         const std::vector<RowSampling>& p)
-      : model(std::move(m)), tokens(prompts), params(p) {
+         const std::vector<SamplingParams>& p)
+      : model(std::move(m)), tokens(prompts) {
     const int64_t n = static_cast<int64_t>(prompts.size());
     pool = model->new_kv_pool(n * kBlocksPerSeq, kBlock);
     ws = model->new_workspace(2048);
-    penalties.resize(n);
-    penalty_index.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       prompt_len.push_back(prompts[i].size());
       tables.emplace_back();
       for (int64_t b = 0; b < kBlocksPerSeq; ++b)
         tables.back().push_back(static_cast<int32_t>((n - 1 - i) * kBlocksPerSeq + b));
-      for (int32_t t : prompts[i]) count(i, t, true);
+      samplers.emplace_back(p[i]);
+      samplers.back().add_prompt(prompts[i]);
     }
-  }
-  void count(int64_t i, int32_t t, bool in_prompt) {
-    auto [it, fresh] = penalty_index[i].emplace(t, static_cast<int32_t>(penalties[i].size()));
-    if (fresh) penalties[i].push_back({t, 0, 0});
-    if (in_prompt)
-      penalties[i][it->second].in_prompt = 1;
-    else
-      ++penalties[i][it->second].output_count;
   }
   // One step: the first step prefills every prompt (all but its last token are already "computed" = none),
   // later steps decode one token per sequence. `forced` (optional) overrides the token appended.
@@ -85,11 +74,8 @@ struct Driver {
       rows.push_back(static_cast<int64_t>(ids.size()) - 1);
       seqs.push_back(s);
     }
-    std::vector<RowSampling> rs = params;
-    for (size_t i = 0; i < rs.size(); ++i) {
-      rs[i].step = tokens[i].size() - prompt_len[i];
-      rs[i].penalties = penalties[i];
-    }
+    std::vector<RowSampling> rs;
+    for (const Sampler& s : samplers) rs.push_back({s.params(), s.step(), s.penalties()});
     int64_t decodes = 0;  // the leading one-row sequences
     while (decodes < static_cast<int64_t>(seqs.size()) && seqs[decodes].query_len == 1) ++decodes;
     ForwardBatch b{ids, pos, slots, seqs, rows, decodes};
@@ -98,7 +84,7 @@ struct Driver {
     for (size_t i = 0; i < tokens.size(); ++i) {
       const int32_t t = forced ? (*forced)[i] : out.tokens[i];
       tokens[i].push_back(t);
-      count(static_cast<int64_t>(i), t, false);
+      samplers[i].accept(t);
     }
     return out;
   }
@@ -114,10 +100,11 @@ std::vector<std::vector<int32_t>> prompts_of(int n) {
   return p;
 }
 
-std::vector<RowSampling> mixed_params(int n) {
-  std::vector<RowSampling> p(n);
+std::vector<SamplingParams> mixed_params(int n) {
+  std::vector<SamplingParams> p(n);
   for (int i = 0; i < n; ++i) {
-    RowSampling& r = p[i];
+    SamplingParams& r = p[i];
+    r.temperature = 0.0f;
     r.logprobs = i % 2 ? 5 : 0;
     r.seed = 1234 + i;
     if (i % 4 == 1) r.temperature = 0.8f, r.top_p = 0.9f;
@@ -160,8 +147,8 @@ TEST(CudaGraphs, PaddedBucketsAgreeWithTheUnpaddedEagerStep) {
   const auto eager_model = load_model(false), graph_model = load_model(true);
   for (int n : {3, 5, 17}) {
     ASSERT_GT(CudaDecoderModel::graph_bucket(n), n);
-    std::vector<RowSampling> greedy(n);
-    for (RowSampling& r : greedy) r.logprobs = 2;
+    std::vector<SamplingParams> greedy(n);
+    for (SamplingParams& r : greedy) r.temperature = 0.0f, r.logprobs = 2;
     Driver eager(eager_model, prompts_of(n), greedy), graph(graph_model, prompts_of(n), greedy);
     const int64_t replays0 = graph_model->stats().graph_replays;
     for (int s = 0; s < 12; ++s) {

@@ -15,6 +15,7 @@
 #include <random>
 #include <thread>
 
+#include "core/sampling_math.h"
 #include "cuda_test_util.h"
 #include "kiln/error.h"
 #include "kiln/executor.h"
@@ -69,6 +70,7 @@ struct Outcome {
   std::vector<int32_t> tokens;
   std::vector<double> logprobs;
   std::vector<double> margins;  // chosen minus runner-up
+  std::vector<std::vector<std::pair<int32_t, double>>> tops;  // each token's top log-probs
   FinishReason reason = FinishReason::None;
   std::string error;
   int64_t cached = 0;
@@ -84,6 +86,7 @@ Outcome collect(Executor& ex, RequestId id) {
       for (const TokenLogprobs& l : r.logprobs) {
         o.logprobs.push_back(l.logprob);
         o.margins.push_back(l.top.size() >= 2 ? l.top[0].second - l.top[1].second : 1e9);
+        o.tops.push_back(l.top);
       }
       if (r.finished) {
         ++o.finished;
@@ -133,6 +136,32 @@ void expect_same_ids(const Outcome& ref, const Outcome& got, Tally& tally, const
       ++tally.diverged;
       return;
     }
+  }
+  if (got.logprobs == ref.logprobs) ++tally.bitwise;
+}
+
+// The seeded form of expect_same_ids, for requests drawing from their top 20 (top_k 20, logprobs 20, no
+// penalties): the first difference must sit where ref's perturbed scores of the two tokens (log-prob / T + the
+// Gumbel noise of the request's seed at that step, core/sampling_math.h) are within 2 kTie / T.
+void expect_same_draws(const Outcome& ref, const Outcome& got, const SamplingParams& p, Tally& tally,
+                       const std::string& what) {
+  ASSERT_EQ(got.reason, ref.reason) << what << ": " << got.error;
+  ASSERT_EQ(got.tokens.size(), ref.tokens.size()) << what;
+  ASSERT_TRUE(p.top_k == 20 && p.logprobs == 20 && !p.has_penalties() && p.seed);
+  ++tally.runs;
+  for (size_t i = 0; i < ref.tokens.size(); ++i) {
+    if (got.tokens[i] == ref.tokens[i]) continue;
+    auto score = [&](int32_t id) {
+      for (const auto& [t, lp] : ref.tops[i])
+        if (t == id) return lp / p.temperature + sampling::gumbel_noise(sampling::random_bits(*p.seed, i, id));
+      ADD_FAILURE() << what << ": token " << i << ": " << id << " is not among the reference's top 20";
+      return 0.0;
+    };
+    const double margin = score(ref.tokens[i]) - score(got.tokens[i]);
+    EXPECT_LE(margin, 2 * kTie / p.temperature) << what << ": token " << i << " is " << got.tokens[i] << " instead of "
+                                                << ref.tokens[i] << ", whose perturbed score led by " << margin;
+    ++tally.diverged;
+    return;
   }
   if (got.logprobs == ref.logprobs) ++tally.bitwise;
 }
@@ -274,18 +303,25 @@ TEST_P(CudaRuntime, MemoryPlanTakesTheFractionOfTheDevice) {
   EXPECT_EQ(collect(ex, ex.enqueue(greedy({1, 5, 9}, 5))).tokens.size(), 5u);
 }
 
-// Sampling on the device (the default on this backend) gives the CPU Sampler's greedy ids and log-probs: the
-// same requests with device_sampling off (logits copied back, sampled on the host) are the reference.
+// Sampling on the device (the default on this backend) gives the CPU Sampler's greedy ids and log-probs, and its
+// seeded draws: the same requests with device_sampling off (logits copied back, sampled on the host) are the
+// reference.
 TEST_P(CudaRuntime, DeviceSamplingEqualsHostSampling) {
   KILN_REQUIRE_GPU();
   const auto m = GetParam().load();
   ASSERT_TRUE(m->samples_on_device());
   std::mt19937 rng(23);
   std::vector<Request> reqs;
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < 16; ++i) {
     Request r = greedy(random_prompt(rng, 3 + static_cast<int>(rng() % 40), 250), 12 + i);
-    if (i % 3 == 1) r.sampling.repetition_penalty = 1.3f, r.sampling.frequency_penalty = 0.4f;
+    if (i % 4 == 1) r.sampling.repetition_penalty = 1.3f, r.sampling.frequency_penalty = 0.4f;
     r.sampling.logprobs = i % 2 ? 2 : 5;
+    if (i % 4 == 3) {  // seeded draws from the top 20
+      r.sampling.temperature = i % 8 == 3 ? 0.8f : 1.2f;
+      r.sampling.top_k = 20;
+      r.sampling.logprobs = 20;
+      r.sampling.seed = 900 + i;
+    }
     reqs.push_back(r);
   }
   auto run = [&](bool device) {
@@ -301,7 +337,10 @@ TEST_P(CudaRuntime, DeviceSamplingEqualsHostSampling) {
   const std::vector<Outcome> host = run(false), dev = run(true);
   Tally tally;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    expect_same_ids(host[i], dev[i], tally, "request " + std::to_string(i));
+    if (reqs[i].sampling.temperature > 0.0f)
+      expect_same_draws(host[i], dev[i], reqs[i].sampling, tally, "request " + std::to_string(i));
+    else
+      expect_same_ids(host[i], dev[i], tally, "request " + std::to_string(i));
     for (size_t t = 0; t < host[i].tokens.size() && host[i].tokens[t] == dev[i].tokens[t]; ++t)
       EXPECT_NEAR(dev[i].logprobs[t], host[i].logprobs[t], 0.02) << "request " << i << " token " << t;
   }

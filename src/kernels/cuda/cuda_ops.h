@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "kiln/sampling.h"
+
 // cudaStream_t without the CUDA headers (the same typedef cuda_runtime.h makes).
 struct CUstream_st;
 typedef struct CUstream_st* cudaStream_t;
@@ -211,51 +213,36 @@ void prefill_attention(ElemType t, const PrefillPlan& plan, const AttentionShape
                        const int32_t* cu_q_lens, const PagedKv& kv, void* out, int64_t ldo, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------------------------
-// Sampling on fp32 logits [rows, ld]. Per row: the chosen token (greedy argmax, lowest id on ties,
-// when temperature[r] <= 0 or temperature is null; otherwise a draw from softmax(logits / temperature)
-// through the Gumbel-max trick with a counter-based RNG keyed by (seeds[r], steps[r])), its log-prob
-// under the raw distribution, and the top_k (<= 20) log-probs, best first (lower id on ties).
-//
-// With `params` (per-row settings, which replace temperature/seeds/steps) a row also gets the CPU Sampler's
-// (runtime/sampler.h) penalties and filters, in its order: repetition/presence/frequency penalties from the
-// row's compact list of (token, output count, in prompt) entries, then greedy (temperature 0 or top_k 1), or
-// top-k, top-p (over the top-k set renormalized at the temperature) and min-p (relative to the best token),
-// then a draw proportional to exp(logit / temperature) over the tokens kept. The kept set is found by radix
-// selects over the row (by count for top-k, by fixed-point probability mass for top-p), ties broken by lower
-// id as the CPU sort does, so it is the CPU sampler's kept set up to float rounding at its boundary. The
-// draws are the Gumbel-max trick on Philox4x32-10 numbers of counter (token / 4, step) keyed by seed:
-// deterministic for a seed and step, independent of the batch, but not the CPU sampler's mt19937 stream.
-// Log-probs stay those of the raw (unpenalized, temperature 1) row. Rows with penalties are modified in
-// place during the call and restored before it returns (the entries' `saved` field is scratch).
+// Sampling on fp32 logits [rows, ld], the CPU Sampler's definition (runtime/sampler.h) in the same arithmetic
+// (core/sampling_math.h). Per row, with its SamplingParams: the penalties from the row's entries of SamplePenalty
+// (the statistics its Sampler keeps), then greedy (temperature 0 or top_k 1: the argmax, lowest id on ties) or a
+// draw: the kept set (top-k, then the shortest prefix reaching top-p's fixed-point mass, ranked by order_key with
+// the lower id first among equal keys, then min-p relative to the best token), and among it the largest
+// logit / T + Gumbel noise from Philox4x32-10 keyed by the seed at counter (token / 4, step). Equal logits give the
+// CPU Sampler's token up to the last ulp of logf/expf near a tie; a draw depends on (seed, step) alone, never on
+// the row or the batch. Also the chosen token's log-prob and the top_k (<= 20) log-probs (best first, lower id on
+// ties) of the raw (unpenalized, temperature 1) row. The kept set is found by radix selects over the row (by count
+// for top-k, by mass for top-p). Penalized rows are modified in place during the call and restored before it
+// returns (the raw values wait in penalty_scratch).
 constexpr int kMaxTopLogprobs = 20;
-struct SampleRowParams {
-  float temperature = 0.0f;  // <= 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  float repetition_penalty = 1.0f, presence_penalty = 0.0f, frequency_penalty = 0.0f;
-  int32_t penalty_begin = 0, penalty_count = 0;  // the row's entries in SampleArgs::penalties
-  uint64_t seed = 0, step = 0;
-};
-struct PenaltyToken {
-  int32_t token = 0;         // a distinct token of the prompt or the output
-  int32_t output_count = 0;  // its occurrences in the output
-  int32_t in_prompt = 0;     // whether it occurs in the prompt
-  float saved = 0.0f;        // scratch (the raw logit while the row is penalized)
+// What a row carries beside its SamplingParams.
+struct SampleRowInfo {
+  uint64_t step = 0;          // tokens its request generated before this one (Sampler::step)
+  int32_t penalty_begin = 0;  // its entries in SampleArgs::penalties
+  int32_t penalty_count = 0;  // 0: no penalties
 };
 struct SampleArgs {
   const float* logits = nullptr;
-  int64_t rows = 0, vocab = 0, ld = 0;      // ld 0: vocab
-  const float* temperature = nullptr;       // [rows] or null (all greedy)
-  const uint64_t* seeds = nullptr;          // [rows] (with temperature)
-  const uint64_t* steps = nullptr;          // [rows] a per-row counter so each step draws fresh numbers
-  const SampleRowParams* params = nullptr;  // [rows] or null (then temperature/seeds/steps above)
-  PenaltyToken* penalties = nullptr;        // entries the rows' penalty ranges index (device, writable)
-  int32_t top_k = 0;                        // how many top log-probs to report (0..20)
-  int32_t* tokens = nullptr;                // [rows]
-  float* token_logprobs = nullptr;          // [rows] or null
-  int32_t* top_ids = nullptr;               // [rows, top_k]
-  float* top_logprobs = nullptr;            // [rows, top_k]
+  int64_t rows = 0, vocab = 0, ld = 0;       // ld 0: vocab
+  const SamplingParams* params = nullptr;    // [rows], seeds resolved (unset: 0); null: every row greedy
+  const SampleRowInfo* info = nullptr;       // [rows]; null: step 0 and no penalties
+  const SamplePenalty* penalties = nullptr;  // the entries the rows' ranges index
+  float* penalty_scratch = nullptr;          // as many floats as entries (device, writable)
+  int32_t top_k = 0;                         // how many top log-probs to report (0..20)
+  int32_t* tokens = nullptr;                 // [rows]
+  float* token_logprobs = nullptr;           // [rows] or null
+  int32_t* top_ids = nullptr;                // [rows, top_k]
+  float* top_logprobs = nullptr;             // [rows, top_k]
 };
 void sample(const SampleArgs& args, cudaStream_t stream);
 

@@ -1,10 +1,12 @@
-// Sampling on the GPU, one CTA per row. One pass over the logits gives the log-sum-exp, greedy argmax, a plain
-// temperature draw by the Gumbel-max trick (Philox4x32-10 counter-based numbers) and the top-K log-probs; rows
-// with penalties or top-k/top-p/min-p take more passes (penalties in place, radix selects for the kept set,
-// then a Gumbel-max draw restricted to it).
+// Sampling on the GPU, one CTA per row, the CPU Sampler's definition in the arithmetic both share
+// (core/sampling_math.h). One pass over the logits gives the log-sum-exp, greedy argmax, a plain temperature draw
+// by the Gumbel-max trick (Philox4x32-10 counter-based numbers) and the top-K log-probs; rows with penalties or
+// top-k/top-p/min-p take more passes (penalties in place, radix selects for the kept set, then a Gumbel-max draw
+// restricted to it).
 #include <algorithm>
 #include <climits>
 
+#include "core/sampling_math.h"
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace kiln::cuda {
@@ -13,21 +15,7 @@ namespace {
 constexpr int kSampleThreads = 512;
 constexpr int kK = kMaxTopLogprobs;
 
-// Philox4x32 with 10 rounds (Salmon et al., SC'11): four 32-bit words per counter.
-__device__ __forceinline__ uint4 philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-#pragma unroll
-  for (int r = 0; r < 10; ++r) {
-    const uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-    const uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return make_uint4(c0, c1, c2, c3);
-}
+using sampling::order_key;
 
 // (value, id) ordering: larger value first, lower id on ties.
 __device__ __forceinline__ bool better(float v, int id, float bv, int bid) {
@@ -87,16 +75,6 @@ __device__ __forceinline__ void warp_topk(float (&vals)[kK], int (&ids)[kK], int
 struct SampleKernelArgs : SampleArgs {
   bool vec4 = false;  // rows allow float4 loads
 };
-
-// Orders floats as unsigned keys: a larger value gives a larger key.
-__device__ __forceinline__ uint32_t order_key(float v) {
-  const uint32_t u = __float_as_uint(v);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// Fixed-point probability mass (2^40 = 1): integer sums are exact and order-independent, so the kept set is
-// the same from run to run.
-constexpr double kMassOne = 1099511627776.0;
 
 // A prefix of the row's order (larger value first, lower id on ties): every token whose key is above `key`,
 // and those at `key` with an id up to id_max.
@@ -206,21 +184,19 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
   float* x = const_cast<float*>(a.logits) + row * a.ld;
   const int n = static_cast<int>(a.vocab);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  SampleRowParams p;
+  SamplingParams p;
   if (a.params) {
     p = a.params[row];
   } else {
-    p.temperature = a.temperature ? a.temperature[row] : 0.0f;
-    p.seed = p.temperature > 0.0f ? a.seeds[row] : 0;
-    p.step = p.temperature > 0.0f && a.steps ? a.steps[row] : 0;
+    p.temperature = 0.0f;
   }
-  const bool draw = p.temperature > 0.0f && p.top_k != 1;
-  const bool pen = a.penalties && p.penalty_count > 0 &&
-                   (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f);
-  const bool filter = draw && ((p.top_k > 0 && p.top_k < n) || p.top_p < 1.0f || p.min_p > 0.0f);
+  const SampleRowInfo info = a.info ? a.info[row] : SampleRowInfo{};
+  const bool draw = sampling::draws(p);
+  const bool pen = a.penalties && info.penalty_count > 0 && p.has_penalties();
+  const bool filter = draw && sampling::filters(p, n);
   const bool plain_draw = draw && !pen && !filter;  // drawn in the first pass
-  const float inv_t = draw ? 1.0f / p.temperature : 0.0f;
-  const uint64_t seed = p.seed, step = p.step;
+  const float inv_t = draw ? sampling::inverse_temperature(p.temperature) : 0.0f;
+  const uint64_t seed = p.seed.value_or(0), step = info.step;
   const int k = a.top_k;
 
   float m = -INFINITY, s = 0.0f;  // running max and sum of exp(x - m)
@@ -233,10 +209,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
 #pragma unroll
   for (int j = 0; j < kK; ++j) vals[j] = -INFINITY, ids[j] = INT_MAX;
 
-  auto gumbel = [&](float v, uint32_t bits) {
-    const float u = (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);  // (0, 1)
-    return v * inv_t - __logf(-__logf(u));
-  };
+  auto gumbel = [&](float v, uint32_t bits) { return sampling::perturbed_score(v, inv_t, bits); };
   // One element: running log-sum-exp, greedy best, Gumbel-perturbed best, top-K insertion. Each thread
   // sees its ids in increasing order, so strict comparisons keep the lowest id on ties.
   auto consume = [&](float v, int i, uint32_t bits) {
@@ -264,17 +237,14 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
     }
   };
   // Element i takes word i % 4 of the Philox block of counter (i / 4, step), keyed by the request's seed
-  // (not its row, so a draw does not depend on the batch), in both paths.
-  auto random4 = [&](int j) {
-    return philox(static_cast<uint32_t>(j), static_cast<uint32_t>(step), static_cast<uint32_t>(step >> 32), 0u,
-                  static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  };
-  auto word = [](const uint4& r, int w) { return w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w; };
+  // (not its row, so a draw does not depend on the batch), in every path.
+  auto random4 = [&](int j) { return sampling::random_block(seed, step, static_cast<uint32_t>(j)); };
+  auto word = [](const Philox4& r, int w) { return r.word(w); };
   if (a.vec4) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
     for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
       const float4 f = x4[j];
-      const uint4 r = plain_draw ? random4(j) : make_uint4(0, 0, 0, 0);
+      const Philox4 r = plain_draw ? random4(j) : Philox4{0, 0, 0, 0};
       consume(f.x, 4 * j, r.x);
       consume(f.y, 4 * j + 1, r.y);
       consume(f.z, 4 * j + 2, r.z);
@@ -282,7 +252,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
     }
   } else {
     for (int i = threadIdx.x; i < n; i += kSampleThreads) {
-      const uint4 r = plain_draw ? random4(i / 4) : make_uint4(0, 0, 0, 0);
+      const Philox4 r = plain_draw ? random4(i / 4) : Philox4{0, 0, 0, 0};
       consume(x[i], i, word(r, i % 4));
     }
   }
@@ -325,21 +295,18 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
     __syncthreads();
   }
 
-  int chosen = plain_draw ? gbest_id : best_id;
-  PenaltyToken* pens = pen ? a.penalties + p.penalty_begin : nullptr;
+  // A draw whose every score is -inf falls back to the best token, as the CPU Sampler does.
+  int chosen = plain_draw && gbest_id != INT_MAX ? gbest_id : best_id;
+  const SamplePenalty* pens = pen ? a.penalties + info.penalty_begin : nullptr;
+  float* saved = pen ? a.penalty_scratch + info.penalty_begin : nullptr;
   if (pen) {
-    // The penalties in the CPU sampler's float arithmetic (no contraction), each distinct token once.
-    for (int e = threadIdx.x; e < p.penalty_count; e += kSampleThreads) {
-      PenaltyToken& t = pens[e];
+    // The penalties in the CPU sampler's arithmetic, each distinct token once; the raw values wait in the scratch.
+    for (int e = threadIdx.x; e < info.penalty_count; e += kSampleThreads) {
+      const SamplePenalty t = pens[e];
       if (t.token < 0 || t.token >= n) continue;
-      float v = x[t.token];
-      t.saved = v;
-      if (p.repetition_penalty != 1.0f && (t.in_prompt || t.output_count > 0))
-        v = v < 0.0f ? __fmul_rn(v, p.repetition_penalty) : __fdiv_rn(v, p.repetition_penalty);
-      if ((p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) && t.output_count > 0)
-        v = __fsub_rn(
-            v, __fadd_rn(__fmul_rn(p.frequency_penalty, static_cast<float>(t.output_count)), p.presence_penalty));
-      x[t.token] = v;
+      const float v = x[t.token];
+      saved[e] = v;
+      x[t.token] = sampling::penalized_logit(v, p, t);
     }
     __syncthreads();
     // The best penalized token (greedy's choice, and the top of the order for the filters).
@@ -357,9 +324,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       key = order_key(v);
       return true;
     };
-    auto weight = [&](float v) {
-      return static_cast<unsigned long long>(static_cast<double>(expf((v - mx) * inv_t)) * kMassOne);
-    };
+    auto weight = [&](float v) { return static_cast<unsigned long long>(sampling::probability_mass(v, mx, inv_t)); };
     // The id_max of a cut whose boundary key has `eq` tokens of which the first `need` (lowest ids) stay.
     auto tie_ids = [&](const Cut& within, uint32_t key, unsigned int eq, unsigned long long need) {
       if (need >= eq) return INT_MAX;
@@ -389,8 +354,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
         if (c1.keeps(order_key(v), i)) z += weight(v);
       });
       z = block_sum(z, s_sum);
-      unsigned long long target = static_cast<unsigned long long>(ceil(static_cast<double>(p.top_p) * z));
-      if (target < 1) target = 1;
+      const unsigned long long target = sampling::top_p_target(p.top_p, z);
       radix_select<true>(
           x, n, a.vec4, target,
           [&](int i, float v, uint32_t& kk) {
@@ -412,7 +376,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
     gbest = -INFINITY, gbest_id = INT_MAX;
     auto pick = [&](int i, float v, uint32_t bits) {
       if (!c2.keeps(order_key(v), i)) return;
-      if (min_p > 0.0f && expf((v - mx) * inv_t) < min_p && i != best_id) return;
+      if (min_p > 0.0f && i != best_id && !sampling::passes_min_p(v, mx, inv_t, min_p)) return;
       const float gv = gumbel(v, bits);
       if (gv > gbest) gbest = gv, gbest_id = i;
     };
@@ -420,7 +384,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       const float4* x4 = reinterpret_cast<const float4*>(x);
       for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
         const float4 f = x4[j];
-        const uint4 r = random4(j);
+        const Philox4 r = random4(j);
         pick(4 * j, f.x, r.x);
         pick(4 * j + 1, f.y, r.y);
         pick(4 * j + 2, f.z, r.z);
@@ -437,7 +401,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       const float4* x4 = reinterpret_cast<const float4*>(x);
       for (int j = threadIdx.x; j < n / 4; j += kSampleThreads) {
         const float4 f = x4[j];
-        const uint4 r = random4(j);
+        const Philox4 r = random4(j);
         const float g[4] = {gumbel(f.x, r.x), gumbel(f.y, r.y), gumbel(f.z, r.z), gumbel(f.w, r.w)};
         for (int w = 0; w < 4; ++w)
           if (g[w] > gbest) gbest = g[w], gbest_id = 4 * j + w;
@@ -449,13 +413,13 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleKernelArgs
       }
     }
     block_best(gbest, gbest_id, s_v, s_id);
-    chosen = gbest_id;
+    chosen = gbest_id == INT_MAX ? best_id : gbest_id;
   }
   if (pen) {
     __syncthreads();
-    for (int e = threadIdx.x; e < p.penalty_count; e += kSampleThreads) {
-      const PenaltyToken& t = pens[e];
-      if (t.token >= 0 && t.token < n) x[t.token] = t.saved;
+    for (int e = threadIdx.x; e < info.penalty_count; e += kSampleThreads) {
+      const int32_t t = pens[e].token;
+      if (t >= 0 && t < n) x[t] = saved[e];
     }
     __syncthreads();
   }
@@ -478,7 +442,7 @@ void sample(const SampleArgs& args, cudaStream_t stream) {
              kMaxTopLogprobs);
   a.top_k = static_cast<int32_t>(std::min<int64_t>(a.top_k, a.vocab));
   KILN_CHECK(a.top_k == 0 || (a.top_ids && a.top_logprobs), "sample: top-K outputs missing");
-  KILN_CHECK(a.params || !a.temperature || a.seeds, "sample: temperature sampling needs seeds");
+  KILN_CHECK(!a.info || !a.penalties || a.penalty_scratch, "sample: penalties need their scratch");
   KILN_CHECK(a.rows <= 0x7fffffff, "sample: too many rows");
   a.vec4 = a.vocab % 4 == 0 && a.ld % 4 == 0 && aligned16(a.logits);
   sample_kernel<<<static_cast<unsigned>(a.rows), kSampleThreads, 0, stream>>>(a);

@@ -377,49 +377,49 @@ void CudaDecoderModel::forward_batch_sample(KvPool& kv_pool, Workspace& workspac
   }
   const int64_t R = use_graph ? B : R0;
 
-  // Sampling parameters and penalty entries, staged in pinned memory and uploaded in two copies.
+  // Each row's SamplingParams as given and its SampleRowInfo (one upload; padded rows greedy), then the rows'
+  // penalty entries (a second), staged in pinned memory.
   int32_t top_k = 0;
   int64_t entries = 0;
   for (const RowSampling& r : rows) {
-    KILN_CHECK(r.logprobs >= 0 && r.logprobs <= cuda::kMaxTopLogprobs, "forward_batch_sample: logprobs {} out of range",
-               r.logprobs);
-    if (r.logprobs > 0) top_k = cuda::kMaxTopLogprobs;  // one value for every step, so a graph serves them all
-    if (r.repetition_penalty != 1.0f || r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f)
-      entries += static_cast<int64_t>(r.penalties.size());
+    KILN_CHECK(r.params.logprobs >= 0 && r.params.logprobs <= cuda::kMaxTopLogprobs,
+               "forward_batch_sample: logprobs {} out of range", r.params.logprobs);
+    if (r.params.logprobs > 0) top_k = cuda::kMaxTopLogprobs;  // one value for every step, so a graph serves them all
+    if (r.params.has_penalties()) entries += static_cast<int64_t>(r.penalties.size());
   }
+  KILN_CHECK(entries <= INT32_MAX, "forward_batch_sample: {} penalty entries", entries);
   ws.grow_penalties(entries);
-  cuda::SampleRowParams* hp = ws.host_params();
-  cuda::PenaltyToken* he = ws.host_pens();
+  SamplingParams* hp = ws.host_params();
+  cuda::SampleRowInfo* hi = ws.host_info(R);
+  SamplePenalty* he = ws.host_pens();
   int64_t e = 0;
   for (int64_t i = 0; i < R; ++i) {
-    cuda::SampleRowParams q;
+    cuda::SampleRowInfo info;
     if (i < R0) {
       const RowSampling& r = rows[i];
-      q.temperature = r.temperature;
-      q.top_k = r.top_k;
-      q.top_p = r.top_p;
-      q.min_p = r.min_p;
-      q.repetition_penalty = r.repetition_penalty;
-      q.presence_penalty = r.presence_penalty;
-      q.frequency_penalty = r.frequency_penalty;
-      q.seed = r.seed;
-      q.step = r.step;
-      if (r.repetition_penalty != 1.0f || r.presence_penalty != 0.0f || r.frequency_penalty != 0.0f) {
-        q.penalty_begin = static_cast<int32_t>(e);
-        q.penalty_count = static_cast<int32_t>(r.penalties.size());
-        for (const SamplePenalty& p : r.penalties) he[e++] = {p.token, p.output_count, p.in_prompt, 0.0f};
+      hp[i] = r.params;
+      info.step = r.step;
+      if (r.params.has_penalties() && !r.penalties.empty()) {
+        info.penalty_begin = static_cast<int32_t>(e);
+        info.penalty_count = static_cast<int32_t>(r.penalties.size());
+        std::copy(r.penalties.begin(), r.penalties.end(), he + e);
+        e += info.penalty_count;
       }
+    } else {
+      hp[i] = SamplingParams{};
+      hp[i].temperature = 0.0f;
     }
-    hp[i] = q;
+    hi[i] = info;
   }
   cudaStream_t s = I.stream;
   I.step_timer.begin(s);
   I.mark("upload");
-  KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_params(), hp, static_cast<size_t>(R) * sizeof(cuda::SampleRowParams),
+  KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_params(), hp,
+                                  static_cast<size_t>(R) * cudadev::CudaWorkspace::kSampleRowBytes,
                                   cudaMemcpyHostToDevice, s));
   if (e > 0)
-    KILN_MODEL_CUDA(cudaMemcpyAsync(ws.samp_pens(), he, static_cast<size_t>(e) * sizeof(cuda::PenaltyToken),
-                                    cudaMemcpyHostToDevice, s));
+    KILN_MODEL_CUDA(
+        cudaMemcpyAsync(ws.samp_pens(), he, static_cast<size_t>(e) * sizeof(SamplePenalty), cudaMemcpyHostToDevice, s));
 
   const StepMeta m = cudadev::upload_meta(ws, pool.layout(), b, use_graph ? B : 0, width, s);
   // The device work of the step after the uploads: the recipe, the final norm, then lm_head and sampling per slice.

@@ -188,7 +188,9 @@ void CudaOps::sample(int64_t r0, int64_t rows, int32_t top_k) {
   a.rows = rows;
   a.vocab = c_.vocab_size;
   a.params = ws_.samp_params() + r0;
+  a.info = ws_.samp_info(meta_.R) + r0;
   a.penalties = ws_.samp_pens();
+  a.penalty_scratch = ws_.samp_scratch();
   a.top_k = top_k;
   a.tokens = ws_.out_tokens() + r0;
   a.token_logprobs = ws_.out_logprobs() + r0;

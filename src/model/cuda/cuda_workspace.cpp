@@ -19,7 +19,7 @@ CudaWorkspace::Sizes CudaWorkspace::sizes(const WorkspaceShape& s, int64_t T, in
   z.y = s.post_norms ? n(T * s.hidden) * 4 : 0;
   z.logits = n(std::min(s.max_logit_rows, T) * s.vocab) * 4;
   z.samp_out = n(T) * (2 + 2 * cuda::kMaxTopLogprobs) * 4;
-  z.samp = n(T) * sizeof(cuda::SampleRowParams) + n(pen_cap) * sizeof(cuda::PenaltyToken);
+  z.samp = n(T) * kSampleRowBytes + n(pen_cap) * (sizeof(SamplePenalty) + sizeof(float));
   // Split-K decode: small batches split up to about a wave of CTAs (4 SMs + 2 (sequence, split) pairs cover it),
   // large ones into the few splits that round their waves up (2 per sequence at batch 320); a plan that would need
   // more than this runs unsplit.

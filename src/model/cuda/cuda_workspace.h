@@ -51,7 +51,7 @@ class CudaWorkspace final : public Workspace {
 
   // Room for `table` block-table entries (drops the graphs, which point at the old buffers).
   void grow_tables(int64_t table);
-  // Room for `entries` penalty entries after the per-row sampling parameters (doubling; drops the graphs).
+  // Room for `entries` penalty entries after the per-row sampling rows (doubling; drops the graphs).
   void grow_penalties(int64_t entries);
 
   int64_t tokens = 0, table = 0;
@@ -60,8 +60,10 @@ class CudaWorkspace final : public Workspace {
   // GEMM output; act: the 16-bit activation; y: fp32 [T, H] for a block output before its post-norm (PrePost only).
   DeviceMem x, h, qkv, att, mlp_in, act, y, logits, decode_ws, meta;
   PinnedMem host_meta;
-  // Sampling: per-row parameters [tokens] then penalty entries [pen_cap] (device, and staged in pinned memory);
-  // results: tokens [tokens] | logprobs [tokens] | top ids [tokens, 20] | top logprobs [tokens, 20].
+  // Sampling (device, and staged in the same layout in pinned memory): a step's R rows' SamplingParams, then their
+  // SampleRowInfo (one upload), room for `tokens` rows of both; then penalty entries [pen_cap] (a second upload)
+  // and the kernel's penalty scratch [pen_cap] floats.
+  // Results: tokens [tokens] | logprobs [tokens] | top ids [tokens, 20] | top logprobs [tokens, 20].
   int64_t pen_cap = 0;
   DeviceMem samp, samp_out;
   PinnedMem host_samp, host_out;
@@ -69,10 +71,18 @@ class CudaWorkspace final : public Workspace {
   std::map<std::tuple<uint64_t, int64_t, int64_t, int32_t>, std::unique_ptr<GraphExec>> graphs;
   bool graphs_failed = false;
 
-  cuda::SampleRowParams* samp_params() const { return samp.as<cuda::SampleRowParams>(); }
-  cuda::PenaltyToken* samp_pens() const { return reinterpret_cast<cuda::PenaltyToken*>(samp_params() + tokens); }
-  cuda::SampleRowParams* host_params() const { return host_samp.as<cuda::SampleRowParams>(); }
-  cuda::PenaltyToken* host_pens() const { return reinterpret_cast<cuda::PenaltyToken*>(host_params() + tokens); }
+  static constexpr size_t kSampleRowBytes = sizeof(SamplingParams) + sizeof(cuda::SampleRowInfo);
+  SamplingParams* samp_params() const { return samp.as<SamplingParams>(); }
+  cuda::SampleRowInfo* samp_info(int64_t R) const { return reinterpret_cast<cuda::SampleRowInfo*>(samp_params() + R); }
+  SamplePenalty* samp_pens() const {
+    return reinterpret_cast<SamplePenalty*>(samp.as<char>() + tokens * kSampleRowBytes);
+  }
+  float* samp_scratch() const { return reinterpret_cast<float*>(samp_pens() + pen_cap); }
+  SamplingParams* host_params() const { return host_samp.as<SamplingParams>(); }
+  cuda::SampleRowInfo* host_info(int64_t R) const { return reinterpret_cast<cuda::SampleRowInfo*>(host_params() + R); }
+  SamplePenalty* host_pens() const {
+    return reinterpret_cast<SamplePenalty*>(host_samp.as<char>() + tokens * kSampleRowBytes);
+  }
   int32_t* out_tokens() const { return samp_out.as<int32_t>(); }
   float* out_logprobs() const { return reinterpret_cast<float*>(out_tokens() + tokens); }
   int32_t* out_top_ids() const { return reinterpret_cast<int32_t*>(out_logprobs() + tokens); }
