@@ -1,9 +1,11 @@
 // fp32 matmul y = x·Wᵀ (+bias) and dot: register-tiled microkernels (AVX2/FMA when the CPU has it).
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -14,14 +16,42 @@ namespace kiln::cpu {
 namespace {
 
 // Rows of x (MR) by rows of w (NR) per microkernel call. 4x3 keeps 12 accumulators + 4 operands in the
-// 16 AVX2 registers. x rows are processed in blocks of kTBlock so that block stays in L2 while the
-// matching rows of w are streamed once per block.
+// 16 AVX2 registers. x rows are processed in blocks that stay in L2 (kTBlock on the portable path; on the
+// vectorized one a block packed into about kPackBytes) while the matching rows of w are streamed once per block.
 constexpr int kMR = 4;
 constexpr int kNR = 3;
 constexpr int64_t kTBlock = 64;
+constexpr int64_t kPackBytes = 512 * 1024;
+constexpr int64_t kChunkSteps = 80;  // 8-float steps of K per chunk at most: kMR + kNR rows of 640 floats fit L1
 
 using TileFn = void (*)(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                         const float* bias);
+// A tile over packed x (pack_rows): kMR rows interleaved in 8-float steps, one sequential stream.
+using PackedTileFn = void (*)(const float* xp, const float* w, int64_t ldw, int64_t K, const float* acc_in,
+                              float* acc_out, float* y, int64_t ldy, const float* bias);
+
+// Packs rows [0, rows) of x for the packed tiles: each group of kMR rows is ceil(K / 8) steps of kMR x 8 floats
+// (row i's elements k .. k + 7 at step k / 8, slot i), zeros past K and past the last row. The values are
+// copied, not changed, so a packed tile computes what the unpacked one does.
+void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t K, float* xp) {
+  const int64_t steps = (K + 7) / 8, body = K / 8;
+  for (int64_t g = 0; g < rows; g += kMR) {
+    float* dst = xp + g / kMR * steps * kMR * 8;
+    for (int i = 0; i < kMR; ++i) {
+      if (g + i >= rows) {
+        for (int64_t st = 0; st < steps; ++st) std::fill_n(dst + (st * kMR + i) * 8, 8, 0.0f);
+        continue;
+      }
+      const float* src = x + (g + i) * ldx;
+      for (int64_t st = 0; st < body; ++st) std::memcpy(dst + (st * kMR + i) * 8, src + st * 8, 8 * sizeof(float));
+      if (body < steps) {
+        float* d = dst + (body * kMR + i) * 8;
+        std::fill_n(d, 8, 0.0f);
+        std::copy(src + body * 8, src + K, d);
+      }
+    }
+  }
+}
 
 // No FMA contraction here: contraction would depend on how each tile shape is compiled, and a row must
 // give the same bits in every tile shape.
@@ -102,6 +132,44 @@ void tile_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + (bias ? bias[j] : 0.0f);
 }
 
+// tile_avx2 over packed x, on elements [0, K) of a K-chunk (x and w already offset to its start): the same loads'
+// values, the same FMAs in the same order, the same tail (x's padding is the zero a masked load gives), so the
+// same bits. Accumulators start at zero or from acc_in (the previous chunk's, stored exactly), and end in
+// acc_out for the next chunk or, when acc_out is null, summed into y (+ bias) as tile_avx2 does.
+template <int MR, int NR>
+void tile_packed_avx2(const float* xp, const float* w, int64_t ldw, int64_t K, const float* acc_in, float* acc_out,
+                      float* y, int64_t ldy, const float* bias) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = acc_in ? _mm256_loadu_ps(acc_in + (i * NR + j) * 8) : _mm256_setzero_ps();
+  int64_t k = 0;
+  const float* xk = xp;
+  for (; k + 8 <= K; k += 8, xk += kMR * 8) {
+    __m256 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm256_loadu_ps(w + j * ldw + k);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_loadu_ps(xk + i * 8);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (k < K) {
+    const __m256i m = tail_mask(K - k);
+    __m256 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm256_maskload_ps(w + j * ldw + k, m);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_loadu_ps(xk + i * 8);
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (acc_out) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) _mm256_storeu_ps(acc_out + (i * NR + j) * 8, acc[i][j]);
+    return;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + (bias ? bias[j] : 0.0f);
+}
+
 // Matrix-vector rows, one row of w at a time: the weights are then read as one sequential stream, which
 // the hardware prefetcher follows far better than several short row streams. One accumulator per row, in
 // the order tile_avx2 uses, so that a row's result is bitwise the same whether it is computed alone
@@ -138,8 +206,10 @@ float dot_avx2(const float* a, const float* b, int64_t n) {
 
 struct Kernels {
   TileFn tiles[kMR + 1][kNR + 1] = {};
+  PackedTileFn packed[kMR + 1][kNR + 1] = {};  // vectorized path only
   void (*gemv)(const float*, const float*, int64_t, float*, const float*, int64_t) = nullptr;
   float (*dot)(const float*, const float*, int64_t) = dot_generic;
+  bool simd = false;
 };
 
 bool cpu_has_avx2() {
@@ -159,8 +229,15 @@ Kernels make_kernels(bool simd) {
     k.tiles[2][1] = tile_avx2<2, 1>; k.tiles[2][2] = tile_avx2<2, 2>; k.tiles[2][3] = tile_avx2<2, 3>;
     k.tiles[3][1] = tile_avx2<3, 1>; k.tiles[3][2] = tile_avx2<3, 2>; k.tiles[3][3] = tile_avx2<3, 3>;
     k.tiles[4][1] = tile_avx2<4, 1>; k.tiles[4][2] = tile_avx2<4, 2>; k.tiles[4][3] = tile_avx2<4, 3>;
+    k.packed[1][1] = tile_packed_avx2<1, 1>; k.packed[1][2] = tile_packed_avx2<1, 2>;
+    k.packed[1][3] = tile_packed_avx2<1, 3>; k.packed[2][1] = tile_packed_avx2<2, 1>;
+    k.packed[2][2] = tile_packed_avx2<2, 2>; k.packed[2][3] = tile_packed_avx2<2, 3>;
+    k.packed[3][1] = tile_packed_avx2<3, 1>; k.packed[3][2] = tile_packed_avx2<3, 2>;
+    k.packed[3][3] = tile_packed_avx2<3, 3>; k.packed[4][1] = tile_packed_avx2<4, 1>;
+    k.packed[4][2] = tile_packed_avx2<4, 2>; k.packed[4][3] = tile_packed_avx2<4, 3>;
     k.gemv = gemv_rows_avx2;
     k.dot = dot_avx2;
+    k.simd = true;
 #endif
   } else {
     k.tiles[1][1] = tile_generic<1, 1>; k.tiles[1][2] = tile_generic<1, 2>; k.tiles[1][3] = tile_generic<1, 3>;
@@ -197,7 +274,71 @@ float dot(const float* a, const float* b, int64_t n) { return kernels().dot(a, b
 
 bool set_simd(bool enabled) {
   kernels_mut() = make_kernels(enabled);
-  return enabled && cpu_has_avx2();
+  return simd_enabled();
+}
+
+bool simd_enabled() { return kernels().simd; }
+
+void gemm_panel(const float* x, int64_t T, int64_t K, const float* w, int64_t n, const float* bias, float* y,
+                int64_t ldx, int64_t ldy) {
+  if (T <= 0 || n <= 0) return;
+  if (ldx == 0) ldx = K;
+  if (ldy == 0) ldy = n;
+  if (K == 0) {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < n; ++o) y[t * ldy + o] = bias ? bias[o] : 0.0f;
+    return;
+  }
+  const Kernels& kn = kernels();
+  if (T == 1) {
+    gemv_rows(kn, x, w, K, bias, y, 0, n);
+    return;
+  }
+  // x rows in blocks (kept in L2), each against every row of the panel, kNR rows of w (in L1) at a time. Every
+  // output is one tile's accumulator, so its bits do not depend on T, n or the tile it falls in.
+  if (kn.packed[kMR][kNR] != nullptr) {
+    const int64_t steps = (K + 7) / 8;
+    const int64_t block = std::clamp<int64_t>(kPackBytes / (steps * 8 * sizeof(float)) / kMR * kMR, kMR, 256);
+    // A long K is walked in chunks of whole 8-float steps, so that a chunk of the kNR rows of w stays in L1 while
+    // the block's rows pass; the accumulators wait in acc between chunks (stored and reloaded exactly).
+    const int64_t chunks = (steps + kChunkSteps - 1) / kChunkSteps;
+    const int64_t chunk = (steps + chunks - 1) / chunks * 8;
+    thread_local std::vector<float> xp, acc;
+    xp.resize(static_cast<size_t>((std::min(block, T) + kMR - 1) / kMR * kMR * steps * 8));
+    acc.resize(static_cast<size_t>((std::min(block, T) + kMR - 1) / kMR * kMR * kNR * 8));
+    for (int64_t t0 = 0; t0 < T; t0 += block) {
+      const int64_t rows = std::min(block, T - t0);
+      pack_rows(x + t0 * ldx, ldx, rows, K, xp.data());
+      for (int64_t o = 0; o < n; o += kNR) {
+        const int nr = static_cast<int>(std::min<int64_t>(kNR, n - o));
+        const float* wo = w + o * K;
+        const float* bo = bias ? bias + o : nullptr;
+        for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+          const int64_t len = std::min(chunk, K - k0);
+          const bool first = k0 == 0, last = k0 + len == K;
+          for (int64_t t = 0; t < rows; t += kMR) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, rows - t));
+            float* a = acc.data() + t * kNR * 8;
+            kn.packed[mr][nr](xp.data() + t * steps * 8 + k0 * kMR, wo + k0, K, len, first ? nullptr : a,
+                              last ? nullptr : a, y + (t0 + t) * ldy + o, ldy, bo);
+          }
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t t0 = 0; t0 < T; t0 += kTBlock) {
+    const int64_t t1 = std::min(T, t0 + kTBlock);
+    for (int64_t o = 0; o < n; o += kNR) {
+      const int nr = static_cast<int>(std::min<int64_t>(kNR, n - o));
+      const float* wo = w + o * K;
+      const float* bo = bias ? bias + o : nullptr;
+      for (int64_t t = t0; t < t1; t += kMR) {
+        const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
+        kn.tiles[mr][nr](x + t * ldx, ldx, wo, K, K, y + t * ldy + o, ldy, bo);
+      }
+    }
+  }
 }
 
 void matmul(const float* x, int64_t T, int64_t in, const float* w, int64_t out, const float* bias, float* y,
@@ -205,37 +346,16 @@ void matmul(const float* x, int64_t T, int64_t in, const float* w, int64_t out, 
   if (T <= 0 || out <= 0) return;
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
-  const Kernels& kn = kernels();
-  if (in == 0) {
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t o = 0; o < out; ++o) y[t * ldy + o] = bias ? bias[o] : 0.0f;
-    return;
-  }
-  // Work is split over rows of w in groups of 12 (a multiple of kNR), so every thread reads a disjoint,
-  // contiguous slice of the weights.
+  // Panels of 12 rows of w (a multiple of kNR), so every thread reads a disjoint, contiguous slice of the
+  // weights; each panel is gemm_panel's, so a row's result is gemm_panel's for that row whatever the split.
   constexpr int64_t kGroup = 12;
   const int64_t groups = (out + kGroup - 1) / kGroup;
-  const int64_t flops_per_group = kGroup * in * T;
-  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, flops_per_group));
+  const int64_t flops_per_group = kGroup * std::max<int64_t>(1, in) * T;
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / flops_per_group);
   ThreadPool::global().parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
     const int64_t o_begin = g0 * kGroup;
     const int64_t o_end = std::min(out, g1 * kGroup);
-    if (T == 1) {
-      gemv_rows(kn, x, w, in, bias, y, o_begin, o_end);
-      return;
-    }
-    for (int64_t t0 = 0; t0 < T; t0 += kTBlock) {
-      const int64_t t1 = std::min(T, t0 + kTBlock);
-      for (int64_t o = o_begin; o < o_end; o += kNR) {
-        const int nr = static_cast<int>(std::min<int64_t>(kNR, o_end - o));
-        const float* wo = w + o * in;
-        const float* bo = bias ? bias + o : nullptr;
-        for (int64_t t = t0; t < t1; t += kMR) {
-          const int mr = static_cast<int>(std::min<int64_t>(kMR, t1 - t));
-          kn.tiles[mr][nr](x + t * ldx, ldx, wo, in, in, y + t * ldy + o, ldy, bo);
-        }
-      }
-    }
+    gemm_panel(x, T, in, w + o_begin * in, o_end - o_begin, bias ? bias + o_begin : nullptr, y + o_begin, ldx, ldy);
   });
 }
 
