@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/common.h"
+#include "cli/prefill_progress.h"
 #include "cli/verbs.h"
 #include "kiln/error.h"
 #include "runtime/generation.h"
@@ -134,12 +135,16 @@ int run(const ChatFlags& f) {
     IncrementalDetokenizer detok(*tok, known, true);
     std::string reply;
     const int64_t room = capacity - static_cast<int64_t>(ids.size());
-    GenerationResult r = generate(*model, *state, input, std::min(f.max_tokens, room), sampler, stops, [&](int32_t id) {
-      std::string piece = detok.push(id);
-      reply += piece;
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    });
+    PrefillProgress progress(true);
+    GenerationResult r = generate(
+        *model, *state, input, std::min(f.max_tokens, room), sampler, stops,
+        [&](int32_t id) {
+          std::string piece = detok.push(id);
+          reply += piece;
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+          std::fflush(stdout);
+        },
+        [&](int64_t done, int64_t total) { progress.update(done, total); });
     std::string rest = detok.flush();
     reply += rest;
     std::fwrite(rest.data(), 1, rest.size(), stdout);

@@ -24,9 +24,13 @@ struct GenerationResult {
 
 // Feeds `input` (ids not yet in `state`), then generates up to max_tokens. Stops at an id of
 // `stop_ids` (finish "stop") or at max_tokens or the state's capacity (finish "length").
-// on_token is called for each generated id that is not a stop id, as soon as it is sampled.
+// on_token is called for each generated id that is not a stop id, as soon as it is sampled. With on_prefill,
+// the input is computed in chunks of kPrefillChunk tokens (the same logits: a row's result does not depend on
+// the chunk it is in) and on_prefill(computed, input size) is called after each.
+inline constexpr int64_t kPrefillChunk = 512;
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
-                          const std::function<void(int32_t)>& on_token = {});
+                          const std::function<void(int32_t)>& on_token = {},
+                          const std::function<void(int64_t, int64_t)>& on_prefill = {});
 
 }  // namespace kiln
