@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
 
 namespace kiln {
 namespace {
@@ -90,8 +91,8 @@ TEST(KernelsCpuTiled, AttentionAcrossManyKeyTilesMatchesNaive) {
       {1, 9, 3, 64, 300, 0, false, 0.0f},     // one decode row at a long context
       {3, 32, 4, 8, 0, 0, false, 0.0f},       // a group of 8 heads: a panel of three positions
   };
-  for (bool simd : {true, false}) {
-    cpu::set_simd(simd);
+  for (cpu::SimdLevel level : {cpu::SimdLevel::Avx2Wide, cpu::SimdLevel::Avx2, cpu::SimdLevel::Portable}) {
+    const bool simd = cpu::set_simd_level(level) != cpu::SimdLevel::Portable;
     uint32_t seed = 900;
     for (const AttnCase& c : cases) {
       SCOPED_TRACE(simd ? "simd" : "portable");
@@ -181,12 +182,14 @@ TEST(KernelsCpuTiled, AttentionRowIsBitwiseTheSameInAnyChunkPanelBatchOrPath) {
       const std::vector<float> got = f.run(120, 217, before);
       ASSERT_EQ(std::memcmp(got.data(), ref.data() + 120 * f.ld(), 97 * row_bytes), 0) << "after " << before << " rows";
     }
-    // The portable path does the same IEEE operations per lane as the AVX2 one.
-    cpu::set_simd(false);
-    const std::vector<float> portable = f.run(0, n);
-    ASSERT_EQ(std::memcmp(portable.data(), ref.data(), n * row_bytes), 0) << "portable path";
-    const std::vector<float> portable_chunk = f.run(77, 150);
-    ASSERT_EQ(std::memcmp(portable_chunk.data(), ref.data() + 77 * f.ld(), 73 * row_bytes), 0);
+    // Every other kernel path does the same IEEE operations per lane.
+    for (cpu::SimdLevel level : {cpu::SimdLevel::Avx2, cpu::SimdLevel::Portable}) {
+      cpu::set_simd_level(level);
+      const std::vector<float> whole = f.run(0, n);
+      ASSERT_EQ(std::memcmp(whole.data(), ref.data(), n * row_bytes), 0) << "level " << static_cast<int>(level);
+      const std::vector<float> chunk = f.run(77, 150);
+      ASSERT_EQ(std::memcmp(chunk.data(), ref.data() + 77 * f.ld(), 73 * row_bytes), 0);
+    }
   }
 }
 
@@ -212,11 +215,32 @@ TEST(KernelsCpuTiled, SiluGatedRowsAreTheSameOnBothPathsAndMatchNaive) {
     }
 }
 
+// The two vectorized levels differ only in tile shapes (16 or 32 registers), not in any output's arithmetic.
+TEST(KernelsCpuTiled, MatmulIsBitwiseTheSameOnBothVectorizedLevels) {
+  SimdGuard guard;
+  if (cpu::set_simd_level(cpu::SimdLevel::Avx2Wide) != cpu::SimdLevel::Avx2Wide) GTEST_SKIP() << "no AVX-512VL";
+  std::mt19937 rng(9);
+  for (int64_t T : {1, 2, 5, 130, 301}) {
+    for (int64_t K : {7, 64, 576, 1537}) {
+      const int64_t out = 77;
+      auto x = random_vec(static_cast<size_t>(T * K), rng());
+      auto w = random_vec(static_cast<size_t>(out * K), rng());
+      auto bias = random_vec(static_cast<size_t>(out), rng());
+      std::vector<float> wide(static_cast<size_t>(T * out)), narrow(wide.size());
+      cpu::set_simd_level(cpu::SimdLevel::Avx2Wide);
+      cpu::matmul(x.data(), T, K, w.data(), out, bias.data(), wide.data());
+      cpu::set_simd_level(cpu::SimdLevel::Avx2);
+      cpu::matmul(x.data(), T, K, w.data(), out, bias.data(), narrow.data());
+      ASSERT_EQ(std::memcmp(wide.data(), narrow.data(), wide.size() * sizeof(float)), 0) << "T " << T << " K " << K;
+    }
+  }
+}
+
 TEST(KernelsCpuTiled, GemmPanelIsBitwiseMatmulOnAnyPanelAndRows) {
   SimdGuard guard;
   std::mt19937 rng(5);
-  for (bool simd : {true, false}) {
-    cpu::set_simd(simd);
+  for (cpu::SimdLevel level : {cpu::SimdLevel::Avx2Wide, cpu::SimdLevel::Avx2, cpu::SimdLevel::Portable}) {
+    const int simd = static_cast<int>(cpu::set_simd_level(level));
     for (int64_t T : {1, 2, 3, 5, 7, 67, 130}) {
       for (int64_t K : {1, 7, 8, 17, 100, 700, 1537}) {
         for (int64_t out : {1, 2, 5, 13, 37, 50}) {

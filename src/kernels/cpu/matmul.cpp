@@ -1,4 +1,6 @@
-// fp32 matmul y = x·Wᵀ (+bias) and dot: register-tiled microkernels (AVX2/FMA when the CPU has it).
+// fp32 matmul y = x·Wᵀ (+bias), gemm_panel (its single-threaded kernel) and dot: register-tiled microkernels,
+// AVX2/FMA when the CPU has it (a larger tile of the same arithmetic when it also has AVX-512VL's 32 registers),
+// portable otherwise.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -15,37 +17,38 @@
 namespace kiln::cpu {
 namespace {
 
-// Rows of x (MR) by rows of w (NR) per microkernel call. 4x3 keeps 12 accumulators + 4 operands in the
-// 16 AVX2 registers. x rows are processed in blocks that stay in L2 (kTBlock on the portable path; on the
-// vectorized one a block packed into about kPackBytes) while the matching rows of w are streamed once per block.
+// Rows of x (MR) by rows of w (NR) per microkernel call of the portable and unpacked paths. 4x3 keeps 12
+// accumulators + 4 operands in the 16 AVX2 registers. x rows are processed in blocks that stay in L2 (kTBlock
+// on the portable path; on the vectorized one a block packed into about kPackBytes) while the matching rows of w
+// are streamed once per block.
 constexpr int kMR = 4;
 constexpr int kNR = 3;
+constexpr int kMaxTile = 8;  // the packed tiles' largest side
 constexpr int64_t kTBlock = 64;
 constexpr int64_t kPackBytes = 512 * 1024;
-constexpr int64_t kChunkSteps = 80;  // 8-float steps of K per chunk at most: kMR + kNR rows of 640 floats fit L1
 
 using TileFn = void (*)(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                         const float* bias);
-// A tile over packed x (pack_rows): kMR rows interleaved in 8-float steps, one sequential stream.
+// A tile over packed x (pack_rows): a group of rows interleaved in 8-float steps, one sequential stream.
 using PackedTileFn = void (*)(const float* xp, const float* w, int64_t ldw, int64_t K, const float* acc_in,
                               float* acc_out, float* y, int64_t ldy, const float* bias);
 
-// Packs rows [0, rows) of x for the packed tiles: each group of kMR rows is ceil(K / 8) steps of kMR x 8 floats
-// (row i's elements k .. k + 7 at step k / 8, slot i), zeros past K and past the last row. The values are
+// Packs rows [0, rows) of x for the packed tiles: each group of `group` rows is ceil(K / 8) steps of group x 8
+// floats (row i's elements k .. k + 7 at step k / 8, slot i), zeros past K and past the last row. The values are
 // copied, not changed, so a packed tile computes what the unpacked one does.
-void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t K, float* xp) {
+void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t K, int group, float* xp) {
   const int64_t steps = (K + 7) / 8, body = K / 8;
-  for (int64_t g = 0; g < rows; g += kMR) {
-    float* dst = xp + g / kMR * steps * kMR * 8;
-    for (int i = 0; i < kMR; ++i) {
+  for (int64_t g = 0; g < rows; g += group) {
+    float* dst = xp + g / group * steps * group * 8;
+    for (int i = 0; i < group; ++i) {
       if (g + i >= rows) {
-        for (int64_t st = 0; st < steps; ++st) std::fill_n(dst + (st * kMR + i) * 8, 8, 0.0f);
+        for (int64_t st = 0; st < steps; ++st) std::fill_n(dst + (st * group + i) * 8, 8, 0.0f);
         continue;
       }
       const float* src = x + (g + i) * ldx;
-      for (int64_t st = 0; st < body; ++st) std::memcpy(dst + (st * kMR + i) * 8, src + st * 8, 8 * sizeof(float));
+      for (int64_t st = 0; st < body; ++st) std::memcpy(dst + (st * group + i) * 8, src + st * 8, 8 * sizeof(float));
       if (body < steps) {
-        float* d = dst + (body * kMR + i) * 8;
+        float* d = dst + (body * group + i) * 8;
         std::fill_n(d, 8, 0.0f);
         std::copy(src + body * 8, src + K, d);
       }
@@ -132,44 +135,6 @@ void tile_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t
     for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + (bias ? bias[j] : 0.0f);
 }
 
-// tile_avx2 over packed x, on elements [0, K) of a K-chunk (x and w already offset to its start): the same loads'
-// values, the same FMAs in the same order, the same tail (x's padding is the zero a masked load gives), so the
-// same bits. Accumulators start at zero or from acc_in (the previous chunk's, stored exactly), and end in
-// acc_out for the next chunk or, when acc_out is null, summed into y (+ bias) as tile_avx2 does.
-template <int MR, int NR>
-void tile_packed_avx2(const float* xp, const float* w, int64_t ldw, int64_t K, const float* acc_in, float* acc_out,
-                      float* y, int64_t ldy, const float* bias) {
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = acc_in ? _mm256_loadu_ps(acc_in + (i * NR + j) * 8) : _mm256_setzero_ps();
-  int64_t k = 0;
-  const float* xk = xp;
-  for (; k + 8 <= K; k += 8, xk += kMR * 8) {
-    __m256 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = _mm256_loadu_ps(w + j * ldw + k);
-    for (int i = 0; i < MR; ++i) {
-      const __m256 xv = _mm256_loadu_ps(xk + i * 8);
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-    }
-  }
-  if (k < K) {
-    const __m256i m = tail_mask(K - k);
-    __m256 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = _mm256_maskload_ps(w + j * ldw + k, m);
-    for (int i = 0; i < MR; ++i) {
-      const __m256 xv = _mm256_loadu_ps(xk + i * 8);
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-    }
-  }
-  if (acc_out) {
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) _mm256_storeu_ps(acc_out + (i * NR + j) * 8, acc[i][j]);
-    return;
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) y[i * ldy + j] = hsum256(acc[i][j]) + (bias ? bias[j] : 0.0f);
-}
-
 // Matrix-vector rows, one row of w at a time: the weights are then read as one sequential stream, which
 // the hardware prefetcher follows far better than several short row streams. One accumulator per row, in
 // the order tile_avx2 uses, so that a row's result is bitwise the same whether it is computed alone
@@ -201,43 +166,69 @@ float dot_avx2(const float* a, const float* b, int64_t n) {
   return hsum256(_mm256_add_ps(a0, a1)) + t;
 }
 
+namespace avx2 {
+constexpr int kPackedMR = 4, kPackedNR = 3;
+#include "kernels/cpu/matmul_packed.inc"
+}  // namespace avx2
+
+#pragma GCC pop_options
+
+// The same tiles with AVX-512VL's 32 ymm registers (EVEX encodings of the same 8-lane instructions): 3x8, so
+// each x load serves 8 FMAs and each w load 3.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512vl")
+namespace wide {
+constexpr int kPackedMR = 3, kPackedNR = 8;
+#include "kernels/cpu/matmul_packed.inc"
+}  // namespace wide
 #pragma GCC pop_options
 #endif
 
 struct Kernels {
   TileFn tiles[kMR + 1][kNR + 1] = {};
-  PackedTileFn packed[kMR + 1][kNR + 1] = {};  // vectorized path only
+  // Vectorized path: tiles over x packed in groups of packed_mr rows, up to packed_mr x packed_nr, and how many
+  // 8-float steps of K one chunk holds (so a chunk of packed_nr rows of w stays in L1).
+  PackedTileFn packed[kMaxTile + 1][kMaxTile + 1] = {};
+  int packed_mr = 0, packed_nr = 0;
+  int64_t chunk_steps = 0;
   void (*gemv)(const float*, const float*, int64_t, float*, const float*, int64_t) = nullptr;
   float (*dot)(const float*, const float*, int64_t) = dot_generic;
-  bool simd = false;
+  SimdLevel level = SimdLevel::Portable;
 };
 
-bool cpu_has_avx2() {
+SimdLevel cpu_level() {
 #ifdef KILN_X86
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return SimdLevel::Portable;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return SimdLevel::Avx2Wide;
+  return SimdLevel::Avx2;
 #else
-  return false;
+  return SimdLevel::Portable;
 #endif
 }
 
-Kernels make_kernels(bool simd) {
+Kernels make_kernels(SimdLevel want) {
   Kernels k;
-  if (simd && cpu_has_avx2()) {
+  k.level = std::min(want, cpu_level());
+  if (k.level != SimdLevel::Portable) {
 #ifdef KILN_X86
+    if (k.level == SimdLevel::Avx2Wide) {
+      wide::fill_packed<wide::kPackedMR, wide::kPackedMR, wide::kPackedNR>(k.packed);
+      k.packed_mr = wide::kPackedMR;
+      k.packed_nr = wide::kPackedNR;
+      k.chunk_steps = 72;  // 11 rows of 576 floats: 25 KB of the 32 KB L1
+    } else {
+      avx2::fill_packed<avx2::kPackedMR, avx2::kPackedMR, avx2::kPackedNR>(k.packed);
+      k.packed_mr = avx2::kPackedMR;
+      k.packed_nr = avx2::kPackedNR;
+      k.chunk_steps = 80;  // 7 rows of 640 floats
+    }
     k.tiles[1][1] = tile_avx2<1, 1>; k.tiles[1][2] = tile_avx2<1, 2>; k.tiles[1][3] = tile_avx2<1, 3>;
     k.tiles[2][1] = tile_avx2<2, 1>; k.tiles[2][2] = tile_avx2<2, 2>; k.tiles[2][3] = tile_avx2<2, 3>;
     k.tiles[3][1] = tile_avx2<3, 1>; k.tiles[3][2] = tile_avx2<3, 2>; k.tiles[3][3] = tile_avx2<3, 3>;
     k.tiles[4][1] = tile_avx2<4, 1>; k.tiles[4][2] = tile_avx2<4, 2>; k.tiles[4][3] = tile_avx2<4, 3>;
-    k.packed[1][1] = tile_packed_avx2<1, 1>; k.packed[1][2] = tile_packed_avx2<1, 2>;
-    k.packed[1][3] = tile_packed_avx2<1, 3>; k.packed[2][1] = tile_packed_avx2<2, 1>;
-    k.packed[2][2] = tile_packed_avx2<2, 2>; k.packed[2][3] = tile_packed_avx2<2, 3>;
-    k.packed[3][1] = tile_packed_avx2<3, 1>; k.packed[3][2] = tile_packed_avx2<3, 2>;
-    k.packed[3][3] = tile_packed_avx2<3, 3>; k.packed[4][1] = tile_packed_avx2<4, 1>;
-    k.packed[4][2] = tile_packed_avx2<4, 2>; k.packed[4][3] = tile_packed_avx2<4, 3>;
     k.gemv = gemv_rows_avx2;
     k.dot = dot_avx2;
-    k.simd = true;
 #endif
   } else {
     k.tiles[1][1] = tile_generic<1, 1>; k.tiles[1][2] = tile_generic<1, 2>; k.tiles[1][3] = tile_generic<1, 3>;
@@ -249,7 +240,7 @@ Kernels make_kernels(bool simd) {
 }
 
 Kernels& kernels_mut() {
-  static Kernels k = make_kernels(true);
+  static Kernels k = make_kernels(SimdLevel::Avx2Wide);
   return k;
 }
 
@@ -273,11 +264,17 @@ void gemv_rows(const Kernels& kn, const float* x, const float* w, int64_t in, co
 float dot(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
 
 bool set_simd(bool enabled) {
-  kernels_mut() = make_kernels(enabled);
-  return simd_enabled();
+  return set_simd_level(enabled ? SimdLevel::Avx2Wide : SimdLevel::Portable) != SimdLevel::Portable;
 }
 
-bool simd_enabled() { return kernels().simd; }
+SimdLevel set_simd_level(SimdLevel most) {
+  kernels_mut() = make_kernels(most);
+  return kernels().level;
+}
+
+SimdLevel simd_level() { return kernels().level; }
+
+bool simd_enabled() { return kernels().level != SimdLevel::Portable; }
 
 void gemm_panel(const float* x, int64_t T, int64_t K, const float* w, int64_t n, const float* bias, float* y,
                 int64_t ldx, int64_t ldy) {
@@ -296,30 +293,32 @@ void gemm_panel(const float* x, int64_t T, int64_t K, const float* w, int64_t n,
   }
   // x rows in blocks (kept in L2), each against every row of the panel, kNR rows of w (in L1) at a time. Every
   // output is one tile's accumulator, so its bits do not depend on T, n or the tile it falls in.
-  if (kn.packed[kMR][kNR] != nullptr) {
+  if (kn.packed_mr > 0) {
+    const int pm = kn.packed_mr, pn = kn.packed_nr;
     const int64_t steps = (K + 7) / 8;
-    const int64_t block = std::clamp<int64_t>(kPackBytes / (steps * 8 * sizeof(float)) / kMR * kMR, kMR, 256);
-    // A long K is walked in chunks of whole 8-float steps, so that a chunk of the kNR rows of w stays in L1 while
+    const int64_t block = std::clamp<int64_t>(kPackBytes / (steps * 8 * sizeof(float)) / pm * pm, pm, 64 * pm);
+    // A long K is walked in chunks of whole 8-float steps, so that a chunk of the pn rows of w stays in L1 while
     // the block's rows pass; the accumulators wait in acc between chunks (stored and reloaded exactly).
-    const int64_t chunks = (steps + kChunkSteps - 1) / kChunkSteps;
+    const int64_t chunks = (steps + kn.chunk_steps - 1) / kn.chunk_steps;
     const int64_t chunk = (steps + chunks - 1) / chunks * 8;
+    const int64_t groups = (std::min(block, T) + pm - 1) / pm;
     thread_local std::vector<float> xp, acc;
-    xp.resize(static_cast<size_t>((std::min(block, T) + kMR - 1) / kMR * kMR * steps * 8));
-    acc.resize(static_cast<size_t>((std::min(block, T) + kMR - 1) / kMR * kMR * kNR * 8));
+    xp.resize(static_cast<size_t>(groups * pm * steps * 8));
+    acc.resize(static_cast<size_t>(groups * pm * pn * 8));
     for (int64_t t0 = 0; t0 < T; t0 += block) {
       const int64_t rows = std::min(block, T - t0);
-      pack_rows(x + t0 * ldx, ldx, rows, K, xp.data());
-      for (int64_t o = 0; o < n; o += kNR) {
-        const int nr = static_cast<int>(std::min<int64_t>(kNR, n - o));
+      pack_rows(x + t0 * ldx, ldx, rows, K, pm, xp.data());
+      for (int64_t o = 0; o < n; o += pn) {
+        const int nr = static_cast<int>(std::min<int64_t>(pn, n - o));
         const float* wo = w + o * K;
         const float* bo = bias ? bias + o : nullptr;
         for (int64_t k0 = 0; k0 < K; k0 += chunk) {
           const int64_t len = std::min(chunk, K - k0);
           const bool first = k0 == 0, last = k0 + len == K;
-          for (int64_t t = 0; t < rows; t += kMR) {
-            const int mr = static_cast<int>(std::min<int64_t>(kMR, rows - t));
-            float* a = acc.data() + t * kNR * 8;
-            kn.packed[mr][nr](xp.data() + t * steps * 8 + k0 * kMR, wo + k0, K, len, first ? nullptr : a,
+          for (int64_t t = 0; t < rows; t += pm) {
+            const int mr = static_cast<int>(std::min<int64_t>(pm, rows - t));
+            float* a = acc.data() + t * pn * 8;
+            kn.packed[mr][nr](xp.data() + t * steps * 8 + k0 * pm, wo + k0, K, len, first ? nullptr : a,
                               last ? nullptr : a, y + (t0 + t) * ldy + o, ldy, bo);
           }
         }
