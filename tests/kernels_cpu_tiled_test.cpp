@@ -83,13 +83,13 @@ void check_against_naive(const AttnCase& c, uint32_t seed) {
 TEST(KernelsCpuTiled, AttentionAcrossManyKeyTilesMatchesNaive) {
   SimdGuard guard;
   const AttnCase cases[] = {
-      {150, 6, 2, 64, 37, 0, false, 0.0f},    // GQA, the first rows' keys span the first tiles
-      {100, 4, 4, 80, 0, 70, false, 0.0f},    // MHA, a window shorter than the prompt, head_dim 80
-      {70, 8, 1, 5, 130, 0, false, 0.0f},     // MQA, odd head_dim, a chunk after 130 cached keys
-      {90, 4, 4, 16, 50, 0, true, 0.0f},      // ALiBi
-      {80, 6, 3, 24, 10, 45, false, 3.0f},    // soft-capping with a window
-      {1, 9, 3, 64, 300, 0, false, 0.0f},     // one decode row at a long context
-      {3, 32, 4, 8, 0, 0, false, 0.0f},       // a group of 8 heads: a panel of three positions
+      {150, 6, 2, 64, 37, 0, false, 0.0f},  // GQA, the first rows' keys span the first tiles
+      {100, 4, 4, 80, 0, 70, false, 0.0f},  // MHA, a window shorter than the prompt, head_dim 80
+      {70, 8, 1, 5, 130, 0, false, 0.0f},   // MQA, odd head_dim, a chunk after 130 cached keys
+      {90, 4, 4, 16, 50, 0, true, 0.0f},    // ALiBi
+      {80, 6, 3, 24, 10, 45, false, 3.0f},  // soft-capping with a window
+      {1, 9, 3, 64, 300, 0, false, 0.0f},   // one decode row at a long context
+      {3, 32, 4, 8, 0, 0, false, 0.0f},     // a group of 8 heads: a panel of three positions
   };
   for (cpu::SimdLevel level : {cpu::SimdLevel::Avx2Wide, cpu::SimdLevel::Avx2, cpu::SimdLevel::Portable}) {
     const bool simd = cpu::set_simd_level(level) != cpu::SimdLevel::Portable;
@@ -136,8 +136,9 @@ struct PagedFixture {
     if (before > 0) seqs.push_back({0, before, std::min<int64_t>(n, before + 3), table.data()});
     seqs.push_back({before, b - a, b, table.data()});
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    cpu::paged_attention(qq.data(), ld(), seqs, heads, head_dim, {pool_k.data(), pool_v.data(), block_stride, block_size},
-                         kv_heads, window, scale, out.data(), ld(), slopes.empty() ? nullptr : slopes.data(), softcap);
+    cpu::paged_attention(qq.data(), ld(), seqs, heads, head_dim,
+                         {pool_k.data(), pool_v.data(), block_stride, block_size}, kv_heads, window, scale, out.data(),
+                         ld(), slopes.empty() ? nullptr : slopes.data(), softcap);
     return {out.begin() + before * ld(), out.end()};
   }
 };
@@ -150,10 +151,10 @@ TEST(KernelsCpuTiled, AttentionRowIsBitwiseTheSameInAnyChunkPanelBatchOrPath) {
     float softcap;
   };
   const Cfg cfgs[] = {
-      {6, 2, 24, 7, 0, false, 0.0f},   // group 3: a panel holds 8 positions
-      {4, 4, 16, 16, 50, false, 0.0f}, // MHA, 24 positions a panel, sliding window
-      {8, 1, 8, 3, 0, true, 0.0f},     // MQA, group 8, ALiBi
-      {6, 3, 12, 5, 100, false, 2.0f}, // soft-capping and a window
+      {6, 2, 24, 7, 0, false, 0.0f},    // group 3: a panel holds 8 positions
+      {4, 4, 16, 16, 50, false, 0.0f},  // MHA, 24 positions a panel, sliding window
+      {8, 1, 8, 3, 0, true, 0.0f},      // MQA, group 8, ALiBi
+      {6, 3, 12, 5, 100, false, 2.0f},  // soft-capping and a window
   };
   const int64_t n = 300;
   const int64_t chunks[] = {1, 2, 5, 8, 13, 64, 65, 100, 3, 39};
@@ -233,6 +234,28 @@ TEST(KernelsCpuTiled, MatmulIsBitwiseTheSameOnBothVectorizedLevels) {
       cpu::matmul(x.data(), T, K, w.data(), out, bias.data(), narrow.data());
       ASSERT_EQ(std::memcmp(wide.data(), narrow.data(), wide.size() * sizeof(float)), 0) << "T " << T << " K " << K;
     }
+  }
+}
+
+// Large enough that matmul packs several blocks of x and hands (block, panel of w) tasks to both threads.
+TEST(KernelsCpuTiled, MatmulOverThreadsIsGemmPanelBitwise) {
+  SimdGuard guard;
+  for (cpu::SimdLevel level : {cpu::SimdLevel::Avx2Wide, cpu::SimdLevel::Avx2, cpu::SimdLevel::Portable}) {
+    cpu::set_simd_level(level);
+    const int64_t T = 517, K = 601, out = 301;
+    auto x = random_vec(static_cast<size_t>(T * K), 71);
+    auto w = random_vec(static_cast<size_t>(out * K), 72);
+    auto bias = random_vec(static_cast<size_t>(out), 73);
+    std::vector<float> ref(static_cast<size_t>(T * out)), one(ref.size());
+    cpu::matmul(x.data(), T, K, w.data(), out, bias.data(), ref.data());
+    cpu::gemm_panel(x.data(), T, K, w.data(), out, bias.data(), one.data());
+    ASSERT_EQ(std::memcmp(ref.data(), one.data(), ref.size() * sizeof(float)), 0) << static_cast<int>(level);
+    // A panel of w and a run of rows that start inside the matmul's blocks and panels.
+    const int64_t t0 = 250, rows = 111, j0 = 90, n = 107;
+    std::vector<float> part(static_cast<size_t>(rows * n));
+    cpu::gemm_panel(x.data() + t0 * K, rows, K, w.data() + j0 * K, n, bias.data() + j0, part.data());
+    for (int64_t t = 0; t < rows; ++t)
+      ASSERT_EQ(std::memcmp(part.data() + t * n, ref.data() + (t0 + t) * out + j0, n * sizeof(float)), 0) << t;
   }
 }
 

@@ -22,8 +22,7 @@ void PrefillProgress::update(int64_t done, int64_t total) {
   if (done >= total) return clear_locked();
   // Short prompts finish without a line; a long one shows where it is from its first second on.
   if (Clock::now() - start_ < std::chrono::seconds(1)) return;
-  std::fprintf(stderr, "\r\x1b[Kprefill %lld/%lld tokens", static_cast<long long>(done),
-               static_cast<long long>(total));
+  std::fprintf(stderr, "\r\x1b[Kprefill %lld/%lld tokens", static_cast<long long>(done), static_cast<long long>(total));
   std::fflush(stderr);
   drawn_ = true;
 }

@@ -21,7 +21,6 @@
 #include "kiln/dtype.h"
 #include "kiln/error.h"
 
-
 namespace kiln::cpu {
 namespace {
 
@@ -65,6 +64,7 @@ struct PanelScratch {
 namespace portable {
 using Ops = PortableOps;
 #include "kernels/cpu/lanes_math.inc"
+// (after the lane functions it uses)
 #include "kernels/cpu/attention_panel.inc"
 }  // namespace portable
 
@@ -75,6 +75,7 @@ using Ops = PortableOps;
 namespace avx2 {
 using Ops = Avx2Ops;
 #include "kernels/cpu/lanes_math.inc"
+// (after the lane functions it uses)
 #include "kernels/cpu/attention_panel.inc"
 }  // namespace avx2
 
@@ -102,8 +103,8 @@ struct PanelTask {
 }  // namespace
 
 void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs, int64_t n_heads, int64_t head_dim,
-                     const PagedKvLayer& kv, int64_t n_kv_heads, int64_t window, float scale, float* out,
-                     int64_t ldo, const float* alibi_slopes, float softcap) {
+                     const PagedKvLayer& kv, int64_t n_kv_heads, int64_t window, float scale, float* out, int64_t ldo,
+                     const float* alibi_slopes, float softcap) {
   KILN_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && kv.block_size > 0);
   if (seqs.empty()) return;
   const int64_t group = n_heads / n_kv_heads;
@@ -125,9 +126,8 @@ void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs
   }
   // One KV head at a time, so the threads share its keys and values in cache; within it the longest first, so
   // the last tasks to start are short ones and the threads finish together.
-  std::stable_sort(tasks.begin(), tasks.end(), [](const PanelTask& a, const PanelTask& b) {
-    return a.g != b.g ? a.g < b.g : a.cost > b.cost;
-  });
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const PanelTask& a, const PanelTask& b) { return a.g != b.g ? a.g < b.g : a.cost > b.cost; });
   const PanelFn fn = panel_fn();
   const int64_t bs = kv.block_size;
 
@@ -185,15 +185,14 @@ void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs
 }
 
 void attention(const float* q, int64_t ldq, int64_t T, int64_t n_heads, int64_t head_dim, const float* k_cache,
-               const float* v_cache, int64_t n_kv_heads, int64_t capacity, int64_t pos0, int64_t window,
-               float scale, float* out, int64_t ldo, const float* alibi_slopes, float softcap) {
+               const float* v_cache, int64_t n_kv_heads, int64_t capacity, int64_t pos0, int64_t window, float scale,
+               float* out, int64_t ldo, const float* alibi_slopes, float softcap) {
   KILN_ASSERT(pos0 + T <= capacity);
   // A contiguous cache is a paged one with a single block of `capacity` slots.
   const int32_t block0 = 0;
   const PagedSeq seq{0, T, pos0 + T, &block0};
   const PagedKvLayer kv{k_cache, v_cache, 0, capacity};
-  paged_attention(q, ldq, {&seq, 1}, n_heads, head_dim, kv, n_kv_heads, window, scale, out, ldo, alibi_slopes,
-                  softcap);
+  paged_attention(q, ldq, {&seq, 1}, n_heads, head_dim, kv, n_kv_heads, window, scale, out, ldo, alibi_slopes, softcap);
 }
 
 void paged_kv_write(const float* k, const float* v, int64_t ld, int64_t T, const int64_t* slots, int64_t n_kv_heads,

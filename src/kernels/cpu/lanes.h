@@ -32,37 +32,61 @@ struct PortableOps {
     return r;
   }
   static V zero() { return set1(0.0f); }
-  static V set1(float a) { return map([&](int) { return a; }); }
-  static V load(const float* p) { return map([&](int i) { return p[i]; }); }
+  static V set1(float a) {
+    return map([&](int) { return a; });
+  }
+  static V load(const float* p) {
+    return map([&](int i) { return p[i]; });
+  }
   static void store(float* p, V a) { std::memcpy(p, a.x, sizeof(a.x)); }
   static I iload(const int32_t* p) {
     I r;
     std::memcpy(r.x, p, sizeof(r.x));
     return r;
   }
-  static V fma(V a, V b, V c) { return map([&](int i) { return std::fma(a.x[i], b.x[i], c.x[i]); }); }
-  static V mul(V a, V b) { return map([&](int i) { return a.x[i] * b.x[i]; }); }
-  static V add(V a, V b) { return map([&](int i) { return a.x[i] + b.x[i]; }); }
-  static V sub(V a, V b) { return map([&](int i) { return a.x[i] - b.x[i]; }); }
-  static V div(V a, V b) { return map([&](int i) { return a.x[i] / b.x[i]; }); }
+  static V fma(V a, V b, V c) {
+    return map([&](int i) { return std::fma(a.x[i], b.x[i], c.x[i]); });
+  }
+  static V mul(V a, V b) {
+    return map([&](int i) { return a.x[i] * b.x[i]; });
+  }
+  static V add(V a, V b) {
+    return map([&](int i) { return a.x[i] + b.x[i]; });
+  }
+  static V sub(V a, V b) {
+    return map([&](int i) { return a.x[i] - b.x[i]; });
+  }
+  static V div(V a, V b) {
+    return map([&](int i) { return a.x[i] / b.x[i]; });
+  }
   // As the x86 max instruction: the second operand unless the first is greater.
-  static V max(V a, V b) { return map([&](int i) { return a.x[i] > b.x[i] ? a.x[i] : b.x[i]; }); }
-  static V round(V a) { return map([&](int i) { return std::nearbyint(a.x[i]); }); }
+  static V max(V a, V b) {
+    return map([&](int i) { return a.x[i] > b.x[i] ? a.x[i] : b.x[i]; });
+  }
+  static V round(V a) {
+    return map([&](int i) { return std::nearbyint(a.x[i]); });
+  }
   // 2^n for integral n in [-126, 127].
-  static V pow2i(V n) { return map([&](int i) { return std::ldexp(1.0f, static_cast<int>(n.x[i])); }); }
+  static V pow2i(V n) {
+    return map([&](int i) { return std::ldexp(1.0f, static_cast<int>(n.x[i])); });
+  }
   static M ge(V a, V b) {
     M r;
     for (int i = 0; i < 8; ++i) r.x[i] = a.x[i] >= b.x[i];
     return r;
   }
-  static V select(M m, V a, V b) { return map([&](int i) { return m.x[i] ? a.x[i] : b.x[i]; }); }
+  static V select(M m, V a, V b) {
+    return map([&](int i) { return m.x[i] ? a.x[i] : b.x[i]; });
+  }
   static M key_valid(int32_t j, I pos, I lo) {
     M r;
     for (int i = 0; i < 8; ++i) r.x[i] = j <= pos.x[i] && j >= lo.x[i];
     return r;
   }
   // (float)(j - pos) per lane: the ALiBi distance, exact below 2^24.
-  static V distance(int32_t j, I pos) { return map([&](int i) { return static_cast<float>(j - pos.x[i]); }); }
+  static V distance(int32_t j, I pos) {
+    return map([&](int i) { return static_cast<float>(j - pos.x[i]); });
+  }
 };
 
 #ifdef KILN_LANES_X86

@@ -2,7 +2,9 @@
 // AVX2/FMA when the CPU has it (a larger tile of the same arithmetic when it also has AVX-512VL's 32 registers),
 // portable otherwise.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -26,6 +28,7 @@ constexpr int kNR = 3;
 constexpr int kMaxTile = 8;  // the packed tiles' largest side
 constexpr int64_t kTBlock = 64;
 constexpr int64_t kPackBytes = 512 * 1024;
+constexpr int64_t kPanelRows = 96;  // rows of w per matmul task (a multiple of every packed tile's width)
 
 using TileFn = void (*)(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y, int64_t ldy,
                         const float* bias);
@@ -259,6 +262,48 @@ void gemv_rows(const Kernels& kn, const float* x, const float* w, int64_t in, co
   }
 }
 
+// How the packed path cuts a product with T rows of x and K columns: blocks of `block` rows of x packed into
+// block_floats floats (about kPackBytes), and K in chunks of `chunk` elements (whole 8-float steps) so that a
+// chunk of the tile's rows of w stays in L1 while a block's rows pass.
+struct PackedPlan {
+  PackedPlan(const Kernels& kn, int64_t T, int64_t K) {
+    const int pm = kn.packed_mr;
+    steps = (K + 7) / 8;
+    block = std::clamp<int64_t>(kPackBytes / (steps * 8 * static_cast<int64_t>(sizeof(float))) / pm * pm, pm, 64 * pm);
+    block = std::min(block, (T + pm - 1) / pm * pm);
+    block_floats = block * steps * 8;
+    acc_floats = block * kn.packed_nr * 8;
+    const int64_t chunks = (steps + kn.chunk_steps - 1) / kn.chunk_steps;
+    chunk = (steps + chunks - 1) / chunks * 8;
+    this->K = K;
+  }
+  int64_t K, steps, block, block_floats, acc_floats, chunk;
+};
+
+// Rows [0, rows) of a packed block of x against rows [o0, o1) of w (row-major, K columns): y[t, o] for those,
+// y pointing at the block's first row. acc holds plan.acc_floats floats (the accumulators between K-chunks,
+// stored and reloaded exactly).
+void packed_block(const Kernels& kn, const PackedPlan& plan, const float* xp, int64_t rows, const float* w, int64_t o0,
+                  int64_t o1, const float* bias, float* y, int64_t ldy, float* acc) {
+  const int pm = kn.packed_mr, pn = kn.packed_nr;
+  const int64_t K = plan.K;
+  for (int64_t o = o0; o < o1; o += pn) {
+    const int nr = static_cast<int>(std::min<int64_t>(pn, o1 - o));
+    const float* wo = w + o * K;
+    const float* bo = bias ? bias + o : nullptr;
+    for (int64_t k0 = 0; k0 < K; k0 += plan.chunk) {
+      const int64_t len = std::min(plan.chunk, K - k0);
+      const bool first = k0 == 0, last = k0 + len == K;
+      for (int64_t t = 0; t < rows; t += pm) {
+        const int mr = static_cast<int>(std::min<int64_t>(pm, rows - t));
+        float* a = acc + t * pn * 8;
+        kn.packed[mr][nr](xp + t * plan.steps * 8 + k0 * pm, wo + k0, K, len, first ? nullptr : a, last ? nullptr : a,
+                          y + t * ldy + o, ldy, bo);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 float dot(const float* a, const float* b, int64_t n) { return kernels().dot(a, b, n); }
@@ -291,38 +336,17 @@ void gemm_panel(const float* x, int64_t T, int64_t K, const float* w, int64_t n,
     gemv_rows(kn, x, w, K, bias, y, 0, n);
     return;
   }
-  // x rows in blocks (kept in L2), each against every row of the panel, kNR rows of w (in L1) at a time. Every
+  // x rows in blocks (kept in L2), each against every row of the panel, a few rows of w (in L1) at a time. Every
   // output is one tile's accumulator, so its bits do not depend on T, n or the tile it falls in.
   if (kn.packed_mr > 0) {
-    const int pm = kn.packed_mr, pn = kn.packed_nr;
-    const int64_t steps = (K + 7) / 8;
-    const int64_t block = std::clamp<int64_t>(kPackBytes / (steps * 8 * sizeof(float)) / pm * pm, pm, 64 * pm);
-    // A long K is walked in chunks of whole 8-float steps, so that a chunk of the pn rows of w stays in L1 while
-    // the block's rows pass; the accumulators wait in acc between chunks (stored and reloaded exactly).
-    const int64_t chunks = (steps + kn.chunk_steps - 1) / kn.chunk_steps;
-    const int64_t chunk = (steps + chunks - 1) / chunks * 8;
-    const int64_t groups = (std::min(block, T) + pm - 1) / pm;
+    const PackedPlan plan(kn, T, K);
     thread_local std::vector<float> xp, acc;
-    xp.resize(static_cast<size_t>(groups * pm * steps * 8));
-    acc.resize(static_cast<size_t>(groups * pm * pn * 8));
-    for (int64_t t0 = 0; t0 < T; t0 += block) {
-      const int64_t rows = std::min(block, T - t0);
-      pack_rows(x + t0 * ldx, ldx, rows, K, pm, xp.data());
-      for (int64_t o = 0; o < n; o += pn) {
-        const int nr = static_cast<int>(std::min<int64_t>(pn, n - o));
-        const float* wo = w + o * K;
-        const float* bo = bias ? bias + o : nullptr;
-        for (int64_t k0 = 0; k0 < K; k0 += chunk) {
-          const int64_t len = std::min(chunk, K - k0);
-          const bool first = k0 == 0, last = k0 + len == K;
-          for (int64_t t = 0; t < rows; t += pm) {
-            const int mr = static_cast<int>(std::min<int64_t>(pm, rows - t));
-            float* a = acc.data() + t * pn * 8;
-            kn.packed[mr][nr](xp.data() + t * steps * 8 + k0 * pm, wo + k0, K, len, first ? nullptr : a,
-                              last ? nullptr : a, y + (t0 + t) * ldy + o, ldy, bo);
-          }
-        }
-      }
+    xp.resize(static_cast<size_t>(plan.block_floats));
+    acc.resize(static_cast<size_t>(plan.acc_floats));
+    for (int64_t t0 = 0; t0 < T; t0 += plan.block) {
+      const int64_t rows = std::min(plan.block, T - t0);
+      pack_rows(x + t0 * ldx, ldx, rows, K, kn.packed_mr, xp.data());
+      packed_block(kn, plan, xp.data(), rows, w, 0, n, bias, y + t0 * ldy, ldy, acc.data());
     }
     return;
   }
@@ -345,13 +369,46 @@ void matmul(const float* x, int64_t T, int64_t in, const float* w, int64_t out, 
   if (T <= 0 || out <= 0) return;
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
-  // Panels of 12 rows of w (a multiple of kNR), so every thread reads a disjoint, contiguous slice of the
-  // weights; each panel is gemm_panel's, so a row's result is gemm_panel's for that row whatever the split.
+  const Kernels& kn = kernels();
+  ThreadPool& pool = ThreadPool::global();
+  if (T >= 2 && in > 0 && kn.packed_mr > 0 && pool.size() > 1) {
+    // x is packed once, block by block, for every thread; then tasks of (block, panel of kPanelRows rows of w) go to
+    // whichever thread is free, blocks in order (a thread's next task mostly reuses the x block in its cache).
+    // Each task is what gemm_panel does for those rows, so the outputs are its bits.
+    const PackedPlan plan(kn, T, in);
+    const int64_t blocks = (T + plan.block - 1) / plan.block;
+    const int64_t panels = (out + kPanelRows - 1) / kPanelRows;
+    static std::vector<float> xp;  // matmul is not reentrant: parallel_for serves one caller at a time
+    static std::mutex xp_mu;
+    std::lock_guard lk(xp_mu);
+    xp.resize(static_cast<size_t>(blocks * plan.block_floats));
+    pool.parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        pack_rows(x + b * plan.block * ldx, ldx, std::min(plan.block, T - b * plan.block), in, kn.packed_mr,
+                  xp.data() + b * plan.block_floats);
+    });
+    std::atomic<int64_t> next{0};
+    const int64_t tasks = blocks * panels;
+    pool.parallel_for(pool.size(), 1, [&](int64_t, int64_t) {
+      thread_local std::vector<float> acc;
+      acc.resize(static_cast<size_t>(plan.acc_floats));
+      for (int64_t i = next.fetch_add(1); i < tasks; i = next.fetch_add(1)) {
+        const int64_t b = i / panels, o0 = i % panels * kPanelRows, o1 = std::min(out, o0 + kPanelRows);
+        const int64_t t0 = b * plan.block;
+        packed_block(kn, plan, xp.data() + b * plan.block_floats, std::min(plan.block, T - t0), w, o0, o1, bias,
+                     y + t0 * ldy, ldy, acc.data());
+      }
+    });
+    return;
+  }
+  // Decode (one row) and the portable path: panels of 12 rows of w (a multiple of kNR), so every thread reads a
+  // disjoint, contiguous slice of the weights; each panel is gemm_panel's, so a row's result is gemm_panel's for
+  // that row whatever the split.
   constexpr int64_t kGroup = 12;
   const int64_t groups = (out + kGroup - 1) / kGroup;
   const int64_t flops_per_group = kGroup * std::max<int64_t>(1, in) * T;
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / flops_per_group);
-  ThreadPool::global().parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
+  pool.parallel_for(groups, grain, [&](int64_t g0, int64_t g1) {
     const int64_t o_begin = g0 * kGroup;
     const int64_t o_end = std::min(out, g1 * kGroup);
     gemm_panel(x, T, in, w + o_begin * in, o_end - o_begin, bias ? bias + o_begin : nullptr, y + o_begin, ldx, ldy);
