@@ -42,6 +42,11 @@ struct Request {
   std::vector<std::string> stop_strings;  // found across token boundaries; never emitted
   bool ignore_eos = false;
   int32_t priority = 0;  // higher runs first; equal priorities are first come, first served
+  // Called on the executor thread after each step that computed part of the prompt, with the prompt tokens
+  // computed so far (those found in the prefix cache included) and the prompt's length; the call that reaches
+  // the length comes before the response with the first token. Must be quick. (`kiln generate` draws a
+  // long prompt's progress with it.)
+  std::function<void(int64_t computed, int64_t prompt_len)> on_prefill_progress;
 };
 
 enum class FinishReason { None, Length, Stop, Cancelled, Error };

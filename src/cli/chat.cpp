@@ -25,6 +25,7 @@
 #include <string>
 
 #include "cli/common.h"
+#include "cli/prefill_progress.h"
 #include "cli/verbs.h"
 #include "kiln/error.h"
 #include "runtime/generation.h"
@@ -281,6 +282,7 @@ int run(const ChatFlags& f) {
     std::string reply;
     const int64_t room = capacity - static_cast<int64_t>(ids.size());
     g_interrupted = 0;
+    PrefillProgress progress(true);
     GenerationResult r = generate(
         *model, *state, input, std::min(f.max_tokens, room), sampler, stops,
         [&](int32_t id) {
@@ -289,7 +291,7 @@ int run(const ChatFlags& f) {
           std::fwrite(piece.data(), 1, piece.size(), stdout);
           std::fflush(stdout);
         },
-        [] { return g_interrupted != 0; });
+        [] { return g_interrupted != 0; }, [&](int64_t done, int64_t total) { progress.update(done, total); });
     std::string rest = detok.flush();
     reply += rest;
     std::fwrite(rest.data(), 1, rest.size(), stdout);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/common.h"
+#include "cli/prefill_progress.h"
 #include "cli/verbs.h"
 #include "kiln/error.h"
 #include "kiln/executor.h"
@@ -184,6 +185,11 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
   ec.kv_cache_fraction = f.kv_cache_fraction;
   // Declared before the executor, whose callbacks use them: it is destroyed (and its requests ended) first.
   std::vector<Outcome> outs(prompts.size());
+  // The prompts' progress, summed, while they take more than a second (callbacks on the executor thread).
+  PrefillProgress progress(!f.quiet);
+  std::vector<int64_t> prefilled(prompts.size(), 0);
+  int64_t prompt_tokens = 0, prefilled_sum = 0;
+  for (const auto& p : prompts) prompt_tokens += static_cast<int64_t>(p.size());
   std::mutex mu;
   std::condition_variable cv;
   size_t remaining = prompts.size();
@@ -192,6 +198,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
 
   const bool stream = !f.json && prompts.size() == 1 && tok != nullptr;
   const auto t0 = std::chrono::steady_clock::now();
+  progress.start();
   for (size_t i = 0; i < prompts.size(); ++i) {
     Request r;
     r.prompt_ids = prompts[i];
@@ -202,6 +209,11 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
     r.sampling.seed = f.seed;
     r.sampling.logprobs = f.logprobs;
     r.max_tokens = f.max_tokens;
+    r.on_prefill_progress = [&, i](int64_t computed, int64_t) {
+      prefilled_sum += computed - prefilled[i];
+      prefilled[i] = computed;
+      progress.update(prefilled_sum, prompt_tokens);
+    };
     outs[i].prompt = prompts[i];
     // Runs on the executor thread: gathers, and streams the text of a single prompt as it comes.
     ex.enqueue(std::move(r), [&, i, stream](const Response& resp) {
@@ -228,6 +240,7 @@ int run(const GenerateFlags& f, bool prompt_given, bool prompt_ids_given, bool f
     std::unique_lock lk(mu);
     cv.wait(lk, [&] { return remaining == 0; });
   }
+  progress.clear();
   const auto t_end = std::chrono::steady_clock::now();
   const ExecutorStats stats = ex.stats();
   ex.shutdown(std::chrono::milliseconds(0));

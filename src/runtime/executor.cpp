@@ -170,6 +170,12 @@ struct Executor::Impl {
     Response response;
   };
   std::vector<Outgoing> outbox_;
+  // Prompt progress of this iteration (Request::on_prefill_progress), reported before the responses.
+  struct PrefillProgress {
+    const std::function<void(int64_t, int64_t)>* callback;
+    int64_t computed, prompt_len;
+  };
+  std::vector<PrefillProgress> progress_;
   std::vector<float> logits_;
   std::vector<RowSampling> step_rows_;  // device sampling: each logit row's parameters
   BatchSamples step_device_samples_;
@@ -384,6 +390,14 @@ void Executor::Impl::publish() {
     }
   }
   resp_cv_.notify_all();
+  for (const PrefillProgress& p : progress_) {
+    try {
+      (*p.callback)(p.computed, p.prompt_len);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: a prefill progress callback threw: %s\n", e.what());
+    }
+  }
+  progress_.clear();
   for (Outgoing& o : outbox_) {
     if (o.callback == nullptr) continue;
     try {
@@ -491,6 +505,12 @@ void Executor::Impl::step() {
         step_samples_[i] = step_actives_[i]->sampler.sample(row);
       }
     });
+  }
+  for (const ScheduledSeq& s : out.scheduled) {
+    const Sequence& q = *s.seq;  // num_computed already counts this step's tokens
+    const auto& cb = active_.at(q.id)->req.on_prefill_progress;
+    if (cb && q.num_computed - s.num_tokens < q.prompt_len)
+      progress_.push_back({&cb, std::min(q.num_computed, q.prompt_len), q.prompt_len});
   }
   for (size_t i = 0; i < seqs.size(); ++i) on_token(*step_actives_[i], step_samples_[i]);
   if (step_log_->on()) {

@@ -10,7 +10,8 @@ namespace kiln {
 
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
-                          const std::function<void(int32_t)>& on_token, const std::function<bool()>& stop_requested) {
+                          const std::function<void(int32_t)>& on_token, const std::function<bool()>& stop_requested,
+                          const std::function<void(int64_t, int64_t)>& on_prefill) {
   using Clock = std::chrono::steady_clock;
   KILN_CHECK(!input.empty(), "the prompt is empty: nothing to condition on");
   KILN_CHECK(state.length() + static_cast<int64_t>(input.size()) <= state.capacity(),
@@ -21,7 +22,12 @@ GenerationResult generate(const Model& model, KvState& state, std::span<const in
   r.prefill_tokens = static_cast<int64_t>(input.size());
   std::vector<float> logits;
   const auto t0 = Clock::now();
-  model.forward(state, input, logits);
+  const int64_t n = static_cast<int64_t>(input.size());
+  const int64_t chunk = on_prefill ? kPrefillChunk : n;
+  for (int64_t i = 0; i < n; i += chunk) {
+    model.forward(state, input.subspan(static_cast<size_t>(i), static_cast<size_t>(std::min(chunk, n - i))), logits);
+    if (on_prefill) on_prefill(std::min(i + chunk, n), n);
+  }
   const auto t1 = Clock::now();
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t i = 0; i < max_tokens; ++i) {

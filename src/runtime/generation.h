@@ -27,10 +27,14 @@ struct GenerationResult {
 // on_token is called for each generated id that is not a stop id, as soon as it is sampled. Every generated id is
 // accepted by `sampler` (its step advances; its penalties, if any, count the id; add_prompt is the caller's).
 // stop_requested, when given, is asked before each token is sampled: true ends generation with finish
-// "cancelled" (kiln chat's Ctrl-C); `state` then holds the input and every token in `tokens`.
+// "cancelled" (kiln chat's Ctrl-C); `state` then holds the input and every token in `tokens`. With on_prefill,
+// the input is computed in chunks of kPrefillChunk tokens (the same logits: a row's result does not depend on
+// the chunk it is in) and on_prefill(computed, input size) is called after each.
+inline constexpr int64_t kPrefillChunk = 512;
 GenerationResult generate(const Model& model, KvState& state, std::span<const int32_t> input, int64_t max_tokens,
                           Sampler& sampler, std::span<const int32_t> stop_ids,
                           const std::function<void(int32_t)>& on_token = {},
-                          const std::function<bool()>& stop_requested = {});
+                          const std::function<bool()>& stop_requested = {},
+                          const std::function<void(int64_t, int64_t)>& on_prefill = {});
 
 }  // namespace kiln

@@ -1,13 +1,40 @@
-// Row-wise and element-wise CPU kernels: norms, activations, embedding lookup, softmax.
+// Row-wise and element-wise CPU kernels: norms, activations (SiLU-gated rows vectorized), embedding lookup, softmax.
 #include <algorithm>
 #include <cmath>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/lanes.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/simd.h"
 #include "kiln/error.h"
 
 namespace kiln::cpu {
 namespace {
+
+// SiLU-gated rows eight lanes at a time (lanes_math.inc), vectorized or portable: the same bits either way.
+namespace portable {
+using Ops = PortableOps;
+#include "kernels/cpu/lanes_math.inc"
+}  // namespace portable
+
+#ifdef KILN_LANES_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+using Ops = Avx2Ops;
+#include "kernels/cpu/lanes_math.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+using SiluMulFn = void (*)(const float*, const float*, float*, int64_t);
+
+SiluMulFn silu_mul_fn() {
+#ifdef KILN_LANES_X86
+  if (simd_enabled()) return avx2::silu_mul;
+#endif
+  return portable::silu_mul;
+}
 
 // Rows per parallel chunk so that a chunk holds at least ~16K elements of work.
 int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, dim)); }
@@ -81,6 +108,13 @@ void activation(float* x, int64_t n, Activation act) {
 
 void gated_activation(const float* gate, const float* up, float* out, int64_t rows, int64_t n, int64_t ld_in,
                       Activation act) {
+  if (act == Activation::SiLU) {
+    const SiluMulFn fn = silu_mul_fn();
+    ThreadPool::global().parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) fn(gate + r * ld_in, up + r * ld_in, out + r * n, n);
+    });
+    return;
+  }
   ThreadPool::global().parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* g = gate + r * ld_in;

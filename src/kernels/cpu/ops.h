@@ -10,9 +10,19 @@
 namespace kiln::cpu {
 
 // y[t, o] = sum_k x[t, k] * w[o, k] (+ bias[o]) for x [T, in] and w [out, in], both row-major.
-// ldx / ldy are row strides of x and y in elements (0: dense, i.e. in / out).
+// ldx / ldy are row strides of x and y in elements (0: dense, i.e. in / out). Runs on ThreadPool::global(),
+// each thread calling gemm_panel on its own panels of rows of w.
 void matmul(const float* x, int64_t T, int64_t in, const float* w, int64_t out, const float* bias, float* y,
             int64_t ldx = 0, int64_t ldy = 0);
+
+// The single-threaded kernel under matmul, for callers that parallelize (or produce weights) panel by panel:
+// y[t, j] = sum_k x[t, k] * w[j, k] (+ bias[j]) for t < T, j < n, with w [n, K] row-major (a panel of rows of
+// a larger weight; bias, when not null, its n values) and row strides ldx / ldy (0: K / n). It starts no
+// threads. Every output element is bitwise what cpu::matmul computes for the same row of x and row of w,
+// whatever T, n, or how a weight is cut into panels (each element is one accumulator over k in a fixed order,
+// plus the bias), on the same kernels (set_simd).
+void gemm_panel(const float* x, int64_t T, int64_t K, const float* w, int64_t n, const float* bias, float* y,
+                int64_t ldx = 0, int64_t ldy = 0);
 
 // Selects the vectorized (AVX2/FMA, when the CPU has it) or the portable kernels; returns whether the
 // vectorized ones are now in use. For tests of the fallback path; not thread-safe against running kernels.
@@ -85,8 +95,10 @@ struct PagedSeq {
 };
 
 // Causal attention of a packed batch over a paged KV cache, the sequences' rows in order and contiguous
-// (seqs[i + 1].q_begin == seqs[i].q_begin + seqs[i].q_len). Each (row, head) is computed on its own with
-// the same arithmetic as `attention`, so a row's result does not depend on the rest of the batch.
+// (seqs[i + 1].q_begin == seqs[i].q_begin + seqs[i].q_len). Cache-blocked (flash-attention tiles of keys at
+// fixed absolute positions, an online softmax) and vectorized across query rows; each (row, head) gets the
+// same arithmetic whatever else is in the batch, the chunk its keys arrived in, or the threads, so a row's
+// result does not depend on any of them, and `attention` is this on a single block.
 void paged_attention(const float* q, int64_t ldq, std::span<const PagedSeq> seqs, int64_t n_heads, int64_t head_dim,
                      const PagedKvLayer& kv, int64_t n_kv_heads, int64_t window, float scale, float* out,
                      int64_t ldo, const float* alibi_slopes = nullptr, float softcap = 0.0f);
