@@ -4,6 +4,8 @@
 # tests and the executor soak again under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ccache keys on paths relative to the checkout, so a fresh clone elsewhere (CI's) reuses earlier compilations.
+export CCACHE_BASEDIR="$PWD"
 scripts/install-deps.sh --test
 jobs=${KILN_JOBS:-$(nproc)}
 
