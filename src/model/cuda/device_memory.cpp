@@ -36,28 +36,26 @@ void throw_cuda_error(cudaError_t e, const char* file, int line) {
   throw Error(msg);
 }
 
-DeviceMem::DeviceMem(size_t n) : bytes(n) {
-  if (n == 0) return;
+void* DeviceKind::allocate(size_t n) {
+  void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, n);
   if (e != cudaSuccess) {
-    p = nullptr;
     if (is_sticky(e)) throw_cuda_error(e, __FILE__, __LINE__);
     cudaGetLastError();
     KILN_THROW("CUDA: out of device memory allocating {} MiB ({})", n >> 20, cudaGetErrorString(e));
   }
+  return p;
 }
 
-DeviceMem::~DeviceMem() {
-  if (p) cudaFree(p);
+void DeviceKind::release(void* p) { cudaFree(p); }
+
+void* PinnedKind::allocate(size_t n) {
+  void* p = nullptr;
+  KILN_MODEL_CUDA(cudaMallocHost(&p, n));
+  return p;
 }
 
-PinnedMem::PinnedMem(size_t n) : bytes(n) {
-  if (n) KILN_MODEL_CUDA(cudaMallocHost(&p, n));
-}
-
-PinnedMem::~PinnedMem() {
-  if (p) cudaFreeHost(p);
-}
+void PinnedKind::release(void* p) { cudaFreeHost(p); }
 
 void* DeviceArena::alloc(size_t bytes) {
   const size_t n = (bytes + 255) / 256 * 256;

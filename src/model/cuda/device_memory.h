@@ -25,43 +25,37 @@ bool is_sticky(cudaError_t e);
     if (e_ != cudaSuccess) ::kiln::cudadev::throw_cuda_error(e_, __FILE__, __LINE__); \
   } while (0)
 
-// A device allocation freed on destruction.
-struct DeviceMem {
+// An allocation of `Kind` (device or page-locked host memory) freed on destruction.
+template <typename Kind>
+struct Allocation {
   void* p = nullptr;
   size_t bytes = 0;
-  DeviceMem() = default;
-  explicit DeviceMem(size_t n);
-  DeviceMem(DeviceMem&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr, o.bytes = 0; }
-  DeviceMem& operator=(DeviceMem&& o) noexcept {
+  Allocation() = default;
+  explicit Allocation(size_t n) : p(n ? Kind::allocate(n) : nullptr), bytes(n) {}
+  Allocation(Allocation&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr, o.bytes = 0; }
+  Allocation& operator=(Allocation&& o) noexcept {
     std::swap(p, o.p);
     std::swap(bytes, o.bytes);
     return *this;
   }
-  ~DeviceMem();
+  ~Allocation() {
+    if (p) Kind::release(p);
+  }
   template <typename T>
   T* as() const {
     return static_cast<T*>(p);
   }
 };
-
-// A page-locked host allocation freed on destruction (the per-step metadata is staged here).
-struct PinnedMem {
-  void* p = nullptr;
-  size_t bytes = 0;
-  PinnedMem() = default;
-  explicit PinnedMem(size_t n);
-  PinnedMem(PinnedMem&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr, o.bytes = 0; }
-  PinnedMem& operator=(PinnedMem&& o) noexcept {
-    std::swap(p, o.p);
-    std::swap(bytes, o.bytes);
-    return *this;
-  }
-  ~PinnedMem();
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
+struct DeviceKind {
+  static void* allocate(size_t n);  // throws kiln::Error naming the size when the device is out of memory
+  static void release(void* p);
 };
+struct PinnedKind {  // the per-step metadata is staged here
+  static void* allocate(size_t n);
+  static void release(void* p);
+};
+using DeviceMem = Allocation<DeviceKind>;
+using PinnedMem = Allocation<PinnedKind>;
 
 // Device memory for many tensors: large ones get an allocation each, small ones (norm weights, biases) are packed
 // into chunks, every start 256-byte aligned (cuBLASLt's preference).
